@@ -1,0 +1,35 @@
+# infbench: how fast and how accurate is each inference runtime at each precision and
+# batch size, on this machine? (DESIGN.md). This file is the table of contents.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# the embedded default, unless --configfile names another (which replaces it, not merges)
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    model="[A-Za-z0-9_]+",
+    runtime="|".join(RUNTIMES),
+    precision="fp32|fp16|int8",
+    bs="[0-9]+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/precision.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        TABLES,

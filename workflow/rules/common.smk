@@ -1,0 +1,207 @@
+# Config validation and the helpers of all rules: paths per matrix cell, the
+# interpreter of each runtime stack, the artifacts each runtime loads.
+
+import json
+import os
+import shlex
+import sys
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+
+from infbench.configcheck import check
+from infbench.errors import UserError
+from infbench.runtimes import ARTIFACT, int8_form
+
+with open(
+    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+) as f:
+    SCHEMA = yaml.safe_load(f)
+try:
+    check(config, SCHEMA)
+except UserError as err:
+    raise WorkflowError(f"infbench: {err}") from None
+validate(config, "../schemas/config.schema.yaml")  # fills the schema's defaults
+
+SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
+DATASET = config["dataset"]["kind"]
+INDEX = f"results/datasets/{DATASET}/index.tsv"
+LABELS = f"results/datasets/{DATASET}/labels.npy"
+MODELS = list(config["models"])
+RUNTIMES = list(config["runtimes"])
+REF_RUNTIME, REF_PRECISION = config["accuracy"]["reference"].split("/")
+
+# the software stack (envs/<stack>.yaml, or a venv made by the Makefile) of each runtime
+STACK = {
+    "oneflow": "oneflow",
+    "tensorrt": "tensorrt",
+    "onnxruntime": "main",
+    "torch": "main",
+}
+# With --software-deployment-method conda every rule runs in its stack's conda env, whose
+# interpreter is plain `python`. Otherwise the main stack is the interpreter running
+# Snakemake and the other stacks are venvs (runtimes.<name>.python overrides either).
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+# (sys.prefix/bin/python rather than sys.executable: the same path however snakemake
+# was started, so that the runner params below do not change between invocations)
+MAIN_PYTHON = "python" if USE_CONDA else os.path.join(sys.prefix, "bin", "python")
+DEFAULT_PYTHON = {} if USE_CONDA else {"oneflow": ".venv-oneflow/bin/python"}
+
+
+def runner(stack, script):
+    """The command that runs ``script`` under a stack's interpreter (main or a runtime's).
+
+    It is followed by the log file and the script's arguments (workflow/scripts/launch.sh).
+    """
+    if stack == "main":
+        python = MAIN_PYTHON
+        missing = f"the workflow's interpreter {python} is gone: run `make env`"
+    else:
+        python, missing = runtime_python(stack), missing_python(stack)
+    parts = [
+        os.path.join(SCRIPTS, "launch.sh"),
+        python,
+        missing,
+        os.path.join(SCRIPTS, script),
+    ]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def runtime_python(runtime):
+    """The interpreter of a runtime's stack; relative paths are relative to the workflow."""
+    python = config["runtimes"].get(runtime, {}).get("python") or DEFAULT_PYTHON.get(
+        runtime
+    )
+    if not python:
+        return MAIN_PYTHON
+    if "/" in python and not os.path.isabs(python):
+        python = os.path.join(workflow.basedir, python)
+    return python
+
+
+def missing_python(runtime):
+    """The sentence launch.sh prints when a runtime's interpreter does not exist."""
+    hint = (
+        "run `make env-oneflow` (it needs a Python 3.10: on PATH as python3.10 or named by"
+        " PYTHON310=/path/to/python3.10)"
+        if runtime == "oneflow"
+        else "create that environment"
+    )
+    return (
+        f"the {runtime} runtime's interpreter {runtime_python(runtime)} does not exist"
+        f" (config key runtimes.{runtime}.python): {hint}, or remove {runtime} from runtimes"
+    )
+
+
+def stack_env(wildcards):
+    return f"../../envs/{STACK[wildcards.runtime]}.yaml"
+
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.model]
+
+
+def cache_file(model):
+    m = config["models"][model]
+    return f"results/cache/{DATASET}/{m['resize']}-{m['crop']}.npy"
+
+
+def checkpoint_file(wildcards):
+    source = config["models"][wildcards.model]["checkpoint"]
+    if "path" in source:
+        return source["path"]
+    return f"resources/checkpoints/{wildcards.model}.pth"
+
+
+def onnx_file(model, precision, runtime):
+    """The precision's ONNX in the Q/DQ form this runtime runs fastest (int8)."""
+    if precision == "int8":
+        precision = f"int8-{int8_form(runtime, config['runtimes'][runtime]['device'])}"
+    return f"results/onnx/{model}/{precision}.onnx"
+
+
+def artifact(wildcards, bs):
+    """What the runtime loads: neutral weights, the precision's ONNX or an engine."""
+    kind = ARTIFACT[wildcards.runtime]
+    if kind == "weights":
+        return f"results/weights/{wildcards.model}.safetensors"
+    if kind == "onnx":
+        return onnx_file(wildcards.model, wildcards.precision, wildcards.runtime)
+    return f"results/engines/{wildcards.model}/{wildcards.precision}-bs{bs}.plan"
+
+
+def cell_args(wildcards, bs):
+    """The command-line options that name one cell (see infbench/cli.py)."""
+    m = config["models"][wildcards.model]
+    rt = config["runtimes"][wildcards.runtime]
+    return (
+        f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {m['arch']}"
+        f" --precision {wildcards.precision} --batch-size {bs} --device {rt['device']}"
+        f" --crop {m['crop']} --artifact {artifact(wildcards, bs)}"
+    )
+
+
+def speed_files():
+    return [
+        f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json"
+        for runtime, rt in config["runtimes"].items()
+        for model in MODELS
+        for precision in rt["precisions"]
+        for bs in config["batch_sizes"]
+    ]
+
+
+def accuracy_files():
+    return [
+        f"results/accuracy/{runtime}/{model}/{precision}.json"
+        for runtime, rt in config["runtimes"].items()
+        for model in MODELS
+        for precision in rt["precisions"]
+    ]
+
+
+TABLES = [f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]] + [
+    "results/tables/precision.md",
+    "results/tables/cells.csv",
+    "results/tables/report.md",
+]
+
+
+def dataset_root():
+    if DATASET == "synthetic":
+        return "results/datasets/synthetic/images"
+    return config["dataset"]["root"]
+
+
+def dataset_args():
+    d = config["dataset"]
+    args = f"--root {dataset_root()} --images {d['images']}"
+    if DATASET == "synthetic":
+        return args + f" --labels {dataset_root()}/val_map.txt"
+    for key in ("labels", "synsets"):
+        if key in d:
+            args += f" --{key} {d[key]}"
+    return args
+
+
+def cell_threads(wildcards):
+    return (
+        workflow.cores
+        if config["runtimes"][wildcards.runtime]["device"] == "cpu"
+        else 1
+    )
+
+
+def recorded_config(wildcards):
+    """The config that mattered for a cell, recorded in its result."""
+    return json.dumps(
+        {
+            "model": config["models"][wildcards.model],
+            "runtime": config["runtimes"][wildcards.runtime],
+            "timing": config["timing"],
+        }
+    )

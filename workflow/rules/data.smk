@@ -1,0 +1,56 @@
+# The data set: generated synthetic JPEGs or an ImageNet validation folder, indexed the
+# same way, then preprocessed once per input size into a uint8 NHWC tensor cache.
+
+
+rule synthetic_images:
+    output:
+        directory("results/datasets/synthetic/images"),
+    log:
+        "logs/datasets/synthetic/images.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "make_synthetic.py"),
+        images=config["dataset"].get("images"),
+        seed=config["dataset"]["seed"],
+    shell:
+        "{params.run} {log}"
+        " --images {params.images} --seed {params.seed} --out {output}"
+
+
+rule index_dataset:
+    input:
+        # the synthetic set is generated; an ImageNet folder is read in place
+        ["results/datasets/synthetic/images"] if DATASET == "synthetic" else [],
+    output:
+        index=INDEX,
+        labels=LABELS,
+    log:
+        f"logs/datasets/{DATASET}/index.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "index_dataset.py"),
+        dataset=config["dataset"],
+        args=dataset_args(),
+    shell:
+        "{params.run} {log}"
+        " {params.args} --out {output.index} --labels-out {output.labels}"
+
+
+rule preprocess:
+    input:
+        INDEX,
+    output:
+        f"results/cache/{DATASET}/{{resize}}-{{crop}}.npy",
+    log:
+        f"logs/cache/{DATASET}/{{resize}}-{{crop}}.log",
+    conda:
+        "../../envs/main.yaml"
+    threads: workflow.cores
+    params:
+        run=runner("main", "preprocess.py"),
+    shell:
+        "{params.run} {log}"
+        " --index {input} --resize {wildcards.resize} --crop {wildcards.crop}"
+        " --out {output} --workers {threads}"

@@ -1,0 +1,101 @@
+# The matrix cells: TensorRT engines, timed runs and accuracy runs. Each runs under its
+# runtime's interpreter. Rules that hold a device carry resources gpu=1, so that
+# `--resources gpu=1` keeps timed runs from overlapping; CPU cells also take every core.
+
+
+rule build_engine:
+    input:
+        lambda wc: onnx_file(wc.model, wc.precision, "tensorrt"),
+    output:
+        plan="results/engines/{model}/{precision}-bs{bs}.plan",
+        sidecar="results/engines/{model}/{precision}-bs{bs}.json",
+    log:
+        "logs/engines/{model}/{precision}-bs{bs}.log",
+    conda:
+        "../../envs/tensorrt.yaml"
+    resources:
+        gpu=1,
+    params:
+        run=runner("tensorrt", "build_engine.py"),
+        options=config["runtimes"].get("tensorrt", {}),
+        workspace=config["runtimes"].get("tensorrt", {}).get("workspace_mib", 4096),
+        tf32=int(config["runtimes"].get("tensorrt", {}).get("allow_tf32", False)),
+    shell:
+        "{params.run} {log}"
+        " --onnx {input} --batch-size {wildcards.bs} --precision {wildcards.precision}"
+        " --workspace-mib {params.workspace} --allow-tf32 {params.tf32}"
+        " --timing-cache results/engines/timing.cache"
+        " --out {output.plan} --sidecar {output.sidecar}"
+
+
+rule speed:
+    input:
+        artifact=lambda wc: artifact(wc, wc.bs),
+        cache=lambda wc: cache_file(wc.model),
+    output:
+        "results/speed/{runtime}/{model}/{precision}-bs{bs}.json",
+    log:
+        "logs/speed/{runtime}/{model}/{precision}-bs{bs}.log",
+    conda:
+        stack_env
+    threads: cell_threads
+    resources:
+        gpu=1,
+    params:
+        run=lambda wc: runner(wc.runtime, "measure_speed.py"),
+        cell=lambda wc: cell_args(wc, wc.bs),
+        model=model_cfg,
+        options=lambda wc: json.dumps(config["runtimes"][wc.runtime]),
+        timing=json.dumps(config["timing"]),
+        recorded=recorded_config,
+    shell:
+        "{params.run} {log}"
+        " {params.cell} --options {params.options:q} --cache {input.cache}"
+        " --timing {params.timing:q} --config {params.recorded:q} --out {output}"
+
+
+rule evaluate:
+    input:
+        artifact=lambda wc: artifact(wc, config["accuracy"]["batch_size"]),
+        cache=lambda wc: cache_file(wc.model),
+    output:
+        "results/accuracy/{runtime}/{model}/{precision}.npz",
+    log:
+        "logs/accuracy/{runtime}/{model}/{precision}.log",
+    conda:
+        stack_env
+    threads: cell_threads
+    resources:
+        gpu=1,
+    params:
+        run=lambda wc: runner(wc.runtime, "evaluate.py"),
+        cell=lambda wc: cell_args(wc, config["accuracy"]["batch_size"]),
+        model=model_cfg,
+        options=lambda wc: json.dumps(config["runtimes"][wc.runtime]),
+        keep=config["accuracy"]["keep_logits"],
+    shell:
+        "{params.run} {log}"
+        " {params.cell} --options {params.options:q} --cache {input.cache}"
+        " --keep-logits {params.keep} --out {output}"
+
+
+rule score:
+    input:
+        predictions="results/accuracy/{runtime}/{model}/{precision}.npz",
+        reference=f"results/accuracy/{REF_RUNTIME}/{{model}}/{REF_PRECISION}.npz",
+        labels=LABELS,
+    output:
+        "results/accuracy/{runtime}/{model}/{precision}.json",
+    log:
+        "logs/accuracy/{runtime}/{model}/{precision}-score.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "score.py"),
+        reference=config["accuracy"]["reference"],
+        random=lambda wc: int("random" in model_cfg(wc)["checkpoint"]),
+    shell:
+        "{params.run} {log}"
+        " --predictions {input.predictions} --labels {input.labels}"
+        " --reference {input.reference} --reference-name {params.reference}"
+        " --random-weights {params.random} --out {output}"

@@ -1,0 +1,56 @@
+# Model artifacts: checkpoint (downloaded and verified, a user's file, or seeded random)
+# -> framework-neutral weights -> fp32 ONNX. Per-model config reaches each rule through
+# params, so a change to one model reruns only that model's jobs.
+
+
+rule fetch_checkpoint:
+    output:
+        "resources/checkpoints/{model}.pth",
+    log:
+        "logs/checkpoints/{model}.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "fetch_checkpoint.py"),
+        arch=lambda wc: model_cfg(wc)["arch"],
+        checkpoint=lambda wc: model_cfg(wc)["checkpoint"],
+        source=lambda wc: " ".join(
+            f"--{key} {value}" for key, value in model_cfg(wc)["checkpoint"].items()
+        ),
+    shell:
+        "{params.run} {log}"
+        " --model {wildcards.model} --arch {params.arch} {params.source} --out {output}"
+
+
+rule convert_weights:
+    input:
+        checkpoint_file,
+    output:
+        "results/weights/{model}.safetensors",
+    log:
+        "logs/weights/{model}.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "convert_weights.py"),
+        arch=lambda wc: model_cfg(wc)["arch"],
+    shell:
+        "{params.run} {log}" " --arch {params.arch} --checkpoint {input} --out {output}"
+
+
+rule export_onnx:
+    input:
+        "results/weights/{model}.safetensors",
+    output:
+        "results/onnx/{model}/fp32.onnx",
+    log:
+        "logs/onnx/{model}/fp32.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "export_onnx.py"),
+        arch=lambda wc: model_cfg(wc)["arch"],
+        crop=lambda wc: model_cfg(wc)["crop"],
+    shell:
+        "{params.run} {log}"
+        " --arch {params.arch} --weights {input} --crop {params.crop} --out {output}"

@@ -1,0 +1,41 @@
+# Precision is an ONNX transform shared by every ONNX consumer: fp16 ONNX, and int8 Q/DQ
+# ONNX calibrated once, written as S8S8 (TensorRT) and U8S8 (ONNX Runtime on x86 CPUs).
+
+
+rule convert_fp16:
+    input:
+        "results/onnx/{model}/fp32.onnx",
+    output:
+        "results/onnx/{model}/fp16.onnx",
+    log:
+        "logs/onnx/{model}/fp16.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "convert_fp16.py"),
+    shell:
+        "{params.run} {log}" " --onnx {input} --out {output}"
+
+
+rule calibrate_int8:
+    input:
+        onnx="results/onnx/{model}/fp32.onnx",
+        cache=lambda wc: cache_file(wc.model),
+        index=INDEX,
+    output:
+        s8s8="results/onnx/{model}/int8-s8s8.onnx",
+        u8s8="results/onnx/{model}/int8-u8s8.onnx",
+        images="results/onnx/{model}/calibration.tsv",
+    log:
+        "logs/onnx/{model}/int8.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "calibrate_int8.py"),
+        calibration=config["calibration"],
+    shell:
+        "{params.run} {log}"
+        " --onnx {input.onnx} --cache {input.cache} --index {input.index}"
+        " --images {params.calibration[images]} --method {params.calibration[method]}"
+        " --seed {params.calibration[seed]}"
+        " --out-s8s8 {output.s8s8} --out-u8s8 {output.u8s8} --out-list {output.images}"

@@ -1,0 +1,56 @@
+"""Predict every image of the data set with one (runtime, model, precision) cell.
+
+Writes an .npz with the top-5 classes of every image and the logits of the first images.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from infbench import metrics, provenance, runtimes  # noqa: E402
+from infbench.cli import add_cell_args, cell_of, open_cache, spec_from_args  # noqa: E402
+from infbench.errors import main_guard  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_cell_args(parser)
+    parser.add_argument("--cache", required=True, help="uint8 NHWC .npy tensor cache")
+    parser.add_argument("--keep-logits", type=int, default=1000)
+    parser.add_argument("--out", required=True, help="the .npz to write")
+    args = parser.parse_args()
+
+    spec = spec_from_args(args)
+    cache = open_cache(args.cache, spec.crop)
+    started = provenance.now()
+    session = runtimes.load(spec.runtime).open_session(spec)
+    try:
+        top5, logits = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits)
+        info = session.info()
+    finally:
+        session.close()
+    meta = {
+        "cell": cell_of(spec),
+        "provenance": {
+            "runtime": info,
+            "host": provenance.host(),
+            "started": started,
+            "finished": provenance.now(),
+            "artifact": args.artifact,
+            "command": sys.argv,
+        },
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = f"{args.out}.tmp.npz"
+    np.savez(tmp, top5=top5, logits=logits, meta=json.dumps(meta))
+    os.replace(tmp, args.out)
+    print(f"{spec.runtime} {spec.model} {spec.precision}: {len(top5)} images predicted")
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,108 @@
+"""Config checks beyond what Snakemake's schema validation says clearly.
+
+``check`` turns the first schema error into one sentence naming the key, then checks the
+combinations a schema cannot express (a precision a runtime lacks on its device, a
+reference cell that is not configured, ...). It also fills the defaults that depend on
+other keys. Everything raises UserError.
+"""
+
+import jsonschema
+
+from infbench.errors import UserError
+from infbench.runtimes import CAPABILITIES
+
+# the smallest input each architecture accepts (its feature maps must not vanish)
+MIN_CROP = {"alexnet": 63, "vgg16": 32, "resnet50": 32, "inception_v3": 75}
+
+
+def _key(path):
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(
+        ".[", "["
+    )
+
+
+def schema_sentence(error):
+    """One sentence for a jsonschema ValidationError, naming the config key."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = _key(path + [extra[0]]) if extra else _key(path)
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"config key {where} is not a known key (known here: {known}); see config/README.md"
+    if "checkpoint" in path:
+        return (
+            f"config key {_key(path[: path.index('checkpoint') + 1])} must be one of"
+            " {url: ..., sha256: <hex digest or its first 8+ digits>}, {path: ...} or {random: <seed>}"
+        )
+    if error.validator == "required":
+        return f"config key {_key(path) or '(top level)'} is incomplete: {error.message}"
+    return f"config key {_key(path) or '(top level)'}: {error.message}"
+
+
+def check(config, schema):
+    """Validate ``config`` against ``schema`` and the combination rules; fill defaults."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise UserError(schema_sentence(error))
+
+    for name, rt in config["runtimes"].items():
+        supported = CAPABILITIES[name].get(rt["device"])
+        if supported is None:
+            raise UserError(
+                f"config key runtimes.{name}.device: {name} does not run on {rt['device']};"
+                f" use one of {', '.join(CAPABILITIES[name])}"
+            )
+        for precision in rt["precisions"]:
+            if precision not in supported:
+                raise UserError(
+                    f"config key runtimes.{name}.precisions: {name} has no {precision} on"
+                    f" {rt['device']} (it runs {', '.join(supported)} there); remove"
+                    f" {precision} or change runtimes.{name}.device"
+                )
+
+    for name, model in config["models"].items():
+        if model["crop"] > model["resize"]:
+            raise UserError(
+                f"config key models.{name}.crop ({model['crop']}) is larger than"
+                f" models.{name}.resize ({model['resize']}); the crop is cut from the resized image"
+            )
+        if model["crop"] < MIN_CROP[model["arch"]]:
+            raise UserError(
+                f"config key models.{name}.crop: {model['arch']} needs at least"
+                f" {MIN_CROP[model['arch']]} px, got {model['crop']}"
+            )
+
+    dataset = config["dataset"]
+    if dataset["kind"] == "imagenet" and "root" not in dataset:
+        raise UserError("config key dataset.root is missing: an imagenet data set needs its folder")
+    if dataset["kind"] == "synthetic" and dataset.get("images", "all") == "all":
+        raise UserError("config key dataset.images must be a number for a synthetic data set")
+
+    cells = [f"{r}/{p}" for r, rt in config["runtimes"].items() for p in rt["precisions"]]
+    accuracy = config.setdefault("accuracy", {})
+    if "reference" not in accuracy:
+        accuracy["reference"] = "oneflow/fp32" if "oneflow/fp32" in cells else cells[0]
+    if accuracy["reference"] not in cells:
+        raise UserError(
+            f"config key accuracy.reference: {accuracy['reference']} is not a configured cell;"
+            f" choose one of {', '.join(cells)}"
+        )
+    accuracy.setdefault("batch_size", max(config["batch_sizes"]))
+
+    if any("int8" in rt["precisions"] for rt in config["runtimes"].values()):
+        images = dataset.get("images", "all")
+        wanted = config.get("calibration", {}).get("images", 500)
+        if images != "all" and wanted > images:
+            raise UserError(
+                f"config key calibration.images ({wanted}) is more than dataset.images"
+                f" ({images}); lower calibration.images or use more images"
+            )
+
+    for i, ref in enumerate(config.get("reference_results", [])):
+        if ref["model"] not in config["models"]:
+            raise UserError(
+                f"config key reference_results[{i}].model: {ref['model']} is not in models;"
+                " name a configured model"
+            )
+    return config

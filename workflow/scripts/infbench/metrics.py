@@ -1,0 +1,65 @@
+"""Accuracy: predictions for every image, written once against the Session interface.
+
+``evaluate`` reads the tensor cache through its memmap, one batch at a time, and keeps the
+top-5 classes of every image plus the raw logits of the first ``keep_logits`` images (for
+logit-level agreement, which is what still means something when the weights are random).
+``score`` compares one cell with the labels and with the reference cell.
+"""
+
+import numpy as np
+
+
+def evaluate(session, cache, batch_size, keep_logits):
+    """Top-5 classes (N, 5) and the logits of the first ``keep_logits`` images.
+
+    The last partial batch is padded by repeating its last image (fixed-shape runtimes such
+    as TensorRT engines and nn.Graph need whole batches); the padding is discarded.
+    """
+    n = cache.shape[0]
+    top5 = np.empty((n, 5), dtype=np.int32)
+    kept = []
+    for start in range(0, n, batch_size):
+        images = np.asarray(cache[start : start + batch_size])
+        real = images.shape[0]
+        if real < batch_size:
+            pad = np.repeat(images[-1:], batch_size - real, axis=0)
+            images = np.concatenate([images, pad])
+        out = session.run(session.stage(images))
+        session.sync(out)
+        logits = session.logits(out)[:real].astype(np.float32)
+        top5[start : start + real] = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        if start < keep_logits:
+            kept.append(logits[: keep_logits - start])
+    kept = np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)
+    return top5, kept
+
+
+def score(top5, labels, logits, reference=None):
+    """Top-1/top-5 against labels; mismatches and logit agreement against a reference cell.
+
+    ``reference`` is a (top5, logits) pair of the reference cell, or None.
+    """
+    n = len(labels)
+    summary = {
+        "images": int(n),
+        "top1": float(np.mean(top5[:, 0] == labels)),
+        "top5": float(np.mean((top5 == labels[:, None]).any(axis=1))),
+        "distinct_predictions": int(len(np.unique(top5[:, 0]))),
+        "mismatches": None,
+        "logit_images": 0,
+        "cosine": None,
+        "rel_error": None,
+    }
+    if reference is None:
+        return summary
+    ref_top5, ref_logits = reference
+    summary["mismatches"] = int(np.sum(top5[:, 0] != ref_top5[:, 0]))
+    k = min(len(logits), len(ref_logits))
+    if k:
+        a = logits[:k].astype(np.float64)
+        b = ref_logits[:k].astype(np.float64)
+        cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        summary["logit_images"] = int(k)
+        summary["cosine"] = float(np.mean(cos))
+        summary["rel_error"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    return summary

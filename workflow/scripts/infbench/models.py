@@ -1,0 +1,76 @@
+"""The four seed architectures on the PyTorch side: build, load, check a checkpoint.
+
+inception_v3 is built as torchvision builds it for its ImageNet weights:
+``transform_input=True`` (it re-normalises inside the model) and ``aux_logits=True``
+(the aux head exists in the checkpoint and is unused in eval). Every runtime must use the
+same flags or the logits differ (reference/facts.md).
+"""
+
+from infbench.errors import UserError
+
+ARCHS = {
+    "alexnet": {},
+    "vgg16": {},
+    "resnet50": {},
+    "inception_v3": {"aux_logits": True, "transform_input": True, "init_weights": False},
+}
+
+
+def build_torch(arch, seed=None):
+    """A torchvision model with freshly initialised weights (seeded when ``seed`` is given)."""
+    import torch
+    import torchvision
+
+    if arch not in ARCHS:
+        raise UserError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    kwargs = dict(ARCHS[arch])
+    if arch == "inception_v3" and seed is not None:
+        kwargs["init_weights"] = True
+    return getattr(torchvision.models, arch)(weights=None, **kwargs)
+
+
+def load_torch(arch, weights_path):
+    """The model in eval mode with the framework-neutral weights loaded, strictly."""
+    from safetensors.torch import load_file
+
+    model = build_torch(arch)
+    model.load_state_dict(load_file(weights_path), strict=True)
+    return model.eval()
+
+
+def checkpoint_state_dict(arch, checkpoint_path):
+    """Read a .pth checkpoint and check it fits ``arch``; return its tensors (float32).
+
+    Accepts a plain state dict or a dict holding one under ``state_dict``/``model``.
+    """
+    import torch
+
+    try:
+        obj = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise UserError(
+            f"{checkpoint_path} is not a readable PyTorch checkpoint ({err.__class__.__name__});"
+            " delete it so that it is fetched again, or fix the model's checkpoint entry"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    model = build_torch(arch)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(obj))
+    unexpected = sorted(set(obj) - set(expected))
+    if missing or unexpected:
+        raise UserError(
+            f"{checkpoint_path} does not hold {arch} weights ({len(missing)} missing keys"
+            f" such as {missing[:1]}, {len(unexpected)} unexpected such as {unexpected[:1]});"
+            f" point the model's checkpoint at {arch} weights or change its arch"
+        )
+    for name, tensor in obj.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UserError(
+                f"{checkpoint_path}: tensor {name} has shape {tuple(tensor.shape)}, {arch}"
+                f" needs {tuple(expected[name].shape)}; fix the model's arch or checkpoint"
+            )
+    return {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in obj.items()}

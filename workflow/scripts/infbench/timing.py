@@ -1,0 +1,50 @@
+"""The timing harness, written once for every runtime (DESIGN.md, measurement rules).
+
+Timed region: ``session.run`` only, on batches already normalised and resident on the
+device, several distinct staged batches in rotation, one ``session.sync`` at the end of
+each timed window (for OneFlow that sync reads the last result back, which is the only
+way to know its asynchronous work has finished).
+"""
+
+import statistics
+import time
+
+
+def measure(session, batches, warmup_batches, timed_batches, windows):
+    """Time ``windows`` windows of ``timed_batches`` inferences each.
+
+    ``batches`` are uint8 NHWC host arrays of the session's batch size; they are staged
+    once, before any timing. Returns images/s per window, their median and spread.
+    """
+    staged = [session.stage(b) for b in batches]
+    n = len(staged)
+    batch_size = batches[0].shape[0]
+
+    out = None
+    for i in range(warmup_batches):
+        out = session.run(staged[i % n])
+    if out is not None:
+        session.sync(out)
+
+    seconds = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for i in range(timed_batches):
+            out = session.run(staged[i % n])
+        session.sync(out)
+        seconds.append(time.perf_counter() - t0)
+
+    rates = [timed_batches * batch_size / s for s in seconds]
+    median = statistics.median(rates)
+    return {
+        "images_per_s": median,
+        "window_images_per_s": rates,
+        "window_seconds": seconds,
+        "spread": (max(rates) - min(rates)) / median,
+        "ms_per_batch": 1000.0 * batch_size / median,
+        "batch_size": batch_size,
+        "staged_batches": n,
+        "warmup_batches": warmup_batches,
+        "timed_batches": timed_batches,
+        "windows": windows,
+    }

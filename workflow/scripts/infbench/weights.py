@@ -1,0 +1,35 @@
+"""Framework-neutral weights: the torchvision state dict as float32 safetensors.
+
+Reading needs only numpy and safetensors, so the OneFlow environment (no torch) can load
+the same weights as every other runtime.
+"""
+
+import os
+
+from safetensors.numpy import load_file
+
+from infbench.errors import UserError
+
+
+def read_weights(path):
+    """The tensors of a .safetensors file as numpy arrays, by torchvision parameter name."""
+    try:
+        return load_file(path)
+    except Exception as err:
+        raise UserError(
+            f"{path} is not readable safetensors ({err.__class__.__name__}); delete it so"
+            " that the workflow converts the checkpoint again"
+        ) from None
+
+
+def convert_checkpoint(arch, checkpoint, out):
+    """Checkpoint (.pth) -> neutral weights, checked against ``arch``; written atomically."""
+    from safetensors.torch import save_file
+
+    from infbench.models import checkpoint_state_dict
+
+    tensors = checkpoint_state_dict(arch, checkpoint)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp"
+    save_file(tensors, tmp, metadata={"arch": arch, "source": os.path.basename(checkpoint)})
+    os.replace(tmp, out)

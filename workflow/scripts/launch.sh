@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run one workflow step under the interpreter of its runtime stack, its output in a log.
+#
+# usage: launch.sh PYTHON MISSING_SENTENCE SCRIPT LOG [ARGS...]
+#
+# If PYTHON does not exist, print MISSING_SENTENCE (which names the config key and the fix)
+# and fail. If the step fails, repeat its one-sentence error ("infbench: ...") on stderr,
+# where Snakemake shows it, so the user need not open the log.
+set -u
+python=$1 missing=$2 script=$3 log=$4
+shift 4
+mkdir -p "$(dirname "$log")"
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "infbench: $missing" | tee "$log" >&2
+    exit 1
+fi
+"$python" "$script" "$@" >"$log" 2>&1
+status=$?
+if [ "$status" -ne 0 ]; then
+    grep '^infbench:' "$log" >&2 || tail -n 20 "$log" >&2
+fi
+exit "$status"

@@ -1,0 +1,59 @@
+"""Summarise one accuracy cell: top-1, top-5, mismatches and logit agreement vs the reference."""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from infbench import metrics  # noqa: E402
+from infbench.cli import write_json  # noqa: E402
+from infbench.errors import UserError, main_guard  # noqa: E402
+
+
+def load_predictions(path):
+    try:
+        with np.load(path) as f:
+            return f["top5"], f["logits"], json.loads(str(f["meta"]))
+    except (OSError, KeyError, ValueError) as err:
+        raise UserError(
+            f"{path} is not a prediction file of this workflow ({err.__class__.__name__});"
+            " delete it so that the workflow evaluates the cell again"
+        ) from None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--predictions", required=True, help="the cell's .npz")
+    parser.add_argument("--labels", required=True, help="labels.npy of the data set")
+    parser.add_argument("--reference", help="the reference cell's .npz (absent: not run)")
+    parser.add_argument("--reference-name", required=True, help="e.g. oneflow/fp32")
+    parser.add_argument("--random-weights", type=int, choices=[0, 1], default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    top5, logits, meta = load_predictions(args.predictions)
+    labels = np.load(args.labels)
+    reference = None
+    if args.reference:
+        ref_top5, ref_logits, _ = load_predictions(args.reference)
+        reference = (ref_top5, ref_logits)
+    summary = metrics.score(top5, labels, logits, reference)
+    write_json(
+        args.out,
+        {
+            "cell": meta["cell"],
+            **summary,
+            "reference": args.reference_name,
+            "reference_available": reference is not None,
+            "random_weights": bool(args.random_weights),
+            "provenance": {**meta["provenance"], "predictions": args.predictions},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main_guard(main)
