@@ -1,0 +1,350 @@
+"""The aggregate step: result files in the documented formats -> tables a user can read."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from infbench.errors import UserError
+from infbench.tables import write_tables
+
+AGGREGATE = os.path.join(
+    os.path.dirname(__file__), "..", "workflow", "scripts", "aggregate.py"
+)
+
+SOURCE = "Oneflow-Benchmark cnn_benchmark/benchmark.md"
+CONFIG = {
+    "dataset": {"kind": "synthetic"},
+    "models": {
+        "alexnet": {"arch": "alexnet", "resize": 256, "crop": 224, "checkpoint": {"random": 0}},
+        "resnet50": {"arch": "resnet50", "resize": 256, "crop": 224, "checkpoint": {}},
+        "vgg16": {"arch": "vgg16", "resize": 256, "crop": 224, "checkpoint": {}},
+    },
+    # deliberately not in the tables' order: columns must follow OneFlow, TensorRT,
+    # ONNX Runtime, PyTorch and fp32, fp16, int8 whatever the config's order
+    "runtimes": {
+        "torch": {"device": "cpu", "precisions": ["fp32"]},
+        "onnxruntime": {"device": "cpu", "precisions": ["int8", "fp32"]},
+        "oneflow": {"device": "cpu", "precisions": ["fp32"]},
+    },
+    "batch_sizes": [8, 50],
+    "timing": {"warmup_batches": 5, "timed_batches": 500, "windows": 3, "max_spread": 0.1},
+    "accuracy": {"reference": "oneflow/fp32"},
+    "reference_results": [
+        {"label": "TensorRT official", "device": "GeForce RTX 2080 Ti", "model": "resnet50",
+         "precision": "fp16", "batch_size": 8, "images_per_s": 2500, "source": SOURCE},
+        {"label": "TensorRT official", "device": "GeForce RTX 2080 Ti", "model": "resnet50",
+         "precision": "fp32", "batch_size": 8, "images_per_s": 1025, "source": SOURCE},
+    ],
+}  # fmt: skip
+
+VERSIONS = {"oneflow": {"oneflow": "0.9.0"}, "onnxruntime": {"onnxruntime": "1.32.0"},
+            "torch": {"torch": "2.14.1"}}  # fmt: skip
+
+
+def provenance(runtime):
+    return {
+        "runtime": {
+            "versions": VERSIONS[runtime],
+            "device_name": "Test Xeon 9999",
+            "threads": 2,
+        },
+        "host": {"hostname": "h", "cpu": "Test Xeon 9999", "cpu_count": 2},
+        "started": "2026-11-28T10:00:00+00:00",
+        "finished": "2026-11-28T10:01:00+00:00",
+    }
+
+
+def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1):
+    """A speed result file exactly as the measure step writes it."""
+    median = sorted(windows)[len(windows) // 2]
+    spread = (max(windows) - min(windows)) / median
+    data = {
+        "cell": {"runtime": runtime, "model": model, "arch": model, "precision": precision,
+                 "batch_size": bs, "device": "cpu"},
+        "result": {"images_per_s": median, "window_images_per_s": windows,
+                   "window_seconds": [500 * bs / w for w in windows], "spread": spread,
+                   "ms_per_batch": 1000 * bs / median, "batch_size": bs, "staged_batches": 4,
+                   "warmup_batches": 5, "timed_batches": 500, "windows": len(windows)},
+        "flagged": spread > max_spread,
+        "provenance": provenance(runtime),
+    }  # fmt: skip
+    path = root / "speed" / runtime / model / f"{precision}-bs{bs}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def write_accuracy(root, runtime, model, precision, top1, mismatches, random_weights,
+                   cosine=None, rel_error=None):  # fmt: skip
+    """An accuracy summary exactly as the evaluate step writes it."""
+    data = {
+        "cell": {"runtime": runtime, "model": model, "arch": model, "precision": precision,
+                 "batch_size": 50, "device": "cpu"},
+        "images": 500, "top1": top1, "top5": min(1.0, top1 + 0.2),
+        "reference": "oneflow/fp32", "reference_available": mismatches is not None,
+        "mismatches": mismatches, "logit_images": 100, "cosine": cosine, "rel_error": rel_error,
+        "random_weights": random_weights, "provenance": provenance(runtime),
+    }  # fmt: skip
+    path = root / "accuracy" / runtime / model / f"{precision}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def make_results(root):
+    """A few cells: torch/alexnet bs8 missing, onnxruntime int8 alexnet bs8 flagged."""
+    speed = [
+        write_speed(root, "oneflow", "alexnet", "fp32", 8, [2630.0, 2637.4, 2641.0]),
+        write_speed(root, "onnxruntime", "alexnet", "fp32", 8, [81.0, 81.24, 81.5]),
+        write_speed(root, "onnxruntime", "alexnet", "int8", 8, [100.0, 120.0, 128.2]),
+        write_speed(root, "oneflow", "resnet50", "fp32", 8, [657.0, 657.6, 658.0]),
+        write_speed(root, "torch", "resnet50", "fp32", 8, [15.0, 15.04, 15.1]),
+        write_speed(root, "onnxruntime", "resnet50", "fp32", 50, [37.0, 37.5, 38.0]),
+    ]
+    accuracy = [
+        # alexnet: random weights, reference available
+        write_accuracy(root, "oneflow", "alexnet", "fp32", 0.002, 0, True, 1.0, 0.0),
+        write_accuracy(
+            root, "onnxruntime", "alexnet", "fp32", 0.001, 3, True, 0.999981, 2.1e-5
+        ),
+        # resnet50: real weights, reference available
+        write_accuracy(root, "oneflow", "resnet50", "fp32", 0.6131, 0, False, 1.0, 0.0),
+        write_accuracy(
+            root, "onnxruntime", "resnet50", "int8", 0.6134, 59, False, 0.998, 0.05
+        ),
+        # vgg16: the reference cell oneflow/fp32 was not run
+        write_accuracy(root, "torch", "vgg16", "fp32", 0.4951, None, False),
+    ]
+    return speed, accuracy
+
+
+def read_table(path):
+    """The first markdown table of a file as (header, {row label: {column: cell}})."""
+    lines = [
+        ln
+        for ln in open(path, encoding="utf-8").read().splitlines()
+        if ln.startswith("|")
+    ]
+
+    def split(line):
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    header = split(lines[0])
+    assert set(lines[1]) <= set("|- "), "second line must be the header rule"
+    rows = {}
+    for ln in lines[2:]:
+        cells = split(ln)
+        assert len(cells) == len(header)
+        rows[cells[0]] = dict(zip(header, cells))
+    return header, rows
+
+
+def notes(path):
+    """The footnote lines under the table."""
+    return [
+        ln
+        for ln in open(path, encoding="utf-8").read().splitlines()
+        if ln.startswith("- ")
+    ]
+
+
+@pytest.fixture
+def tables(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    out = tmp_path / "results" / "tables"
+    done = write_tables(CONFIG, speed, accuracy, str(out))
+    return out, done
+
+
+def test_speed_table_columns_cells_and_markers(tables):
+    out, done = tables
+    header, rows = read_table(out / "speed-bs8.md")
+    assert header == [
+        "model", "OneFlow(fp32)", "ONNX Runtime(fp32)", "ONNX Runtime(int8)", "PyTorch(fp32)",
+        "TensorRT official(fp32)", "TensorRT official(fp16)",
+    ]  # fmt: skip
+    assert list(rows) == ["alexnet", "resnet50", "vgg16"]
+    assert rows["alexnet"]["OneFlow(fp32)"] == "2637"
+    assert rows["alexnet"]["ONNX Runtime(fp32)"] == "81.2"  # 1 decimal below 100
+    assert rows["alexnet"]["PyTorch(fp32)"] == "not run"
+    assert rows["alexnet"]["ONNX Runtime(int8)"] == "120*"
+    assert rows["resnet50"]["PyTorch(fp32)"] == "15.0"
+    assert rows["resnet50"]["TensorRT official(fp32)"] == "1025"
+    assert rows["resnet50"]["TensorRT official(fp16)"] == "2500"
+    assert rows["alexnet"]["TensorRT official(fp16)"] == "—"
+    assert all(rows["vgg16"][c] == "not run" for c in header[1:5])
+    assert all(cell for row in rows.values() for cell in row.values()), "no blank cell"
+
+    text = "\n".join(notes(out / "speed-bs8.md"))
+    assert "`not run`:" in text and "`—`:" in text
+    flag = next(n for n in notes(out / "speed-bs8.md") if n.startswith("- `*`"))
+    assert "alexnet ONNX Runtime(int8) 23.5%" in flag and "max_spread = 10%" in flag
+    assert f"TensorRT official: device GeForce RTX 2080 Ti; source {SOURCE}." in text
+    assert "Test Xeon 9999 (cpu)" in text
+    assert (
+        "OneFlow: oneflow 0.9.0" in text and "ONNX Runtime: onnxruntime 1.32.0" in text
+    )
+    assert "warm-up batches 5; timed batches per window 500; windows 3;" in text
+    assert "staged batches in rotation 4" in text
+
+
+def test_speed_table_other_batch_size_has_no_reference_columns(tables):
+    out, _ = tables
+    header, rows = read_table(out / "speed-bs50.md")
+    assert header[-1] == "PyTorch(fp32)", "no reference figure at batch size 50"
+    assert rows["resnet50"]["ONNX Runtime(fp32)"] == "37.5"
+    assert rows["alexnet"]["OneFlow(fp32)"] == "not run"
+    assert not any(
+        n.startswith("- `*`") or n.startswith("- `—`")
+        for n in notes(out / "speed-bs50.md")
+    )
+
+
+def test_precision_table(tables):
+    out, _ = tables
+    path = out / "precision.md"
+    header, rows = read_table(path)
+    assert header == ["model", "OneFlow(fp32)", "ONNX Runtime(fp32)", "ONNX Runtime(int8)",
+                      "PyTorch(fp32)"]  # fmt: skip
+    assert rows["resnet50"]["ONNX Runtime(int8)"] == "0.613 / 59"
+    assert rows["resnet50"]["OneFlow(fp32)"] == "0.613 / 0"
+    assert (
+        rows["alexnet"]["ONNX Runtime(fp32)"] == "0.001 / 3 (cos 0.99998, rel 2.1e-05)"
+    )
+    assert rows["vgg16"]["PyTorch(fp32)"] == "0.495 / n/a"
+    assert rows["vgg16"]["OneFlow(fp32)"] == "not run"
+    text = open(path, encoding="utf-8").read()
+    assert "over 500 images" in text and "reference cell OneFlow(fp32)" in text
+    footnotes = "\n".join(notes(path))
+    assert "`n/a`: the reference cell OneFlow(fp32)" in footnotes
+    random_note = next(n for n in notes(path) if "random weights" in n)
+    assert random_note.startswith("- alexnet: random weights")
+    assert "(cos …, rel …) compare" in random_note and "first 100 images" in random_note
+
+
+def test_cells_csv(tables):
+    out, _ = tables
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # speed: 2 batch sizes x 3 models x 4 columns; reference: 2 figures; accuracy: 3 x 4
+    assert len(rows) == 24 + 2 + 12
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("speed") == 24 and kinds.count("reference") == 2
+    assert kinds.count("accuracy") == 12
+
+    def find(**want):
+        hits = [r for r in rows if all(r[k] == v for k, v in want.items())]
+        assert len(hits) == 1, want
+        return hits[0]
+
+    flagged = find(kind="speed", runtime="onnxruntime", model="alexnet", precision="int8",
+                   batch_size="8")  # fmt: skip
+    assert flagged["flagged"] == "true" and float(flagged["spread"]) == pytest.approx(
+        0.235, abs=1e-3
+    )
+    assert float(flagged["images_per_s"]) == 120.0
+    assert (
+        flagged["runtime_label"] == "ONNX Runtime"
+        and flagged["device_name"] == "Test Xeon 9999"
+    )
+    assert (
+        flagged["versions"] == "onnxruntime 1.32.0"
+        and flagged["timed_batches"] == "500"
+    )
+    assert flagged["source"].endswith("speed/onnxruntime/alexnet/int8-bs8.json")
+    assert flagged["started"] == "2026-11-28T10:00:00+00:00"
+    missing = find(kind="speed", runtime="torch", model="alexnet", batch_size="8")
+    assert missing["status"] == "not run" and missing["images_per_s"] == ""
+    ref = find(kind="reference", model="resnet50", precision="fp16")
+    assert ref["images_per_s"] == "2500" and ref["source"] == SOURCE
+    assert (
+        ref["device_name"] == "GeForce RTX 2080 Ti"
+        and ref["runtime_label"] == "TensorRT official"
+    )
+    acc = find(
+        kind="accuracy", runtime="onnxruntime", model="alexnet", precision="fp32"
+    )
+    assert acc["mismatches"] == "3" and acc["random_weights"] == "true"
+    assert float(acc["cosine"]) == pytest.approx(0.999981) and acc["images"] == "500"
+    assert find(kind="accuracy", runtime="torch", model="vgg16")["mismatches"] == ""
+
+
+def test_report_joins_tables_and_writes_are_clean(tables):
+    out, done = tables
+    assert sorted(os.listdir(out)) == ["cells.csv", "precision.md", "report.md",
+                                       "speed-bs50.md", "speed-bs8.md"]  # fmt: skip
+    report = (out / "report.md").read_text(encoding="utf-8")
+    sections = [ln for ln in report.splitlines() if ln.startswith("## ")]
+    assert sections == [
+        "## Speed, batch size 8",
+        "## Speed, batch size 50",
+        "## Precision",
+    ]
+    assert (out / "speed-bs8.md").read_text(encoding="utf-8").split("\n", 2)[
+        2
+    ] in report
+    assert done["unused"] == []
+
+
+def test_unparseable_result_file_names_it(tmp_path):
+    speed, accuracy = make_results(tmp_path)
+    with open(speed[0], "w") as f:
+        f.write('{"cell": {"runtime": "oneflow"')  # truncated by a killed job
+    with pytest.raises(
+        UserError, match="delete it so the workflow regenerates it"
+    ) as err:
+        write_tables(CONFIG, speed, accuracy, str(tmp_path / "tables"))
+    assert speed[0] in str(err.value)
+    data = json.loads(open(accuracy[0]).read())
+    del data["top1"]
+    open(accuracy[0], "w").write(json.dumps(data))
+    with pytest.raises(UserError, match="'top1'"):
+        write_tables(CONFIG, speed[1:], accuracy, str(tmp_path / "tables"))
+
+
+def test_stale_results_are_refused_or_left_out(tmp_path):
+    speed, accuracy = make_results(tmp_path)
+    extra = write_speed(
+        tmp_path / "old", "onnxruntime", "alexnet", "fp32", 16, [50.0, 50.0, 50.0]
+    )
+    done = write_tables(CONFIG, speed + [extra], accuracy, str(tmp_path / "tables"))
+    assert done["unused"] == [extra]
+    twin = write_speed(
+        tmp_path / "twin", "oneflow", "alexnet", "fp32", 8, [1.0, 1.0, 1.0]
+    )
+    with pytest.raises(UserError, match="same cell"):
+        write_tables(CONFIG, speed + [twin], accuracy, str(tmp_path / "tables"))
+    other = dict(CONFIG, accuracy={"reference": "onnxruntime/fp32"})
+    with pytest.raises(UserError, match="accuracy.reference is onnxruntime/fp32"):
+        write_tables(other, speed, accuracy, str(tmp_path / "tables"))
+
+
+def test_config_mistakes_name_the_key(tmp_path):
+    speed, accuracy = make_results(tmp_path)
+    broken = dict(CONFIG, reference_results=[{"label": "x", "model": "resnet50"}])
+    with pytest.raises(UserError, match=r"reference_results\[0\] lacks 'precision'"):
+        write_tables(broken, speed, accuracy, str(tmp_path / "tables"))
+    broken = dict(CONFIG, accuracy={"reference": "oneflow"})
+    with pytest.raises(UserError, match="accuracy.reference"):
+        write_tables(broken, speed, accuracy, str(tmp_path / "tables"))
+
+
+def test_cli(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    out = tmp_path / "tables"
+    cmd = [sys.executable, AGGREGATE, "--config", str(config), "--speed", *speed,
+           "--accuracy", *accuracy, "--out-dir", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert str(out / "precision.md") in proc.stdout
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["resnet50"]["OneFlow(fp32)"] == "658"
+    open(speed[0], "w").write("not json")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert speed[0] in proc.stderr and "delete it" in proc.stderr

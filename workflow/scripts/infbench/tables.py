@@ -1,0 +1,611 @@
+"""The aggregate step: every result file -> the report's tables in results/tables/.
+
+The tables have the seed report's shape (reference/seed-benchmark.md): one speed table per
+batch size (rows = models, columns = ``Runtime(precision)`` then the reference figures),
+and one precision table (``top-1 / mismatches``). Every cell is either a figure or a
+marker explained in a footnote under its table, so that no cell is blank by accident.
+``cells.csv`` lists every cell with what produced it; ``report.md`` joins the tables.
+"""
+
+import csv
+import functools
+import io
+import json
+import os
+
+from infbench.errors import UserError
+from infbench.runtimes import LABELS
+
+# the seed report's column order: runtimes, then precisions inside a runtime
+RUNTIME_ORDER = ("oneflow", "tensorrt", "onnxruntime", "torch")
+PRECISION_ORDER = ("fp32", "fp16", "int8")
+
+# cell markers (each is explained in a footnote under any table that shows it)
+NOT_RUN = "not run"  # configured, but no result file was given to the aggregate step
+NO_FIGURE = "—"  # a reference column with no figure for this model
+FLAG = "*"  # appended to a speed figure whose timing spread was flagged
+NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
+
+CSV_FIELDS = [
+    "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
+    "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
+    "spread", "flagged", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
+    "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
+    "rel_error", "random_weights", "images", "versions", "started", "finished", "source",
+]  # fmt: skip
+
+_NUMBER = (int, float)
+
+
+# ---------------------------------------------------------------- reading result files
+
+
+def _unreadable(path, why):
+    """The one sentence for a result file that cannot be used."""
+    return UserError(
+        f"result file {path} cannot be parsed ({why}); delete it so the workflow regenerates it"
+    )
+
+
+def _load_json(path):
+    """A result file's JSON object, or a UserError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UserError(
+            f"result file {path} does not exist; pass only files the workflow produced"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise _unreadable(path, err.__class__.__name__ + ": " + str(err)) from None
+    if not isinstance(data, dict):
+        raise _unreadable(path, "not a JSON object")
+    return data
+
+
+def _get(data, path, dotted, kinds, required=True, nullable=False):
+    """The value at ``dotted`` (``a.b.c``) checked against ``kinds``.
+
+    A missing optional key gives None; a missing required key or a value of the wrong
+    type means the file is not in the documented format.
+    """
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if required:
+                raise _unreadable(path, f"no {dotted!r}")
+            return None
+        node = node[part]
+    if node is None and (nullable or not required):
+        return None
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
+        raise _unreadable(path, f"{dotted!r} is {node!r}")
+    return node
+
+
+def _versions(runtime_info):
+    """The runtime's library versions as one compact string (``name version, ...``)."""
+    versions = runtime_info.get("versions")
+    if isinstance(versions, dict):
+        return ", ".join(f"{name} {version}" for name, version in versions.items())
+    return str(versions) if versions else ""
+
+
+def _provenance(data, path, device):
+    """Device name, versions and run times recorded in a result file's provenance."""
+    runtime_info = _get(data, path, "provenance.runtime", dict, required=False) or {}
+    host = _get(data, path, "provenance.host", dict, required=False) or {}
+    device_name = runtime_info.get("device_name")
+    if not device_name and device == "cpu":
+        device_name = host.get("cpu")
+    return {
+        "device_name": str(device_name or ""),
+        "versions": _versions(runtime_info),
+        "started": _get(data, path, "provenance.started", str, required=False),
+        "finished": _get(data, path, "provenance.finished", str, required=False),
+    }
+
+
+def read_speed(path):
+    """One speed result file as a CSV row (plus its window rates as a list)."""
+    data = _load_json(path)
+    g = functools.partial(_get, data, path)
+    row = {
+        "kind": "speed",
+        "status": "measured",
+        "runtime": g("cell.runtime", str),
+        "model": g("cell.model", str),
+        "arch": g("cell.arch", str),
+        "precision": g("cell.precision", str),
+        "batch_size": g("cell.batch_size", int),
+        "device": g("cell.device", str),
+        "images_per_s": g("result.images_per_s", _NUMBER),
+        "window_images_per_s": g("result.window_images_per_s", list),
+        "spread": g("result.spread", _NUMBER),
+        "flagged": g("flagged", bool),
+        "ms_per_batch": g("result.ms_per_batch", _NUMBER, required=False),
+        "windows": g("result.windows", int),
+        "timed_batches": g("result.timed_batches", int),
+        "warmup_batches": g("result.warmup_batches", int),
+        "staged_batches": g("result.staged_batches", int, required=False),
+        "source": str(path),
+    }
+    if not all(isinstance(w, _NUMBER) for w in row["window_images_per_s"]):
+        raise _unreadable(path, "'result.window_images_per_s' holds a non-number")
+    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
+    row.update(_provenance(data, path, row["device"]))
+    return row
+
+
+def read_accuracy(path):
+    """One accuracy summary (.json) as a CSV row."""
+    data = _load_json(path)
+    g = functools.partial(_get, data, path)
+    row = {
+        "kind": "accuracy",
+        "status": "measured",
+        "runtime": g("cell.runtime", str),
+        "model": g("cell.model", str),
+        "arch": g("cell.arch", str, required=False),
+        "precision": g("cell.precision", str),
+        "batch_size": g("cell.batch_size", int, required=False),
+        "device": g("cell.device", str, required=False),
+        "images": g("images", int),
+        "top1": g("top1", _NUMBER),
+        "top5": g("top5", _NUMBER, required=False),
+        "reference": g("reference", str),
+        "mismatches": g("mismatches", int, nullable=True),
+        "logit_images": g("logit_images", int, required=False),
+        "cosine": g("cosine", _NUMBER, required=False),
+        "rel_error": g("rel_error", _NUMBER, required=False),
+        "random_weights": bool(g("random_weights", bool, required=False)),
+        "source": str(path),
+    }
+    if g("reference_available", bool, required=False) is False:
+        row["mismatches"] = None
+    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
+    row.update(_provenance(data, path, row["device"]))
+    return row
+
+
+# ---------------------------------------------------------------- the config's matrix
+
+
+def _config(config, key, kind):
+    """A top-level config value of the expected type, or a UserError naming the key."""
+    value = config.get(key)
+    if not isinstance(value, kind):
+        raise UserError(f"config key {key!r} is missing or malformed; fix it in the config file")
+    return value
+
+
+def label(runtime, precision):
+    """A column header: ``Runtime(precision)``, e.g. ``ONNX Runtime(int8)``."""
+    return f"{LABELS.get(runtime, runtime)}({precision})"
+
+
+def columns(config):
+    """The (runtime, precision) columns: runtimes in the seed's order, then precisions.
+
+    Only runtimes in the config, each with the precisions configured for it; anything
+    outside the fixed orders goes last, in config order, rather than being dropped.
+    """
+    runtimes = _config(config, "runtimes", dict)
+    rank = {name: i for i, name in enumerate(RUNTIME_ORDER)}
+    cols = []
+    for runtime in sorted(runtimes, key=lambda r: rank.get(r, len(rank))):
+        configured = (runtimes[runtime] or {}).get("precisions") or []
+        ordered = [p for p in PRECISION_ORDER if p in configured]
+        cols += [(runtime, p) for p in ordered + [p for p in configured if p not in ordered]]
+    return cols
+
+
+def reference_figures(config):
+    """``reference_results`` keyed by (label, model, precision, batch size)."""
+    figures = {}
+    for i, ref in enumerate(config.get("reference_results") or []):
+        where = f"reference_results[{i}]"
+        if not isinstance(ref, dict):
+            raise UserError(f"config key {where} must be a mapping; fix it in the config file")
+        for key in ("label", "model", "precision", "batch_size", "images_per_s"):
+            if key not in ref:
+                raise UserError(
+                    f"config key {where} lacks {key!r}; give label, model, precision,"
+                    " batch_size and images_per_s"
+                )
+        if not isinstance(ref["images_per_s"], _NUMBER) or isinstance(ref["images_per_s"], bool):
+            raise UserError(f"config key {where}.images_per_s must be a number of images/s")
+        key = (ref["label"], ref["model"], ref["precision"], ref["batch_size"])
+        if key in figures:
+            raise UserError(f"config key {where} repeats {key}; keep one figure per cell")
+        figures[key] = ref
+    return figures
+
+
+def reference_columns(figures, models, batch_size):
+    """The reference (label, precision) columns with a figure at this batch size.
+
+    Labels in the order they first appear in the config, precisions in the seed's order.
+    """
+    labels, precisions = [], set()
+    for lab, model, precision, bs in figures:
+        if bs == batch_size and model in models:
+            if lab not in labels:
+                labels.append(lab)
+            precisions.add((lab, precision))
+    rank = {p: i for i, p in enumerate(PRECISION_ORDER)}
+    return sorted(precisions, key=lambda c: (labels.index(c[0]), rank.get(c[1], len(rank))))
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def format_rate(images_per_s):
+    """images/s as the seed prints it: an integer, or 1 decimal below 100."""
+    rounded = round(images_per_s, 1)
+    return f"{round(images_per_s)}" if rounded >= 100 else f"{rounded:.1f}"
+
+
+def markdown_table(header, rows):
+    """A GitHub markdown table, columns padded so that the raw file reads too."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(f"{c:<{w}}" for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _distinct(values):
+    """Values in first-seen order without repeats (None and '' left out)."""
+    out = []
+    for v in values:
+        if v not in (None, "") and v not in out:
+            out.append(v)
+    return out
+
+
+def _joined(values, empty="not recorded"):
+    return ", ".join(str(v) for v in _distinct(values)) or empty
+
+
+def _per_runtime(rows, describe):
+    """``Label: a / b; Label: c`` with the distinct descriptions each runtime's rows give."""
+    parts = []
+    for runtime in _distinct(r["runtime"] for r in rows):
+        mine = [r for r in rows if r["runtime"] == runtime]
+        parts.append(
+            f"{LABELS.get(runtime, runtime)}: "
+            + " / ".join(_distinct(map(describe, mine)) or ["not recorded"])
+        )
+    return "; ".join(parts) or "no result files"
+
+
+def _device(row):
+    return f"{row['device_name'] or 'name not recorded'} ({row['device']})"
+
+
+# ---------------------------------------------------------------- the tables
+
+
+def speed_section(config, batch_size, speed, figures):
+    """The speed table for one batch size and its notes, as markdown (no heading)."""
+    models = _config(config, "models", dict)
+    cols = columns(config)
+    ref_cols = reference_columns(figures, models, batch_size)
+    header = ["model"] + [label(r, p) for r, p in cols] + [f"{lab}({p})" for lab, p in ref_cols]
+    rows, shown, flagged, markers = [], [], [], set()
+    for model in models:
+        cells = [model]
+        for runtime, precision in cols:
+            row = speed.get((runtime, model, precision, batch_size))
+            if row is None:
+                cells.append(NOT_RUN)
+                markers.add(NOT_RUN)
+                continue
+            shown.append(row)
+            text = format_rate(row["images_per_s"])
+            if row["flagged"]:
+                text += FLAG
+                flagged.append(row)
+            cells.append(text)
+        for lab, precision in ref_cols:
+            ref = figures.get((lab, model, precision, batch_size))
+            if ref is None:
+                cells.append(NO_FIGURE)
+                markers.add(NO_FIGURE)
+            else:
+                cells.append(format_rate(ref["images_per_s"]))
+        rows.append(cells)
+
+    timing = config.get("timing") or {}
+    crops = {}
+    for model, spec in models.items():
+        crops.setdefault((spec or {}).get("crop"), []).append(model)
+    notes = [
+        "Cells: images/s = timed batches × batch size ÷ seconds of one timed window, the"
+        " median over the windows; inputs already normalised and resident on the device"
+        " (an integer, 1 decimal below 100).",
+    ]
+    if NOT_RUN in markers:
+        notes.append(
+            f"`{NOT_RUN}`: configured, but no result file for this cell was given to the"
+            " aggregate step (the job has not run or failed)."
+        )
+    if NO_FIGURE in markers:
+        notes.append(
+            f"`{NO_FIGURE}`: the reference source gives no figure for this model and precision."
+        )
+    if flagged:
+        limit = timing.get("max_spread")
+        above = f" above timing.max_spread = {limit:.0%}" if isinstance(limit, _NUMBER) else ""
+        listed = "; ".join(
+            f"{r['model']} {label(r['runtime'], r['precision'])} {r['spread']:.1%}"
+            f" (windows {', '.join(format_rate(w) for w in r['window_images_per_s'])} images/s)"
+            for r in flagged
+        )
+        notes.append(
+            f"`{FLAG}`: timing spread ((max − min) / median of the windows){above}; the"
+            f" figure is less stable than the others: {listed}."
+        )
+    notes += [
+        "Devices: " + _per_runtime(shown, _device) + ".",
+        "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
+        "Timing: warm-up batches "
+        + _joined(r["warmup_batches"] for r in shown)
+        + "; timed batches per window "
+        + _joined(r["timed_batches"] for r in shown)
+        + "; windows "
+        + _joined(r["windows"] for r in shown)
+        + "; staged batches in rotation "
+        + _joined(r["staged_batches"] for r in shown)
+        + ".",
+    ]
+    if any(crops):
+        sizes = "; ".join(f"{', '.join(ms)} {crop} px" for crop, ms in crops.items() if crop)
+        notes.append(f"Input size: {sizes}.")
+    for lab in _distinct(lab for lab, _ in ref_cols):
+        refs = [
+            f for k, f in figures.items() if k[0] == lab and k[3] == batch_size and k[1] in models
+        ]
+        notes.append(
+            f"{lab}: device {_joined(f.get('device') for f in refs)};"
+            f" source {_joined(f.get('source') for f in refs)}."
+        )
+    return markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def _shows_agreement(row):
+    """Random weights make top-1 say little; then the cell adds the logits' agreement."""
+    return row["random_weights"] and row["mismatches"] is not None and row["cosine"] is not None
+
+
+def _accuracy_cell(row):
+    """``top-1 / mismatches``, with the logits' agreement where weights are random."""
+    mismatches = NO_REFERENCE if row["mismatches"] is None else str(row["mismatches"])
+    text = f"{row['top1']:.3f} / {mismatches}"
+    if _shows_agreement(row):
+        rel = f", rel {row['rel_error']:.1e}" if row["rel_error"] is not None else ""
+        text += f" (cos {row['cosine']:.5f}{rel})"
+    return text
+
+
+def reference_cell(config):
+    """The accuracy reference cell as (runtime, precision) from ``accuracy.reference``."""
+    ref = (config.get("accuracy") or {}).get("reference")
+    if not isinstance(ref, str) or ref.count("/") != 1:
+        raise UserError(
+            "config key accuracy.reference must be 'runtime/precision', e.g. oneflow/fp32"
+        )
+    return tuple(ref.split("/"))
+
+
+def precision_section(config, accuracy):
+    """The precision table and its notes, as markdown (no heading)."""
+    models = _config(config, "models", dict)
+    cols = columns(config)
+    ref_runtime, ref_precision = reference_cell(config)
+    ref_label = label(ref_runtime, ref_precision)
+    header = ["model"] + [label(r, p) for r, p in cols]
+    rows, shown = [], []
+    for model in models:
+        cells = [model]
+        for runtime, precision in cols:
+            row = accuracy.get((runtime, model, precision))
+            if row is not None:
+                shown.append(row)
+            cells.append(NOT_RUN if row is None else _accuracy_cell(row))
+        rows.append(cells)
+
+    intro = (
+        f"Cells: top-1 accuracy over {_joined((r['images'] for r in shown), 'no')} images /"
+        f" mismatches, the number of images whose top-1 prediction differs from the reference"
+        f" cell {ref_label} (`accuracy.reference: {ref_runtime}/{ref_precision}`)."
+    )
+    notes = []
+    if any(NOT_RUN in cells for cells in rows):
+        notes.append(
+            f"`{NOT_RUN}`: configured, but no accuracy summary for this cell was given to the"
+            " aggregate step (the job has not run or failed)."
+        )
+    if any(r["mismatches"] is None for r in shown):
+        notes.append(
+            f"`{NO_REFERENCE}`: the reference cell {ref_label} has no predictions to compare"
+            " with (it was not run), so mismatches cannot be counted."
+        )
+    random = [r for r in shown if r["random_weights"]]
+    if random:
+        agreeing = [r for r in random if _shows_agreement(r)]
+        notes.append(
+            f"{', '.join(_distinct(r['model'] for r in random))}: random weights (checkpoint"
+            " `random: seed`), so top-1 is near chance and a few classes take most"
+            " predictions: top-1 and mismatches say little there."
+            + (
+                f" (cos …, rel …) compare the cell's logits with {ref_label}'s over the first"
+                f" {_joined(r['logit_images'] for r in agreeing)} images: cosine similarity"
+                " and relative error."
+                if agreeing
+                else ""
+            )
+        )
+    notes += [
+        "Devices: " + _per_runtime(shown, _device) + ".",
+        "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
+    ]
+    return (
+        intro
+        + "\n\n"
+        + markdown_table(header, rows)
+        + "\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + "\n"
+    )
+
+
+# ---------------------------------------------------------------- cells.csv
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+def csv_rows(config, speed, accuracy, figures):
+    """Every table cell as a tidy row: measured, ``not run`` or a reference figure."""
+    models = _config(config, "models", dict)
+    runtimes = _config(config, "runtimes", dict)
+    cols = columns(config)
+    ref = "/".join(reference_cell(config))
+
+    def not_run(kind, runtime, model, precision, batch_size):
+        return {
+            "kind": kind, "status": NOT_RUN, "runtime": runtime,
+            "runtime_label": LABELS.get(runtime, runtime), "model": model,
+            "arch": (models[model] or {}).get("arch"), "precision": precision,
+            "batch_size": batch_size, "device": (runtimes[runtime] or {}).get("device"),
+            "reference": ref if kind == "accuracy" else None,
+        }  # fmt: skip
+
+    out = []
+    for batch_size in _config(config, "batch_sizes", list):
+        for model in models:
+            for runtime, precision in cols:
+                key = (runtime, model, precision, batch_size)
+                out.append(speed.get(key) or not_run("speed", *key))
+            for lab, precision in reference_columns(figures, models, batch_size):
+                fig = figures.get((lab, model, precision, batch_size))
+                if fig is not None:
+                    out.append({
+                        "kind": "reference", "status": "reference", "runtime_label": lab,
+                        "model": model, "arch": (models[model] or {}).get("arch"),
+                        "precision": precision, "batch_size": batch_size,
+                        "device_name": fig.get("device"), "images_per_s": fig["images_per_s"],
+                        "source": fig.get("source"),
+                    })  # fmt: skip
+    for model in models:
+        for runtime, precision in cols:
+            row = accuracy.get((runtime, model, precision))
+            out.append(row or not_run("accuracy", runtime, model, precision, None))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in out:
+        writer.writerow({k: _csv_value(row.get(k)) for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _index(rows, key, kind):
+    """Rows keyed by their cell; two files for one cell is a mistake."""
+    out = {}
+    for row in rows:
+        k = key(row)
+        if k in out:
+            raise UserError(
+                f"{kind} result files {out[k]['source']} and {row['source']} are for the same"
+                " cell; delete the stale one"
+            )
+        out[k] = row
+    return out
+
+
+def _check_reference(config, accuracy):
+    """Accuracy summaries scored against another reference than the config's are stale."""
+    ref = "/".join(reference_cell(config))
+    for row in accuracy.values():
+        if row["reference"] != ref:
+            raise UserError(
+                f"result file {row['source']} counts mismatches against {row['reference']} but"
+                f" accuracy.reference is {ref}; delete it so the workflow regenerates it"
+            )
+
+
+def write_tables(config, speed_files, accuracy_files, out_dir):
+    """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
+
+    Returns ``{"written": [paths], "unused": [result files for cells not in the config]}``.
+    """
+    models = _config(config, "models", dict)
+    batch_sizes = _config(config, "batch_sizes", list)
+    cols = set(columns(config))
+    figures = reference_figures(config)
+
+    speed_rows = [read_speed(p) for p in speed_files]
+    accuracy_rows = [read_accuracy(p) for p in accuracy_files]
+
+    def in_matrix(row):
+        return row["model"] in models and (row["runtime"], row["precision"]) in cols
+
+    unused = [
+        r["source"] for r in speed_rows if not (in_matrix(r) and r["batch_size"] in batch_sizes)
+    ]
+    unused += [r["source"] for r in accuracy_rows if not in_matrix(r)]
+    speed = _index(
+        (r for r in speed_rows if r["source"] not in unused),
+        lambda r: (r["runtime"], r["model"], r["precision"], r["batch_size"]),
+        "speed",
+    )
+    accuracy = _index(
+        (r for r in accuracy_rows if r["source"] not in unused),
+        lambda r: (r["runtime"], r["model"], r["precision"]),
+        "accuracy",
+    )
+    _check_reference(config, accuracy)
+
+    sections = [
+        (f"speed-bs{bs}.md", f"Speed, batch size {bs}", speed_section(config, bs, speed, figures))
+        for bs in batch_sizes
+    ]
+    sections.append(("precision.md", "Precision", precision_section(config, accuracy)))
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, title, body in sections:
+        written.append(os.path.join(out_dir, name))
+        write_atomic(written[-1], f"# {title}\n\n{body}")
+    written.append(os.path.join(out_dir, "cells.csv"))
+    write_atomic(written[-1], csv_rows(config, speed, accuracy, figures))
+    report = "# infbench report\n\n" + "\n".join(f"## {t}\n\n{b}" for _, t, b in sections)
+    written.append(os.path.join(out_dir, "report.md"))
+    write_atomic(written[-1], report)
+    return {"written": written, "unused": unused}
