@@ -7,7 +7,6 @@ import shlex
 import sys
 
 import yaml
-from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
@@ -24,7 +23,8 @@ with open(
 try:
     check(config, SCHEMA)
 except UserError as err:
-    raise WorkflowError(f"infbench: {err}") from None
+    print(f"infbench: {err}", file=sys.stderr)
+    sys.exit(1)
 validate(config, "../schemas/config.schema.yaml")  # fills the schema's defaults
 
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")

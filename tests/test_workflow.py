@@ -1,0 +1,322 @@
+"""The workflow as a user drives it: lint, dry-runs, a whole run on a tiny config, reruns.
+
+Snakemake runs in a subprocess in a temporary directory (`--directory`), exactly as a user
+would start it, with the repository's Snakefile.
+"""
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import yaml
+
+from conftest import ONEFLOW_PYTHON, REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+HAVE_ONEFLOW = ONEFLOW_PYTHON.exists()
+
+
+def snakemake(workdir, *args, config=None, check=True):
+    cmd = SNAKEMAKE + [
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+    ]
+    if config is not None:
+        path = workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        cmd += ["--configfile", str(path)]
+    proc = subprocess.run(
+        cmd + list(args), capture_output=True, text=True, timeout=1800
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def planned_jobs(proc):
+    """rule -> count from a dry-run's job stats table."""
+    text = proc.stdout + proc.stderr
+    stats = text[text.index("Job stats:") :].splitlines()[3:]
+    jobs = Counter()
+    for line in stats:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def planned_outputs(proc):
+    text = proc.stdout + proc.stderr
+    return [
+        path
+        for line in text.splitlines()
+        if line.strip().startswith("output:")
+        for path in line.split(":", 1)[1].replace(",", " ").split()
+    ]
+
+
+def tiny_config():
+    runtimes = {
+        "onnxruntime": {"device": "cpu", "precisions": ["fp32", "int8"], "threads": 2},
+        "torch": {"device": "cpu", "precisions": ["fp32"], "threads": 2},
+    }
+    if HAVE_ONEFLOW:
+        runtimes = {
+            "oneflow": {"device": "cpu", "precisions": ["fp32"], "mode": "graph"},
+            **runtimes,
+        }
+    return {
+        "dataset": {"kind": "synthetic", "images": 12, "seed": 3},
+        "models": {
+            "alexnet": {
+                "arch": "alexnet",
+                "resize": 72,
+                "crop": 64,
+                "checkpoint": {"random": 0},
+            },
+            "resnet50": {
+                "arch": "resnet50",
+                "resize": 72,
+                "crop": 64,
+                "checkpoint": {"random": 0},
+            },
+        },
+        "runtimes": runtimes,
+        "batch_sizes": [4, 8],
+        "timing": {
+            "warmup_batches": 1,
+            "timed_batches": 3,
+            "windows": 2,
+            "staged_batches": 2,
+        },
+        "accuracy": {"reference": "oneflow/fp32" if HAVE_ONEFLOW else "torch/fp32"},
+        "calibration": {"images": 8, "method": "minmax"},
+        "reference_results": [
+            {
+                "label": "Vendor",
+                "device": "some GPU",
+                "model": "resnet50",
+                "precision": "fp32",
+                "batch_size": 8,
+                "images_per_s": 1234,
+                "source": "a published table",
+            },
+        ],
+    }
+
+
+def read_markdown_table(path):
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith("|")
+    ]
+    header, body = rows[0], [r for r in rows[2:]]
+    return header, {r[0]: dict(zip(header, r)) for r in body}
+
+
+def test_lint_and_format_are_clean():
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations" in lint.stdout + lint.stderr
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
+    """4 models x (OneFlow 2 + TensorRT 3 + ORT 3 + torch 2 precisions) x batch 8 and 50."""
+    proc = snakemake(
+        tmp_path, "-n", "--configfile", str(REPO / "config/imagenet-gpu.yaml")
+    )
+    assert planned_jobs(proc) == {
+        "fetch_checkpoint": 4,
+        "convert_weights": 4,
+        "export_onnx": 4,
+        "convert_fp16": 4,
+        "calibrate_int8": 4,
+        "index_dataset": 1,
+        "preprocess": 2,  # 256/224 shared by three models, 342/299 for inception_v3
+        "build_engine": 4 * 3 * 2,  # per model, precision and batch size
+        "speed": 4 * 10 * 2,
+        "evaluate": 4 * 10,
+        "score": 4 * 10,
+        "tables": 1,
+        "all": 1,
+    }
+    outputs = planned_outputs(proc)
+    assert "results/cache/imagenet/342-299.npy" in outputs
+    assert "results/speed/tensorrt/inception_v3/int8-bs50.json" in outputs
+    assert "results/onnx/resnet50/int8-s8s8.onnx" in outputs
+
+
+@pytest.mark.parametrize(
+    "change, sentence",
+    [
+        (
+            lambda c: c["runtimes"]["torch"].update(device="gpu"),
+            "runtimes.torch.device",
+        ),
+        (
+            lambda c: c["runtimes"]["torch"].update(precisions=["fp16"]),
+            "runtimes.torch.precisions: torch has no fp16 on cpu",
+        ),
+        (
+            lambda c: c["runtimes"]["torch"].update(precisions=["int8"]),
+            "runtimes.torch.precisions: torch has no int8 on cpu",
+        ),
+        (
+            lambda c: c["models"]["alexnet"].update(colour="blue"),
+            "models.alexnet.colour is not a known key",
+        ),
+        (lambda c: c.update(batch_sizes=["eight"]), "batch_sizes[0]"),
+        (
+            lambda c: c["models"]["alexnet"].update(checkpoint={"url": "ftp://x"}),
+            "models.alexnet.checkpoint must be one of",
+        ),
+        (
+            lambda c: c["accuracy"].update(reference="tensorrt/fp32"),
+            "accuracy.reference: tensorrt/fp32 is not a configured cell",
+        ),
+        (
+            lambda c: c["calibration"].update(images=50),
+            "calibration.images (50) is more than dataset.images (12)",
+        ),
+        (
+            lambda c: c["models"]["alexnet"].update(crop=100),
+            "models.alexnet.crop (100) is larger than models.alexnet.resize",
+        ),
+    ],
+)
+def test_bad_config_stops_with_one_sentence_naming_the_key(tmp_path, change, sentence):
+    config = tiny_config()
+    change(config)
+    proc = snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert sentence in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The whole workflow on a tiny config, run once for the tests below."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config()
+    snakemake(workdir, config=config)
+    return workdir, config
+
+
+@pytest.mark.workflow
+def test_whole_workflow_produces_the_report_tables(finished_run):
+    workdir, config = finished_run
+    tables = workdir / "results/tables"
+    columns = [
+        f"{label}({p})"
+        for rt, label in [
+            ("oneflow", "OneFlow"),
+            ("onnxruntime", "ONNX Runtime"),
+            ("torch", "PyTorch"),
+        ]
+        if rt in config["runtimes"]
+        for p in config["runtimes"][rt]["precisions"]
+    ]
+    for bs in (4, 8):
+        header, rows = read_markdown_table(tables / f"speed-bs{bs}.md")
+        assert header[1 : 1 + len(columns)] == columns
+        assert list(rows) == ["alexnet", "resnet50"]
+        for model in rows:
+            for column in columns:
+                assert float(rows[model][column].rstrip("*")) > 0
+    header, rows = read_markdown_table(tables / "speed-bs8.md")
+    assert rows["resnet50"]["Vendor(fp32)"] == "1234"
+
+    header, rows = read_markdown_table(tables / "precision.md")
+    reference = "OneFlow(fp32)" if HAVE_ONEFLOW else "PyTorch(fp32)"
+    for model in ("alexnet", "resnet50"):
+        cell = rows[model][reference]
+        # the reference cell agrees with itself exactly
+        assert re.match(r"^[01]\.\d{3} / 0 \(cos 1\.0+", cell), cell
+        # fp32 of another runtime agrees at the logit level; int8 less so but clearly
+        fp32 = re.search(r"cos ([0-9.]+)", rows[model]["ONNX Runtime(fp32)"])
+        assert float(fp32.group(1)) > 0.9999
+        int8 = re.search(r"cos ([0-9.]+)", rows[model]["ONNX Runtime(int8)"])
+        assert float(int8.group(1)) > 0.9
+
+    with open(tables / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    speed = [c for c in cells if c["kind"] == "speed"]
+    assert len(speed) == 2 * len(columns) * 2
+    assert all(c["status"] == "measured" for c in speed)
+
+    result = json.loads(
+        (workdir / "results/speed/torch/resnet50/fp32-bs8.json").read_text()
+    )
+    assert result["result"]["windows"] == 2 and result["result"]["timed_batches"] == 3
+    assert result["provenance"]["host"]["cpu_count"] >= 1
+    assert result["provenance"]["config"]["model"]["crop"] == 64
+
+
+@pytest.mark.workflow
+def test_changing_one_model_reruns_only_its_jobs(finished_run):
+    workdir, config = finished_run
+    assert "Nothing to be done" in snakemake(workdir, "-n", config=config).stdout
+    changed = json.loads(json.dumps(config))
+    changed["models"]["resnet50"]["checkpoint"] = {"random": 7}
+    proc = snakemake(workdir, "-n", config=changed)
+    outputs = planned_outputs(proc)
+    assert outputs, proc.stdout
+    others = [
+        p
+        for p in outputs
+        if "resnet50" not in p and not p.startswith("results/tables/")
+    ]
+    assert others == [], others
+    jobs = planned_jobs(proc)
+    assert jobs["fetch_checkpoint"] == 1 and jobs["tables"] == 1
+    assert jobs["speed"] == len(
+        re.findall(r"results/speed/\S+/resnet50/", " ".join(outputs))
+    )
+
+
+@pytest.mark.workflow
+def test_missing_runtime_interpreter_fails_that_rule_with_one_sentence(
+    finished_run, tmp_path
+):
+    workdir, config = finished_run
+    broken = json.loads(json.dumps(config))
+    runtime = "oneflow" if HAVE_ONEFLOW else "onnxruntime"
+    broken["runtimes"][runtime]["python"] = "/nonexistent/python3.10"
+    target = f"results/speed/{runtime}/alexnet/fp32-bs4.json"
+    other = "results/speed/torch/alexnet/fp32-bs4.json"
+    (workdir / target).unlink()
+    (workdir / other).unlink()
+    proc = snakemake(workdir, target, other, "--keep-going", config=broken, check=False)
+    assert proc.returncode != 0
+    assert (
+        f"infbench: the {runtime} runtime's interpreter /nonexistent/python3.10 does not exist"
+        f" (config key runtimes.{runtime}.python)" in proc.stderr
+    )
+    assert (workdir / other).exists()  # everything else still runs
+    assert not (workdir / target).exists()
