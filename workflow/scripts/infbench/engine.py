@@ -1,0 +1,474 @@
+"""TensorRT engines: build one from a precision's ONNX, and decide when one must be rebuilt.
+
+An engine is tied to the TensorRT version and the GPU that built it. Each engine
+``E.plan`` has a sidecar ``E.json`` recording what produced it (TensorRT, GPU, compute
+capability, driver, ONNX hash, build options); an engine whose sidecar does not match the
+current environment is rebuilt, never silently used (``needs_rebuild``).
+
+The functions above ``build_engine`` need neither TensorRT nor a GPU; they are tested on
+any machine. ``build_engine`` follows NVIDIA's documented TensorRT 10.x/11.x Python API
+(pages read 2026-11-28; TensorRT itself cannot be installed here, so it never ran):
+
+- Network creation: TensorRT 10.x builds a strongly typed network only when asked,
+  ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``; in 11.0 the flag is
+  "[DEPRECATED] ... Strongly typed mode is always enabled. This flag is retained for API
+  compatibility but is ignored", so no flag is passed there (``network_creation_flags``).
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
+- 10.x -> 11.x migration: BuilderFlag.FP16/INT8/FP8/BF16/INT4/FP4, the precision
+  constraint flags, DIRECT_IO and the int8 calibrator are removed; precision lives in the
+  ONNX (fp16 ONNX, Q/DQ int8 ONNX). BuilderFlag.TF32 is not on the removed list.
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/api/migration/tensorrt-10x-to-11x-python-api.html
+  https://docs.nvidia.com/deeplearning/tensorrt/11.3.0/api/migration/tensorrt-10x-to-11x.html
+- BuilderFlag.TF32: "Allow (but not require) computations on tensors of type
+  DataType.FLOAT to use TF32 ... Enabled by default." It survives in 11.x's BuilderFlag
+  (kTF32 = 6) while the type flags are gone: TF32 is a math mode, not a tensor type, so a
+  strongly typed network still honours it, and strict fp32 must clear it explicitly, as
+  trtexec --noTF32 and Polygraphy's CreateConfig(tf32=False) do with clear_flag(TF32).
+  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-713/api/python_api/infer/Core/NetworkConfig.html
+  https://docs.rs/trtx-sys/latest/trtx_sys/nvinfer1/enum.BuilderFlag.html (11.x header)
+  https://github.com/NVIDIA/TensorRT/blob/main/tools/Polygraphy/polygraphy/backend/trt/config.py
+  https://github.com/NVIDIA/TensorRT/blob/main/samples/common/sampleEngines.cpp
+- IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes), clear_flag /
+  set_flag, add_optimization_profile, create_timing_cache(bytes), set_timing_cache(cache,
+  ignore_mismatch), get_timing_cache(); Builder.create_optimization_profile,
+  IOptimizationProfile.set_shape(name, min, opt, max), build_serialized_network:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/index.html
+- ITimingCache.combine(input_cache, ignore_mismatch): "The input cache must be generated
+  by a TensorRT build of exact same version, otherwise combine will be skipped and return
+  false"; serialize():
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/TimingCache.html
+- OnnxParser(network, logger).parse_from_file(path), num_errors, get_error(i).desc():
+  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-843/api/python_api/parsers/Onnx/pyOnnx.html
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+from infbench.errors import UserError
+
+log = logging.getLogger("infbench.engine")
+
+SIDECAR_FORMAT = 1
+
+# precision -> the ONNX file (results/onnx/{model}/...) its engine is built from
+ONNX_FOR_PRECISION = {"fp32": "fp32.onnx", "fp16": "fp16.onnx", "int8": "int8-s8s8.onnx"}
+
+# environment fields that make an engine unusable when they change, with their words
+ENVIRONMENT_FIELDS = {
+    "tensorrt": "TensorRT version",
+    "gpu_name": "GPU",
+    "compute_capability": "compute capability",
+    "driver": "NVIDIA driver",
+    "cuda_driver": "CUDA driver version",
+}
+
+# build options that change the engine, with their words
+BUILD_FIELDS = {
+    "precision": "precision",
+    "batch_size": "batch size",
+    "workspace_mib": "workspace limit (MiB)",
+    "allow_tf32": "TF32 setting",
+}
+
+
+# --- pure helpers: no TensorRT, no GPU --------------------------------------------------
+
+
+def sha256_file(path):
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar_path(engine_path):
+    """The sidecar of ``E.plan`` is ``E.json``, beside it."""
+    return os.path.splitext(engine_path)[0] + ".json"
+
+
+def default_timing_cache(engine_path):
+    """The timing cache shared by all engines: results/engines/timing.cache."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(engine_path))), "timing.cache")
+
+
+def onnx_for_engine(engine_path, precision):
+    """The ONNX an engine is built from, by the workflow's path convention.
+
+    results/engines/{model}/{precision}-bs{bs}.plan <- results/onnx/{model}/<ONNX_FOR_PRECISION>
+    """
+    if precision not in ONNX_FOR_PRECISION:
+        raise UserError(
+            f"precision {precision!r} has no TensorRT engine form; use one of {', '.join(ONNX_FOR_PRECISION)}"
+        )
+    model_dir = os.path.dirname(os.path.abspath(engine_path))
+    results = os.path.dirname(os.path.dirname(model_dir))
+    return os.path.join(results, "onnx", os.path.basename(model_dir), ONNX_FOR_PRECISION[precision])
+
+
+def _load_onnx(onnx_path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(onnx_path, load_external_data=False)
+    except (OSError, ValueError, DecodeError) as err:
+        raise UserError(
+            f"{onnx_path} is not a readable ONNX file ({err.__class__.__name__}); delete it so the workflow exports it again"
+        ) from None
+
+
+def _graph_inputs(graph):
+    """Graph inputs that are real inputs (older exporters also list initializers)."""
+    initializers = {init.name for init in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
+def io_names(onnx_path):
+    """Names of the ONNX model's inputs and outputs: {"inputs": [...], "outputs": [...]}."""
+    graph = _load_onnx(onnx_path).graph
+    return {"inputs": [i.name for i in _graph_inputs(graph)], "outputs": [o.name for o in graph.output]}
+
+
+def profile_shapes(onnx_path, batch_size):
+    """The optimisation profile for one batch size: {input name: (min, opt, max)}.
+
+    min = opt = max = the input's shape with its batch axis (axis 0, dynamic in our
+    exports) set to ``batch_size``: one engine per batch size, tuned for exactly it.
+    """
+    shapes = {}
+    for tensor in _graph_inputs(_load_onnx(onnx_path).graph):
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in tensor.type.tensor_type.shape.dim]
+        if not dims:
+            raise UserError(f"{onnx_path}: input {tensor.name!r} has no shape; re-export it with a static NCHW shape")
+        if dims[0] is not None and dims[0] != batch_size:
+            raise UserError(
+                f"{onnx_path}: input {tensor.name!r} has a fixed batch of {dims[0]}, not {batch_size};"
+                " re-export it with a dynamic batch axis"
+            )
+        if any(d is None for d in dims[1:]):
+            raise UserError(
+                f"{onnx_path}: input {tensor.name!r} has dynamic axes besides the batch ({dims});"
+                " re-export it with a fixed crop size"
+            )
+        shape = (int(batch_size),) + tuple(int(d) for d in dims[1:])
+        shapes[tensor.name] = (shape, shape, shape)
+    return shapes
+
+
+def build_options(precision, batch_size, workspace_mib, allow_tf32):
+    """The options an engine is built with; a change to any of them needs a new engine."""
+    if precision not in ONNX_FOR_PRECISION:
+        raise UserError(
+            f"precision {precision!r} has no TensorRT engine form; use one of {', '.join(ONNX_FOR_PRECISION)}"
+        )
+    return {
+        "precision": precision,
+        "batch_size": int(batch_size),
+        "workspace_mib": int(workspace_mib),
+        "allow_tf32": bool(allow_tf32),
+    }
+
+
+def network_creation_flags(tensorrt_version, strongly_typed_bit):
+    """The ``create_network`` flags for a strongly typed network on this TensorRT.
+
+    10.x: ``1 << STRONGLY_TYPED``. 11.x and later: 0, since every network is strongly
+    typed and the flag is deprecated and ignored. ``strongly_typed_bit`` is
+    ``int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``, or None where the enum lacks it.
+    """
+    major = int(str(tensorrt_version).split(".")[0])
+    if major >= 11:
+        return 0
+    if major < 10 or strongly_typed_bit is None:
+        raise UserError(
+            f"TensorRT {tensorrt_version} cannot build strongly typed networks;"
+            " install TensorRT 10 or later (pip install tensorrt-cu12 from NVIDIA's index)"
+        )
+    return 1 << int(strongly_typed_bit)
+
+
+def environment_fingerprint(tensorrt, gpu_name, compute_capability, driver, cuda_driver, cuda_runtime):
+    """What an engine depends on, as recorded in and compared against its sidecar.
+
+    ``driver`` is the NVIDIA driver version string, ``cuda_driver`` the CUDA version the
+    driver supports (cudaDriverGetVersion, e.g. 13000), ``cuda_runtime`` the CUDA runtime
+    cuda-python is bound to (recorded, not compared: TensorRT carries its own).
+    """
+    return {
+        "tensorrt": None if tensorrt is None else str(tensorrt),
+        "gpu_name": gpu_name,
+        "compute_capability": None if compute_capability is None else str(compute_capability),
+        "driver": driver,
+        "cuda_driver": None if cuda_driver is None else int(cuda_driver),
+        "cuda_runtime": None if cuda_runtime is None else int(cuda_runtime),
+    }
+
+
+def sidecar_matches(sidecar, current_env, onnx_sha256, options):
+    """Whether an engine's sidecar fits this environment, ONNX and build options.
+
+    Returns (True, "matches") or (False, reason), the reason naming the first difference.
+    ``onnx_sha256`` None skips the ONNX check (the ONNX file is not there to hash).
+    """
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        return False, f"sidecar format is not {SIDECAR_FORMAT}"
+    recorded_env = sidecar.get("environment", {})
+    for key, words in ENVIRONMENT_FIELDS.items():
+        was, now = recorded_env.get(key), current_env.get(key)
+        if was != now:
+            return False, f"{words} changed ({was} -> {now})"
+    if onnx_sha256 is not None and sidecar.get("onnx_sha256") != onnx_sha256:
+        return False, "the ONNX file changed (sha256 differs)"
+    recorded_build = sidecar.get("build", {})
+    for key, words in BUILD_FIELDS.items():
+        was, now = recorded_build.get(key), options.get(key)
+        if was != now:
+            return False, f"{words} changed ({was} -> {now})"
+    return True, "matches"
+
+
+def read_sidecar(path):
+    """The sidecar as a dict, or None if it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def needs_rebuild(engine_path, current_env, onnx_sha256, options):
+    """Whether ``engine_path`` must be (re)built, and why: (bool, reason)."""
+    if not os.path.exists(engine_path):
+        return True, f"{engine_path} does not exist"
+    sidecar = read_sidecar(sidecar_path(engine_path))
+    if sidecar is None:
+        return True, f"its sidecar {sidecar_path(engine_path)} is missing or unreadable"
+    if sidecar.get("engine_sha256") != sha256_file(engine_path):
+        return True, "the engine file does not match its sidecar (sha256 differs)"
+    ok, reason = sidecar_matches(sidecar, current_env, onnx_sha256, options)
+    return (not ok), reason
+
+
+def atomic_write(path, data):
+    """Write bytes so that readers see the old file or the new one, never a partial one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on ``path + '.lock'`` (flock) for the ``with`` block."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_locked(path):
+    """The bytes of ``path`` read under its lock, or None when it does not exist."""
+    with file_lock(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+
+def update_locked(path, merge):
+    """Read-merge-write ``path`` under its lock: ``merge(old bytes or None) -> new bytes``.
+
+    Concurrent engine builds share one timing cache file; each merges its new entries into
+    what is on disk at the time it finishes, so no build's entries are lost.
+    """
+    with file_lock(path):
+        try:
+            with open(path, "rb") as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = None
+        atomic_write(path, merge(old))
+
+
+# --- the environment: needs cuda-python (and TensorRT for its version) -----------------
+
+
+def nvidia_driver_version():
+    """The NVIDIA kernel driver version (e.g. 580.159.04), or None where it cannot be read."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            for word in f.readline().split():
+                if word[:1].isdigit() and "." in word:
+                    return word
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.split()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def current_environment(tensorrt_version, device=0):
+    """This machine's fingerprint for ``device`` (cuda-python reads the GPU)."""
+    from infbench import cudart
+
+    info = cudart.device_info(device)
+    return environment_fingerprint(
+        tensorrt=tensorrt_version,
+        gpu_name=info["gpu_name"],
+        compute_capability=info["compute_capability"],
+        driver=nvidia_driver_version(),
+        cuda_driver=info["cuda_driver"],
+        cuda_runtime=info["cuda_runtime"],
+    )
+
+
+# --- the build: needs TensorRT ----------------------------------------------------------
+
+
+def import_tensorrt():
+    """The tensorrt module, or a UserError saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise UserError(
+            f"TensorRT is not installed in {sys.executable}: install tensorrt"
+            " (pip install tensorrt-cu12 from NVIDIA's index) or remove tensorrt from runtimes"
+        ) from None
+    return tensorrt
+
+
+def _load_timing_cache(config, timing_cache):
+    """Attach a timing cache to ``config``: the shared file's entries if they fit, else empty."""
+    data = read_locked(timing_cache)
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except (RuntimeError, TypeError, ValueError) as err:
+            log.warning("timing cache %s is unreadable (%s); starting from an empty one", timing_cache, err)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        if cache is not None:
+            log.warning("timing cache %s was made by another TensorRT or GPU; starting from an empty one", timing_cache)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def _save_timing_cache(config, timing_cache):
+    """Merge this build's timing cache into the shared file, under its lock."""
+    built = config.get_timing_cache()
+
+    def merge(old):
+        if old:
+            try:
+                on_disk = config.create_timing_cache(old)
+                if on_disk.combine(built, ignore_mismatch=False):
+                    return bytes(on_disk.serialize())
+            except (RuntimeError, TypeError, ValueError):
+                pass
+            log.warning("timing cache %s does not fit this TensorRT or GPU; replacing it", timing_cache)
+        return bytes(built.serialize())
+
+    update_locked(timing_cache, merge)
+
+
+def _parse_onnx(trt, network, logger, onnx_path):
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise UserError(
+            f"TensorRT's ONNX parser rejected {onnx_path} ({errors or 'no details'}); delete it so the workflow exports it again"
+        )
+    return parser
+
+
+def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspace_mib, allow_tf32, timing_cache):
+    """Build a strongly typed engine for one batch size; write it and its sidecar atomically.
+
+    Returns the sidecar dict.
+    """
+    trt = import_tensorrt()
+    options = build_options(precision, batch_size, workspace_mib, allow_tf32)
+    shapes = profile_shapes(onnx_path, batch_size)
+    onnx_sha256 = sha256_file(onnx_path)
+    environment = current_environment(trt.__version__)
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = network_creation_flags(trt.__version__, None if strongly_typed is None else int(strongly_typed))
+    network = builder.create_network(flags)
+    parser = _parse_onnx(trt, network, logger, onnx_path)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options["workspace_mib"] << 20)
+    if options["allow_tf32"]:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default
+    profile = builder.create_optimization_profile()
+    for name, (smallest, optimal, largest) in shapes.items():
+        profile.set_shape(name, smallest, optimal, largest)
+    config.add_optimization_profile(profile)
+    _load_timing_cache(config, timing_cache)
+
+    started = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if plan is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}; see the TensorRT log above")
+    plan = bytes(plan)
+    _save_timing_cache(config, timing_cache)
+    del parser  # the parser owns the weights; it had to live until the build was done
+
+    record = {
+        "format": SIDECAR_FORMAT,
+        "engine": os.path.abspath(engine_path),
+        "engine_sha256": hashlib.sha256(plan).hexdigest(),
+        "onnx": os.path.abspath(onnx_path),
+        "onnx_sha256": onnx_sha256,
+        "environment": environment,
+        "build": options,
+        "flags": {
+            "network_creation_flags": flags,
+            "strongly_typed": True,
+            "builder_flags": ["TF32"] if options["allow_tf32"] else [],
+        },
+        "profile": {name: [list(s) for s in triple] for name, triple in shapes.items()},
+        "timing_cache": os.path.abspath(timing_cache),
+        "build_seconds": round(seconds, 3),
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(engine_path, plan)
+    atomic_write(sidecar, (json.dumps(record, indent=2) + "\n").encode())
+    return record

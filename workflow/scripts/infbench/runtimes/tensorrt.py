@@ -1,0 +1,281 @@
+"""TensorRT runtime: run a strongly typed engine built from the precision's ONNX.
+
+spec.artifact is the engine ``E.plan``; its sidecar ``E.json`` says what built it. Before
+deserialising, the session checks the sidecar against this machine (TensorRT version,
+GPU, compute capability, driver), the ONNX and the build options, and rebuilds the
+engine in place when anything differs, logging why: a stale engine is never used.
+
+Each staged batch gets its own device input buffer and its own output buffer, uploaded
+once; rotating batches means switching tensor addresses (set before every enqueue). With
+``cuda_graphs`` (default true) the enqueue of each staged batch is captured once into a
+CUDA graph and replayed by ``run``; ``sync`` is cudaStreamSynchronize on the session's
+stream, so the harness's one sync per window waits for every enqueued batch.
+
+Runtime options (the config's ``runtimes.tensorrt`` block, spec.options):
+``workspace_mib`` (default 4096), ``allow_tf32`` (default false: strict fp32),
+``cuda_graphs`` (default true), ``timing_cache`` (default results/engines/timing.cache).
+
+Sources followed (read 2026-11-28; TensorRT cannot be installed here, so this module has
+not run):
+- Name-based I/O (num_io_tensors, get_tensor_name, get_tensor_mode, get_tensor_shape,
+  get_tensor_dtype), set_input_shape, set_tensor_address, execute_async_v3(stream_handle):
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-8x-to-10x-python-api-patterns.html
+  https://github.com/NVIDIA/TensorRT/blob/main/samples/python/common_runtime.py
+- Runtime(logger).deserialize_cuda_engine(bytes), create_execution_context():
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/index.html
+- CUDA graphs: trtexec runs the enqueue "at least once before starting CUDA graph capture"
+  to avoid capturing initialization calls, and falls back to plain enqueues when
+  execute_async_v3 returns false under capture ("operations that are not permitted under
+  CUDA graph capture mode"); samples/common/sampleInference.cpp:
+  https://github.com/NVIDIA/TensorRT/blob/main/samples/common/sampleInference.cpp
+- 10.x -> 11.x: none of the runtime calls used here is on the removed list:
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+"""
+
+import logging
+import os
+import sys
+import weakref
+
+import numpy as np
+
+from infbench import engine as engines
+from infbench.errors import UserError
+from infbench.runtimes.base import Session, normalise_nchw
+
+log = logging.getLogger("infbench.runtimes.tensorrt")
+
+DEFAULT_WORKSPACE_MIB = 4096
+
+
+def _import_cudart():
+    try:
+        from infbench import cudart
+    except ImportError:
+        raise UserError(
+            f"cuda-python is not installed in {sys.executable}: install cuda-python"
+            " (pip install cuda-python) or remove tensorrt from runtimes"
+        ) from None
+    return cudart
+
+
+def engine_options(spec):
+    """The build options this cell asks for (a changed option means a rebuilt engine)."""
+    return engines.build_options(
+        spec.precision,
+        spec.batch_size,
+        spec.options.get("workspace_mib", DEFAULT_WORKSPACE_MIB),
+        spec.options.get("allow_tf32", False),
+    )
+
+
+def _onnx_of(engine_path, precision, sidecar):
+    """The ONNX to check the engine against and rebuild it from: the sidecar's, else by convention."""
+    recorded = (sidecar or {}).get("onnx")
+    if recorded and os.path.exists(recorded):
+        return recorded
+    return engines.onnx_for_engine(engine_path, precision)
+
+
+def ensure_engine(spec, tensorrt_version):
+    """Check spec.artifact against this machine; rebuild it in place if it does not match.
+
+    Returns (sidecar dict, reason it was rebuilt or None).
+    """
+    plan = spec.artifact
+    options = engine_options(spec)
+    onnx = _onnx_of(plan, spec.precision, engines.read_sidecar(engines.sidecar_path(plan)))
+    onnx_sha256 = engines.sha256_file(onnx) if os.path.exists(onnx) else None
+    if onnx_sha256 is None:
+        log.warning("TensorRT engine %s: its ONNX %s is missing, so it is not checked against it", plan, onnx)
+    environment = engines.current_environment(tensorrt_version)
+    rebuild, reason = engines.needs_rebuild(plan, environment, onnx_sha256, options)
+    if not rebuild:
+        return engines.read_sidecar(engines.sidecar_path(plan)), None
+    if onnx_sha256 is None:
+        raise UserError(
+            f"{plan} must be rebuilt ({reason}) but its ONNX {onnx} is missing; run the workflow so that it exports the ONNX again"
+        )
+    log.warning("rebuilding TensorRT engine %s: %s", plan, reason)
+    sidecar = engines.build_engine(
+        onnx,
+        plan,
+        engines.sidecar_path(plan),
+        options["batch_size"],
+        options["precision"],
+        options["workspace_mib"],
+        options["allow_tf32"],
+        spec.options.get("timing_cache") or engines.default_timing_cache(plan),
+    )
+    return sidecar, reason
+
+
+def open_session(spec):
+    """A TensorRT session for one cell; the engine is checked (and rebuilt) first."""
+    if spec.device != "cuda":
+        raise UserError(
+            f"runtimes.tensorrt.device is {spec.device!r}, but TensorRT runs only on NVIDIA GPUs;"
+            " set runtimes.tensorrt.device to cuda or remove tensorrt from runtimes"
+        )
+    trt = engines.import_tensorrt()
+    cudart = _import_cudart()
+    if cudart.device_count() == 0:
+        raise UserError(
+            f"runtimes.tensorrt.device is cuda, but {sys.executable} sees no CUDA GPU;"
+            " run on a machine with an NVIDIA GPU or remove tensorrt from runtimes"
+        )
+    sidecar, rebuilt = ensure_engine(spec, trt.__version__)
+    return TensorRTSession(spec, trt, cudart, sidecar, rebuilt)
+
+
+class _Staged:
+    """One staged batch: device input, its own device output, and its CUDA graph (or None)."""
+
+    def __init__(self, inputs, outputs, graph):
+        self.input = inputs
+        self.output = outputs
+        self.graph = graph
+
+
+def _release(stream, inputs, outputs, graph):
+    """Free a staged batch's device memory once the stream is done with it."""
+    if stream.raw is not None:
+        stream.synchronize()
+    if graph is not None:
+        graph.destroy()
+    inputs.free()
+    outputs.free()
+
+
+class TensorRTSession(Session):
+    """One deserialised engine, its execution context and stream, at one fixed batch size."""
+
+    def __init__(self, spec, trt, cudart, sidecar, rebuilt):
+        super().__init__(spec)
+        self.trt = trt
+        self.cudart = cudart
+        self.sidecar = sidecar
+        self.rebuilt = rebuilt
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        with open(spec.artifact, "rb") as f:
+            self.engine = self.runtime.deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialise {spec.artifact}; see the TensorRT log above")
+
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(
+                f"{spec.artifact} has inputs {inputs} and outputs {outputs}, not one image input and"
+                " one logits output; delete it and its ONNX so the workflow exports and builds them again"
+            )
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_shape = (spec.batch_size, 3, spec.crop, spec.crop)
+        engine_shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        if engine_shape[1:] != self.input_shape[1:]:
+            raise UserError(
+                f"{spec.artifact} takes inputs of shape {engine_shape}, but the model's crop is {spec.crop};"
+                " make the model's crop match its ONNX export or delete the engine and its ONNX"
+            )
+
+        self.context = self.engine.create_execution_context()
+        if not self.context.set_input_shape(self.input_name, self.input_shape):
+            raise RuntimeError(f"{spec.artifact} rejects input shape {self.input_shape}")
+        self.output_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self.output_nbytes = int(np.prod(self.output_shape)) * self.output_dtype.itemsize
+
+        self.stream = cudart.Stream()
+        self.use_graphs = bool(spec.options.get("cuda_graphs", True))
+        self._finalizers = []
+
+    def _bind(self, staged):
+        """Point the context's input and output at one staged batch's buffers."""
+        if not (
+            self.context.set_tensor_address(self.input_name, staged.input.ptr)
+            and self.context.set_tensor_address(self.output_name, staged.output.ptr)
+        ):
+            raise RuntimeError("TensorRT rejected a tensor address")
+
+    def _enqueue(self):
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise RuntimeError(f"TensorRT failed to enqueue {self.spec.artifact}; see the TensorRT log above")
+
+    def _capture(self, staged):
+        """A CUDA graph of one staged batch's enqueue; None (and no graphs at all) if capture fails."""
+        self._bind(staged)
+        self._enqueue()  # once outside capture, as NVIDIA's trtexec does
+        self.stream.synchronize()
+        try:
+            return self.cudart.Graph(self.stream, lambda: self.context.execute_async_v3(self.stream.handle))
+        except self.cudart.CudaError as err:
+            log.warning("CUDA graph capture of %s failed (%s); running without CUDA graphs", self.spec.artifact, err)
+            self.use_graphs = False
+            for peek in (f.peek() for f in self._finalizers):
+                if peek is not None and peek[0].graph is not None:
+                    peek[0].graph.destroy()
+                    peek[0].graph = None
+            return None
+
+    def stage(self, images):
+        x = normalise_nchw(images, self.input_dtype)
+        if x.shape != self.input_shape:
+            raise ValueError(f"batch of shape {x.shape} does not fit the engine's input {self.input_shape}")
+        inputs = self.cudart.DeviceBuffer(x.nbytes)
+        outputs = self.cudart.DeviceBuffer(self.output_nbytes)
+        self.cudart.memcpy_htod_async(inputs, x, self.stream)
+        self.stream.synchronize()
+        staged = _Staged(inputs, outputs, None)
+        if self.use_graphs:
+            staged.graph = self._capture(staged)
+        # device memory is freed when neither the staged batch nor its output is referenced
+        finalizer = weakref.finalize(staged, _release, self.stream, inputs, outputs, staged.graph)
+        finalizer.atexit = False
+        self._finalizers = [f for f in self._finalizers if f.alive] + [finalizer]
+        return staged
+
+    def run(self, staged):
+        if staged.graph is not None:
+            staged.graph.launch(self.stream)
+        else:
+            self._bind(staged)
+            self._enqueue()
+        return staged
+
+    def sync(self, output):
+        self.stream.synchronize()
+
+    def logits(self, output):
+        host = np.empty(self.output_shape, dtype=self.output_dtype)
+        self.cudart.memcpy_dtoh_async(host, output.output, self.stream)
+        self.stream.synchronize()
+        return host.astype(np.float32, copy=False)
+
+    def info(self):
+        environment = (self.sidecar or {}).get("environment", {})
+        return {
+            "tensorrt": self.trt.__version__,
+            "device": "cuda",
+            "device_name": environment.get("gpu_name"),
+            "compute_capability": environment.get("compute_capability"),
+            "driver": environment.get("driver"),
+            "cuda_driver": environment.get("cuda_driver"),
+            "cuda_runtime": environment.get("cuda_runtime"),
+            "tf32": (self.sidecar or {}).get("build", {}).get("allow_tf32"),
+            "cuda_graphs": self.use_graphs,
+            "mode": "cuda-graph" if self.use_graphs else "enqueue",
+            "engine_rebuilt": self.rebuilt,
+            "sidecar": self.sidecar,
+        }
+
+    def close(self):
+        for finalizer in self._finalizers:
+            finalizer()
+        self._finalizers = []
+        self.stream.destroy()
+        self.context = None
+        self.engine = None
+        self.runtime = None
