@@ -1,0 +1,235 @@
+"""Harness efficiency: images/s through infbench.timing.measure vs a minimal hand loop.
+
+For each runtime, a session is opened through the registry
+(``infbench.runtimes.load(name).open_session(spec)``) and timed with
+``infbench.timing.measure``; in the same process, a hand-written loop of the same runtime
+runs on the same batches with its own model object:
+
+    torch:        with torch.inference_mode(): for x in xs: model(x)
+    onnxruntime:  for x in xs: sess.run(None, {"input": x})
+
+The two alternate (ABBA order) for a few rounds; the table shows each round and the
+ratio harness / hand of the medians. A ratio near 1 means the session adds no overhead.
+
+    PYTHONPATH=workflow/scripts .venv/bin/python benchmarks/harness_efficiency.py \\
+        --runtime torch onnxruntime --arch resnet50 --batch-size 8 --crop 224
+
+Other runtimes plug in through HAND_LOOPS (a function that builds the hand loop) and
+--weights / --onnx (artifacts made elsewhere, e.g. under another interpreter). Weights
+are seeded random torchvision initialisations (speed does not depend on them); the int8
+model is calibrated with minmax on random images (speed does not depend on the ranges).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workflow", "scripts")
+)
+
+import numpy as np  # noqa: E402
+
+from infbench import runtimes, timing  # noqa: E402
+from infbench.errors import UserError, main_guard  # noqa: E402
+from infbench.runtimes.base import SessionSpec, normalise_nchw  # noqa: E402
+
+
+def torch_hand_loop(spec, batches):
+    """The plainest PyTorch loop: eager model, normalised tensors, inference mode."""
+    import torch
+
+    from infbench.models import load_torch
+
+    device = torch.device(spec.device)
+    dtype = torch.float16 if spec.precision == "fp16" else torch.float32
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = load_torch(spec.arch, spec.artifact).to(device, dtype=dtype, memory_format=layout)
+    xs = [
+        torch.from_numpy(normalise_nchw(b)).to(device, dtype).contiguous(memory_format=layout)
+        for b in batches
+    ]
+
+    def loop(count):
+        with torch.inference_mode():
+            for i in range(count):
+                y = model(xs[i % len(xs)])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return y
+
+    return loop
+
+
+def onnxruntime_hand_loop(spec, batches):
+    """The plainest ONNX Runtime loop: ``sess.run(None, {"input": x})`` on float32 arrays."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[spec.device]
+    sess = ort.InferenceSession(spec.artifact, sess_options=options, providers=[provider])
+    xs = [normalise_nchw(b) for b in batches]
+
+    def loop(count):
+        for i in range(count):
+            y = sess.run(None, {"input": xs[i % len(xs)]})
+        return y
+
+    return loop
+
+
+# runtime -> function(spec, batches) returning loop(count); add a runtime here
+HAND_LOOPS = {"torch": torch_hand_loop, "onnxruntime": onnxruntime_hand_loop}
+
+
+def time_hand(loop, warmup, timed, windows, batch_size):
+    """Median images/s of ``windows`` windows of ``timed`` batches, after ``warmup``."""
+    if warmup:
+        loop(warmup)
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        loop(timed)
+        rates.append(timed * batch_size / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def make_artifact(runtime, args, work):
+    """The file the runtime loads: seeded weights, fp32 ONNX or the int8 U8S8/S8S8 ONNX."""
+    kind = runtimes.ARTIFACT[runtime]
+    weights = args.weights or os.path.join(work, f"{args.arch}.safetensors")
+    if not os.path.exists(weights):
+        import torch  # noqa: F401  (only needed to make weights here)
+        from safetensors.torch import save_file
+
+        from infbench.models import build_torch
+
+        save_file(
+            {k: v.contiguous() for k, v in build_torch(args.arch, seed=0).state_dict().items()},
+            weights,
+        )
+    if kind == "weights":
+        return weights
+    if kind != "onnx":
+        raise UserError(
+            f"--runtime {runtime} loads a {kind}; this script makes weights and ONNX only"
+        )
+    from infbench import precision
+
+    fp32 = args.onnx or os.path.join(work, f"{args.arch}-{args.crop}-fp32.onnx")
+    if not os.path.exists(fp32):
+        precision.export_fp32(args.arch, weights, args.crop, fp32)
+    if args.precision == "fp32":
+        return fp32
+    if args.precision == "fp16":
+        out = os.path.join(work, f"{args.arch}-{args.crop}-fp16.onnx")
+        if not os.path.exists(out):
+            precision.to_fp16(fp32, out)
+        return out
+    form = runtimes.int8_form(runtime, args.device)
+    outs = {
+        f: os.path.join(work, f"{args.arch}-{args.crop}-int8-{f}.onnx") for f in ("s8s8", "u8s8")
+    }
+    if not os.path.exists(outs[form]):
+        rng = np.random.default_rng(0)
+        cache = os.path.join(work, f"random-{args.crop}.npy")
+        np.save(cache, rng.integers(0, 256, (16, args.crop, args.crop, 3), dtype=np.uint8))
+        rows = [(f"random{i}", 0) for i in range(16)]
+        listing = os.path.join(work, "calibration.tsv")
+        precision.calibrate_int8(
+            fp32, cache, rows, 16, "minmax", outs["s8s8"], outs["u8s8"], listing
+        )
+    return outs[form]
+
+
+def bench(runtime, args, work):
+    if runtime not in HAND_LOOPS:
+        raise UserError(
+            f"no hand loop for --runtime {runtime}; add one to HAND_LOOPS in {__file__}"
+        )
+    spec = SessionSpec(
+        runtime=runtime,
+        model=args.arch,
+        arch=args.arch,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        device=args.device,
+        artifact=make_artifact(runtime, args, work),
+        crop=args.crop,
+        options=json.loads(args.options),
+    )
+    rng = np.random.default_rng(1)
+    batches = [
+        rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8)
+        for _ in range(args.staged)
+    ]
+    session = runtimes.load(runtime).open_session(spec)
+    hand = HAND_LOOPS[runtime](spec, batches)
+    rows = []
+    try:
+        for r in range(args.rounds):
+            order = ("harness", "hand") if r % 2 == 0 else ("hand", "harness")
+            rates = {}
+            for who in order:
+                if who == "harness":
+                    rates[who] = timing.measure(
+                        session, batches, args.warmup, args.timed, args.windows
+                    )["images_per_s"]
+                else:
+                    rates[who] = time_hand(
+                        hand, args.warmup, args.timed, args.windows, args.batch_size
+                    )
+            rows.append(rates)
+        info = session.info()
+    finally:
+        session.close()
+    return spec, rows, info
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runtime", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--options", default="{}", help="the runtime's options block, JSON")
+    parser.add_argument("--staged", type=int, default=4, help="distinct batches in rotation")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--timed", type=int, default=20, help="batches per window")
+    parser.add_argument("--windows", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=4, help="harness/hand alternations")
+    parser.add_argument("--weights", help="existing .safetensors (else seeded random, made here)")
+    parser.add_argument("--onnx", help="existing fp32 .onnx (else exported here)")
+    parser.add_argument("--work-dir", default="results/bench", help="where made artifacts are kept")
+    args = parser.parse_args()
+    os.makedirs(args.work_dir, exist_ok=True)
+
+    print(
+        f"{args.arch} {args.precision} bs{args.batch_size} crop {args.crop} on {args.device};"
+        f" {args.rounds} rounds x {args.windows} window(s) x {args.timed} batches,"
+        f" {args.staged} staged"
+    )
+    for runtime in args.runtime:
+        spec, rows, info = bench(runtime, args, args.work_dir)
+        print(f"\n{runtime}: {os.path.basename(spec.artifact)}; {json.dumps(info)}")
+        print("| round | harness img/s | hand img/s | harness/hand |")
+        print("|---|---|---|---|")
+        for r, rates in enumerate(rows, start=1):
+            harness, hand = rates["harness"], rates["hand"]
+            print(f"| {r} | {harness:.2f} | {hand:.2f} | {harness / hand:.3f} |")
+        harness = statistics.median(r["harness"] for r in rows)
+        hand = statistics.median(r["hand"] for r in rows)
+        print(f"| median | {harness:.2f} | {hand:.2f} | {harness / hand:.3f} |")
+
+
+if __name__ == "__main__":
+    main_guard(main)

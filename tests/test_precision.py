@@ -1,0 +1,258 @@
+"""Precision transforms: fp32 export, fp16 conversion, one int8 calibration -> S8S8 and U8S8."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.torch import save_file
+
+from infbench import precision, runtimes
+from infbench.data import load_image
+from infbench.errors import UserError
+from infbench.models import build_torch
+from infbench.runtimes.base import SessionSpec, normalise_nchw
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"
+needs_sample = pytest.mark.skipif(
+    not (SAMPLE / "val_map.txt").is_file(), reason=f"ImageNet sample not found at {SAMPLE}"
+)
+CROP, RESIZE = 96, 110
+CALIBRATION_IMAGES = 8
+IMAGES = 24  # 8 drawn for calibration, the rest held out for the agreement checks
+
+
+def make_weights(arch, path):
+    """Seeded random weights with BatchNorm statistics off their identity defaults."""
+    model = build_torch(arch, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.weight.data = 0.5 + torch.rand(n, generator=gen)
+            module.bias.data = 0.1 * torch.randn(n, generator=gen)
+            module.running_mean = 0.1 * torch.randn(n, generator=gen)
+            module.running_var = 0.5 + torch.rand(n, generator=gen)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def run_onnx(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
+
+
+def cosines(a, b):
+    """Cosine similarity of each image's logits."""
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def quantize_params(model):
+    """{quantised activation: (scale, zero point)} of a Q/DQ model's QuantizeLinear nodes."""
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {
+        n.input[0]: (init[n.input[1]], init[n.input[2]])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    """resnet50 fp32 ONNX at crop 96, and a real-image cache with its index rows."""
+    folder = tmp_path_factory.mktemp("resnet50")
+    weights, fp32 = folder / "weights.safetensors", folder / "fp32.onnx"
+    make_weights("resnet50", weights)
+    precision.export_fp32("resnet50", weights, CROP, fp32)
+    return folder, fp32
+
+
+@pytest.fixture(scope="module")
+def cache(resnet):
+    if not (SAMPLE / "val_map.txt").is_file():
+        pytest.skip(f"ImageNet sample not found at {SAMPLE}")
+    folder, _ = resnet
+    pairs = [line.split() for line in (SAMPLE / "val_map.txt").read_text().splitlines()[:IMAGES]]
+    rows = [(str(SAMPLE / "val" / name), int(label)) for name, label in pairs]
+    images = np.stack([load_image(file, RESIZE, CROP) for file, _ in rows])
+    np.save(folder / "cache.npy", images)
+    return folder / "cache.npy", rows, images
+
+
+@pytest.fixture(scope="module")
+def int8(resnet, cache):
+    """One calibration of resnet50 (minmax: entropy's threshold search takes minutes here)."""
+    folder, fp32 = resnet
+    cache_npy, rows, _ = cache
+    out = {k: folder / f"int8-{k}.onnx" for k in ("s8s8", "u8s8")}
+    summary = precision.calibrate_int8(
+        fp32,
+        cache_npy,
+        rows,
+        CALIBRATION_IMAGES,
+        "minmax",
+        out["s8s8"],
+        out["u8s8"],
+        folder / "calibration.tsv",
+        seed=0,
+    )
+    return out, folder / "calibration.tsv", summary
+
+
+def test_fp32_export_interface(resnet):
+    _, fp32 = resnet
+    model = onnx.load(str(fp32))
+    onnx.checker.check_model(model)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "input" and out.name == "logits"
+    assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == TensorProto.FLOAT
+    in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert in_dims == ["batch", 3, CROP, CROP] and out_dims == ["batch", 1000]
+    assert {o.domain: o.version for o in model.opset_import}.get("", 0) == precision.OPSET
+    assert all(t.data_location == TensorProto.DEFAULT for t in model.graph.initializer)  # one file
+    assert "BatchNormalization" not in {n.op_type for n in model.graph.node}  # folded
+    for batch in (1, 5):  # the batch axis is dynamic
+        x = np.zeros((batch, 3, CROP, CROP), np.float32)
+        assert run_onnx(fp32, x).shape == (batch, 1000)
+
+
+@needs_sample
+def test_fp16_has_float32_io_fp16_weights_and_close_logits(resnet, cache):
+    folder, fp32 = resnet
+    _, _, images = cache
+    fp16 = folder / "fp16.onnx"
+    precision.to_fp16(fp32, fp16)
+    model = onnx.load(str(fp16))
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    types = {t.data_type for t in model.graph.initializer}
+    assert TensorProto.FLOAT16 in types and TensorProto.FLOAT not in types
+    x = normalise_nchw(images)
+    ref, got = run_onnx(fp32, x), run_onnx(fp16, x)
+    assert got.dtype == np.float32
+    assert cosines(ref, got).min() > 0.99
+
+
+@needs_sample
+def test_int8_calibrates_once_and_writes_both_forms(int8, cache):
+    out, listing, summary = int8
+    _, rows, _ = cache
+    # the calibration ran once: one pass over the images, in slices
+    assert summary["images"] == CALIBRATION_IMAGES
+    assert summary["calibration_batches"] == math.ceil(
+        CALIBRATION_IMAGES / precision.CALIBRATION_BATCH
+    )
+    assert summary["tensors"] > 50
+    s8, u8 = (onnx.load(str(out[k])) for k in ("s8s8", "u8s8"))
+    for model in (s8, u8):
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    s8_params, u8_params = quantize_params(s8), quantize_params(u8)
+    assert all(zp.dtype == np.int8 and (zp == 0).all() for _, zp in s8_params.values())
+    assert all(zp.dtype == np.uint8 for _, zp in u8_params.values())
+    assert any((zp != 0).any() for _, zp in u8_params.values())  # some ranges are asymmetric
+    # TensorRT takes no int32 bias DequantizeLinear: S8S8 keeps its biases in float
+    init_types = {t.name: t.data_type for t in s8.graph.initializer}
+    dq_inputs = {
+        init_types.get(n.input[0]) for n in s8.graph.node if n.op_type == "DequantizeLinear"
+    }
+    assert TensorProto.INT32 not in dq_inputs
+
+    # both forms come from the same ranges: S8S8's symmetric scale is U8S8's range's absmax / 127
+    common = sorted(set(s8_params) & set(u8_params))
+    assert len(common) > 20
+    for name in common:
+        u_scale, u_zp = (float(v) for v in u8_params[name])
+        lo, hi = (0 - u_zp) * u_scale, (255 - u_zp) * u_scale
+        expected = max(abs(lo), abs(hi)) / 127
+        assert float(s8_params[name][0]) == pytest.approx(expected, rel=0.01, abs=1e-12), name
+
+    lines = listing.read_text().splitlines()
+    assert lines[0] == "index\tfile\tlabel" and len(lines) == CALIBRATION_IMAGES + 1
+    for line in lines[1:]:
+        index, file, label = line.split("\t")
+        assert rows[int(index)] == (file, int(label))
+
+
+@needs_sample
+def test_int8_logits_agree_with_fp32_on_held_out_images(resnet, cache, int8):
+    _, fp32 = resnet
+    _, _, images = cache
+    out, listing, _ = int8
+    used = {int(line.split("\t")[0]) for line in listing.read_text().splitlines()[1:]}
+    held_out = [i for i in range(IMAGES) if i not in used]
+    x = normalise_nchw(images[held_out])
+    ref = run_onnx(fp32, x)
+    for form, path in out.items():
+        cos = cosines(ref, run_onnx(path, x))
+        assert cos.min() > 0.98, f"{form}: cosine {cos.min():.4f}"
+    # and through the runtime module, which takes the U8S8 file on the CPU
+    spec = SessionSpec(
+        "onnxruntime", "resnet50", "resnet50", "int8", len(held_out), "cpu", str(out["u8s8"]), CROP
+    )
+    session = runtimes.load("onnxruntime").open_session(spec)
+    got = session.logits(session.run(session.stage(images[held_out])))
+    assert cosines(ref, got).min() > 0.98
+
+
+def test_too_few_cached_images_names_the_config_key(resnet, tmp_path):
+    _, fp32 = resnet
+    cache_npy = tmp_path / "cache.npy"
+    np.save(cache_npy, np.zeros((4, CROP, CROP, 3), np.uint8))
+    rows = [(f"img{i}.JPEG", i) for i in range(4)]
+    outs = [tmp_path / n for n in ("s8.onnx", "u8.onnx", "list.tsv")]
+    with pytest.raises(UserError, match=r"calibration\.images is 5 .* only 4"):
+        precision.calibrate_int8(fp32, cache_npy, rows, 5, "entropy", *outs)
+    assert not any(p.exists() for p in outs)
+
+
+def tiny_model(path, crop=16):
+    """input -> Conv(3->8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits (opset 18)."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (10, 8)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, crop, crop])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_entropy_clips_the_tail_that_minmax_keeps(tmp_path):
+    """With enough histogram bins, entropy picks a threshold below the maximum."""
+    tiny_model(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "cache.npy", rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
+    rows = [(f"img{i}.JPEG", i % 10) for i in range(16)]
+    relu_scale = {}
+    for method in ("minmax", "entropy", "percentile"):
+        outs = [tmp_path / f"{method}-{n}" for n in ("s8.onnx", "u8.onnx", "list.tsv")]
+        summary = precision.calibrate_int8(
+            tmp_path / "tiny.onnx", tmp_path / "cache.npy", rows, 16, method, *outs
+        )
+        assert summary["calibration_batches"] == 2
+        params = quantize_params(onnx.load(str(outs[1])))
+        scale, zp = params["relu"]  # U8S8 drops the Relu: the Conv writes "relu" directly
+        assert zp == 0  # the Relu's range starts at 0, so uint8 spends no level on negatives
+        relu_scale[method] = float(scale)
+    assert relu_scale["entropy"] < 0.9 * relu_scale["minmax"]
+    assert relu_scale["percentile"] < relu_scale["minmax"]

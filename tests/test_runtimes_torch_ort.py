@@ -1,0 +1,266 @@
+"""PyTorch and ONNX Runtime sessions: same logits on real images, timing harness, refusals."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from infbench import runtimes, timing
+from infbench.data import load_image
+from infbench.errors import UserError
+from infbench.models import build_torch
+from infbench.precision import export_fp32
+from infbench.runtimes.base import SessionSpec
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"
+needs_sample = pytest.mark.skipif(
+    not (SAMPLE / "val_map.txt").is_file(), reason=f"ImageNet sample not found at {SAMPLE}"
+)
+CROP = 224
+
+
+def make_weights(arch, path):
+    """Seeded random weights, with BatchNorm statistics moved off their identity defaults.
+
+    A freshly initialised BatchNorm (mean 0, var 1, weight 1, bias 0) is almost the identity,
+    so folding it wrongly into the convolutions would go unnoticed.
+    """
+    model = build_torch(arch, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.weight.data = 0.5 + torch.rand(n, generator=gen)
+            module.bias.data = 0.1 * torch.randn(n, generator=gen)
+            module.running_mean = 0.1 * torch.randn(n, generator=gen)
+            module.running_var = 0.5 + torch.rand(n, generator=gen)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def sample_images(count, resize, crop):
+    """The first ``count`` sample images, preprocessed as the workflow's cache holds them."""
+    names = [line.split()[0] for line in (SAMPLE / "val_map.txt").read_text().splitlines()[:count]]
+    return np.stack([load_image(SAMPLE / "val" / name, resize, crop) for name in names])
+
+
+def spec(runtime, arch, artifact, precision="fp32", device="cpu", batch_size=8, options=None):
+    return SessionSpec(
+        runtime=runtime,
+        model=arch,
+        arch=arch,
+        precision=precision,
+        batch_size=batch_size,
+        device=device,
+        artifact=str(artifact),
+        crop=CROP,
+        options=options or {},
+    )
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """{arch: (weights, fp32 onnx)}, made on first use."""
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            folder = tmp_path_factory.mktemp(arch)
+            weights, onnx = folder / "weights.safetensors", folder / "fp32.onnx"
+            make_weights(arch, weights)
+            export_fp32(arch, weights, CROP, onnx)
+            made[arch] = (weights, onnx)
+        return made[arch]
+
+    return get
+
+
+def run_logits(session, images):
+    out = session.run(session.stage(images))
+    session.sync(out)
+    return session.logits(out)
+
+
+@needs_sample
+@pytest.mark.parametrize("arch", ["resnet50", "alexnet"])
+def test_onnxruntime_fp32_logits_equal_pytorch_on_real_images(artifacts, arch):
+    weights, onnx = artifacts(arch)
+    images = sample_images(8, 256, CROP)
+    torch_session = runtimes.load("torch").open_session(spec("torch", arch, weights))
+    ort_session = runtimes.load("onnxruntime").open_session(spec("onnxruntime", arch, onnx))
+    try:
+        expected = run_logits(torch_session, images)
+        got = run_logits(ort_session, images)
+    finally:
+        torch_session.close()
+        ort_session.close()
+    assert got.shape == expected.shape == (8, 1000)
+    assert got.dtype == np.float32
+    rel = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert rel < 1e-4, f"{arch}: ONNX Runtime differs from PyTorch by {rel:.2e}"
+    # the images are distinct, so are their logits (a model that ignored its input would not be)
+    assert np.linalg.norm(expected[0] - expected[1]) > 1e-3 * np.linalg.norm(expected[0])
+
+
+class Recording:
+    """A real session that also records which staged batch each ``run`` received."""
+
+    def __init__(self, session):
+        self.session = session
+        self.ran = []
+
+    def stage(self, images):
+        return self.session.stage(images)
+
+    def run(self, staged):
+        self.ran.append(id(staged))
+        return self.session.run(staged)
+
+    def sync(self, output):
+        self.session.sync(output)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_timing_harness_rotates_staged_batches_and_gives_a_rate(artifacts, runtime):
+    weights, onnx = artifacts("resnet50")
+    artifact = weights if runtime == "torch" else onnx
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (2, CROP, CROP, 3), dtype=np.uint8) for _ in range(3)]
+    session = runtimes.load(runtime).open_session(spec(runtime, "resnet50", artifact, batch_size=2))
+    recording = Recording(session)
+    try:
+        result = timing.measure(recording, batches, warmup_batches=1, timed_batches=3, windows=2)
+        info = session.info()
+    finally:
+        session.close()
+    assert result["images_per_s"] > 0 and all(r > 0 for r in result["window_images_per_s"])
+    assert result["staged_batches"] == 3
+    timed = recording.ran[1:]  # after one warm-up batch
+    assert len(timed) == 6 and len(set(timed[:3])) == 3 and timed[:3] == timed[3:]
+    assert info["device"] == "cpu" and info["threads"] >= 1 and info["device_name"]
+
+
+def test_torch_fp16_on_cpu_is_refused(artifacts):
+    weights, _ = artifacts("resnet50")
+    with pytest.raises(UserError, match=r"runtimes\.torch\.precisions.*'fp16'.*cpu"):
+        runtimes.load("torch").open_session(spec("torch", "resnet50", weights, precision="fp16"))
+
+
+def test_torch_threads_option_sets_the_thread_count(artifacts):
+    weights, _ = artifacts("resnet50")
+    before = torch.get_num_threads()
+    try:
+        session = runtimes.load("torch").open_session(
+            spec("torch", "resnet50", weights, options={"threads": 1})
+        )
+        assert torch.get_num_threads() == 1
+        info = session.info()
+        assert (
+            info["threads"] == 1
+            and info["cuda_graphs"] is False
+            and info["torch"] == torch.__version__
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_onnxruntime_cuda_without_its_provider_is_refused(artifacts):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider, so it cannot be found missing")
+    _, onnx = artifacts("resnet50")
+    with pytest.raises(UserError, match=r"runtimes\.onnxruntime\.device.*CUDAExecutionProvider"):
+        runtimes.load("onnxruntime").open_session(
+            spec("onnxruntime", "resnet50", onnx, device="cuda")
+        )
+
+
+def test_onnxruntime_missing_model_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        runtimes.load("onnxruntime").open_session(
+            spec("onnxruntime", "resnet50", tmp_path / "no.onnx")
+        )
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "precision, cuda_graphs", [("fp32", True), ("fp32", False), ("fp16", True)]
+)
+def test_torch_cuda_matches_cpu_for_every_staged_batch(artifacts, precision, cuda_graphs):
+    """Each staged batch keeps its own output: all are run, then all are read back."""
+    weights, _ = artifacts("resnet50")
+    rng = np.random.default_rng(2)
+    batches = [rng.integers(0, 256, (4, CROP, CROP, 3), dtype=np.uint8) for _ in range(3)]
+    cpu = runtimes.load("torch").open_session(spec("torch", "resnet50", weights, batch_size=4))
+    expected = [run_logits(cpu, b) for b in batches]
+    cpu.close()
+    options = {"cuda_graphs": cuda_graphs}
+    cuda = runtimes.load("torch").open_session(
+        spec("torch", "resnet50", weights, precision, "cuda", batch_size=4, options=options)
+    )
+    try:
+        staged = [cuda.stage(b) for b in batches]
+        for _ in range(2):  # rotate twice, as the timing harness does
+            outputs = [cuda.run(s) for s in staged]
+        cuda.sync(outputs[-1])
+        got = [cuda.logits(o) for o in outputs]
+        info = cuda.info()
+    finally:
+        cuda.close()
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    for g, e in zip(got, expected):
+        rel = np.linalg.norm(g - e) / np.linalg.norm(e)
+        assert rel < tolerance, f"{precision} cuda_graphs={cuda_graphs}: {rel:.2e}"
+    assert info["cuda_graphs"] is cuda_graphs and info["tf32"] is False and info["device_name"]
+    assert (
+        torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+    )
+
+
+@needs_cuda
+def test_torch_allow_tf32_option(artifacts):
+    weights, _ = artifacts("resnet50")
+    session = runtimes.load("torch").open_session(
+        spec("torch", "resnet50", weights, device="cuda", options={"allow_tf32": True})
+    )
+    try:
+        assert session.info()["tf32"] is True
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        session.close()
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
+@needs_cuda
+def test_torch_cuda_graph_slots_are_reused_across_loops(artifacts):
+    """The accuracy loop stages every batch anew; the timing harness may be called again."""
+    weights, _ = artifacts("resnet50")
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 256, (2, CROP, CROP, 3), dtype=np.uint8) for _ in range(5)]
+    cpu = runtimes.load("torch").open_session(spec("torch", "resnet50", weights, batch_size=2))
+    expected = [run_logits(cpu, b) for b in batches]
+    cpu.close()
+    session = runtimes.load("torch").open_session(
+        spec("torch", "resnet50", weights, device="cuda", batch_size=2)
+    )
+    try:
+        for b, e in zip(batches, expected):  # as metrics.evaluate does
+            out = session.run(session.stage(b))
+            session.sync(out)
+            got = session.logits(out)
+            assert np.linalg.norm(got - e) / np.linalg.norm(e) < 1e-4
+        assert len(session.slots) == 2
+        del out  # the last output holds its slot; now both slots are free
+        for _ in range(2):  # as a benchmark that measures twice does
+            result = timing.measure(
+                session, batches[:3], warmup_batches=1, timed_batches=3, windows=1
+            )
+            assert result["images_per_s"] > 0
+        assert len(session.slots) == 3
+    finally:
+        session.close()

@@ -1,0 +1,295 @@
+"""Precision as an ONNX transform, shared by every ONNX consumer (DESIGN.md).
+
+- ``export_fp32``: the torchvision model with the neutral weights -> fp32 ONNX (input
+  "input" [batch, 3, crop, crop] float32, already normalised; output "logits").
+- ``to_fp16``: fp16 weights and arithmetic inside, float32 input and output.
+- ``calibrate_int8``: one calibration with ONNX Runtime's calibrators on images drawn
+  from the uint8 cache, then two Q/DQ files from the same tensor ranges: S8S8 (symmetric
+  int8 activations, what TensorRT's explicit quantisation takes) and U8S8 (asymmetric
+  uint8 activations, int8 weights, what ONNX Runtime runs fastest on x86 CPUs).
+
+Every output is written to a temporary file beside it and renamed into place, so an
+interrupted step never leaves a half-written model under the final name.
+"""
+
+import contextlib
+import csv
+import io
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from infbench.errors import UserError
+from infbench.runtimes.base import normalise_nchw
+
+# ONNX opset of the exported model. The torch.export-based exporter of torch 2.14 writes
+# opset 18 (it has no implementations below 18); ONNX Runtime 1.32 and TensorRT 10 both
+# parse it.
+OPSET = 18
+
+# Calibration feeds this many images per inference: ONNX Runtime's calibrators keep every
+# intermediate tensor of a call in memory, so the set is fed in slices and the ranges
+# (or histograms) are merged between slices.
+CALIBRATION_BATCH = 8
+
+# Histogram bins for the entropy and percentile calibrators. ONNX Runtime's entropy
+# default (128 bins, 128 quantised bins) leaves a single candidate threshold, the
+# absolute maximum, so entropy would silently equal max calibration; 2048 bins are what
+# the KL-divergence method was published with (TensorRT, GTC 2017).
+HISTOGRAM_BINS = 2048
+QUANTIZED_BINS = 128
+
+METHODS = ("entropy", "minmax", "percentile")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _require_file(path, what):
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist; {what}")
+
+
+def export_fp32(arch, weights, crop, out):
+    """Export the eval-mode torchvision model as a single-file fp32 ONNX with a dynamic batch.
+
+    Uses the torch.export-based exporter (the default since torch 2.9; the TorchScript
+    exporter still exists but is deprecated). BatchNorm is folded into the convolutions and
+    the weights are embedded (the largest model, vgg16, is 0.55 GB, under ONNX's 2 GB).
+    """
+    import torch
+
+    from infbench.models import load_torch
+
+    _require_file(weights, "run the workflow's weights step first or fix the path")
+    model = load_torch(arch, weights)  # eval(): inception_v3 returns logits only
+    example = torch.zeros(2, 3, crop, crop)  # batch 2, so the batch axis is not specialised
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        external_data=False,
+        verbose=False,
+    )
+    with atomic_output(out) as tmp:
+        program.save(tmp, external_data=False)
+
+
+def to_fp16(fp32_onnx, out):
+    """Convert weights and arithmetic to fp16, keeping float32 input and output."""
+    import onnx
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    _require_file(fp32_onnx, "run the workflow's ONNX export step first or fix the path")
+    model = onnx.load(str(fp32_onnx))
+    with warnings.catch_warnings():
+        # one warning per weight below fp16's range that is clamped to 1e-7
+        warnings.simplefilter("ignore", UserWarning)
+        model16 = convert_float_to_float16(model, keep_io_types=True)
+    with atomic_output(out) as tmp:
+        onnx.save(model16, tmp)
+
+
+def choose_calibration_images(count, images, seed):
+    """A seeded sample of ``images`` cache positions out of ``count``, in ascending order."""
+    if images > count:
+        raise UserError(
+            f"calibration.images is {images} but the dataset has only {count} images;"
+            f" set calibration.images to at most {count}"
+        )
+    if images < 1:
+        raise UserError(f"calibration.images is {images}; set it to at least 1")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=images, replace=False))
+
+
+class _Slice:
+    """A calibration data reader that yields one normalised batch, then stops."""
+
+    def __init__(self, batch):
+        self._items = [{"input": batch}]
+
+    def get_next(self):
+        return self._items.pop() if self._items else None
+
+
+def _quantisable_op_types():
+    """The op types quantize_static quantises by default: only their tensors need ranges."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+
+
+def _calibrate(model_path, cache, picks, method, workdir):
+    """Run ONNX Runtime's calibrator once over the picked cache images; return its ranges."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    calibrate_method, options = {
+        "entropy": (
+            CalibrationMethod.Entropy,
+            {"num_bins": HISTOGRAM_BINS, "num_quantized_bins": QUANTIZED_BINS},
+        ),
+        "minmax": (CalibrationMethod.MinMax, {}),
+        "percentile": (CalibrationMethod.Percentile, {"num_bins": HISTOGRAM_BINS}),
+    }[method]
+    calibrator = create_calibrator(
+        Path(model_path),
+        _quantisable_op_types(),
+        augmented_model_path=str(Path(workdir) / "augmented.onnx"),
+        calibrate_method=calibrate_method,
+        providers=["CPUExecutionProvider"],
+        extra_options=options,
+    )
+    batches = 0
+    for start in range(0, len(picks), CALIBRATION_BATCH):
+        rows = picks[start : start + CALIBRATION_BATCH]
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress prints, once per slice
+            calibrator.collect_data(_Slice(normalise_nchw(cache[rows])))
+        batches += 1
+    with contextlib.redirect_stdout(io.StringIO()):
+        ranges = calibrator.compute_data()
+    return calibrate_method, ranges, batches
+
+
+def _drop_unused_domains(model_path):
+    """Remove opset imports no node uses (ONNX Runtime's optimiser lists all of its own)."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    used = {node.domain for node in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    onnx.save(model, str(model_path))
+
+
+def _input_crop(model_path):
+    """The (height, width) of the ONNX model's input."""
+    import onnx
+
+    dims = (
+        onnx.load(str(model_path), load_external_data=False)
+        .graph.input[0]
+        .type.tensor_type.shape.dim
+    )
+    return tuple(d.dim_value for d in dims[2:])
+
+
+def calibrate_int8(
+    fp32_onnx, cache_npy, rows, images, method, out_s8s8, out_u8s8, out_list, seed=0
+):
+    """Calibrate once, then write the S8S8 and U8S8 Q/DQ models and the calibration list.
+
+    ``cache_npy`` is the uint8 NHWC cache in dataset-index order and ``rows`` the index's
+    (file, label) pairs, one per cached image. ``images`` images are drawn with ``seed``.
+    The ranges are computed once and saved as ONNX Runtime's calibration cache; both
+    ``quantize_static`` calls read that cache (they get no data reader, so they cannot
+    calibrate again). Each call derives its own scales from the same ranges: symmetric
+    [-absmax, absmax] for S8S8, asymmetric [min(lo, 0), max(hi, 0)] for U8S8.
+
+    Returns a summary: images, method, calibration batches, calibrated tensors, seconds.
+    """
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+        save_tensors_data,
+    )
+
+    if method not in METHODS:
+        raise UserError(f"calibration.method is {method!r}; choose one of {', '.join(METHODS)}")
+    _require_file(fp32_onnx, "run the workflow's ONNX export step first or fix the path")
+    _require_file(cache_npy, "run the workflow's preprocessing step first or fix the path")
+    cache = np.load(cache_npy, mmap_mode="r")
+    if len(rows) != len(cache):
+        raise UserError(
+            f"{cache_npy} holds {len(cache)} images but the dataset index has {len(rows)} rows;"
+            " delete the cache so that it is rebuilt from the index"
+        )
+    crop = _input_crop(fp32_onnx)
+    if cache.ndim != 4 or tuple(cache.shape[1:3]) != crop or cache.shape[3] != 3:
+        raise UserError(
+            f"{cache_npy} holds images of shape {cache.shape[1:]} but {fp32_onnx} takes"
+            f" {crop[0]}x{crop[1]} RGB; calibrate with the cache of the model's crop"
+        )
+    picks = choose_calibration_images(len(cache), images, seed)
+
+    started = time.perf_counter()
+    Path(out_s8s8).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_s8s8).parent, prefix=".calibrate.") as work:
+        work = Path(work)
+        prepared = work / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        _drop_unused_domains(prepared)
+        calibrate_method, ranges, batches = _calibrate(prepared, cache, picks, method, work)
+        ranges_json = work / "ranges.json"
+        save_tensors_data(ranges, ranges_json)
+
+        common = dict(
+            calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate_method,
+            calibration_cache_path=ranges_json,
+        )
+        forms = (
+            # TensorRT: symmetric int8 everywhere; biases stay float (its ONNX parser
+            # rejects a DequantizeLinear of an int32 bias and fuses float bias itself).
+            (
+                out_s8s8,
+                QuantType.QInt8,
+                {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            ),
+            # ONNX Runtime CPU: uint8 activations, int8 weights, int32 biases (QLinearConv).
+            (out_u8s8, QuantType.QUInt8, {"ActivationSymmetric": False, "WeightSymmetric": True}),
+        )
+        for out, activation_type, extra in forms:
+            with atomic_output(out) as tmp:
+                quantize_static(
+                    str(prepared),
+                    tmp,
+                    activation_type=activation_type,
+                    extra_options=extra,
+                    **common,
+                )
+
+    with atomic_output(out_list) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["index", "file", "label"])
+        for i in picks:
+            writer.writerow([int(i), *rows[i]])
+
+    return {
+        "images": int(len(picks)),
+        "method": method,
+        "calibration_batches": batches,
+        "tensors": len(ranges.data),
+        "seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,188 @@
+"""PyTorch runtime: the torchvision model with the neutral weights, eager, on CPU or CUDA.
+
+On CUDA the staged batches are normalised on the device in channels-last layout, fp16
+is ``model.half()``, and by default each live staged batch has its own CUDA graph
+(captured in ``stage`` after a warm-up on a side stream, replayed by ``run``; all graphs
+share one memory pool, per the PyTorch CUDA-graph docs), so nothing is copied in the timed
+loop. TF32 is off unless the runtime's options say ``allow_tf32: true``.
+"""
+
+import os
+import re
+import weakref
+
+import numpy as np
+import torch
+
+from infbench import MEAN, STD
+from infbench.errors import UserError
+from infbench.models import load_torch
+from infbench.provenance import cpu_name
+from infbench.runtimes import CAPABILITIES
+from infbench.runtimes.base import Session, SessionSpec
+
+# eager runs before a graph is captured: cuDNN picks its algorithms outside the capture
+CAPTURE_WARMUP = 3
+
+
+def nvidia_driver():
+    """The NVIDIA driver version if the kernel module reports it, else None."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            first = (
+                f.readline()
+            )  # "NVRM version: NVIDIA UNIX [Open] Kernel Module [for x86_64]  580.95.05  ..."
+    except OSError:
+        return None
+    found = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", first)
+    return found.group(1) if found else None
+
+
+def check_cell(spec):
+    """Refuse a device or precision this runtime cannot run, naming the config key."""
+    devices = CAPABILITIES[spec.runtime]
+    if spec.device not in devices:
+        raise UserError(
+            f"runtimes.{spec.runtime}.device is {spec.device!r}; {spec.runtime} runs on"
+            f" {' or '.join(devices)}"
+        )
+    if spec.precision not in devices[spec.device]:
+        raise UserError(
+            f"runtimes.{spec.runtime}.precisions has {spec.precision!r}, which {spec.runtime}"
+            f" cannot run on {spec.device} (it can: {', '.join(devices[spec.device])});"
+            f" remove it or change runtimes.{spec.runtime}.device"
+        )
+
+
+class _Slot:
+    """A static input buffer on the GPU, the CUDA graph captured on it, and its output."""
+
+    __slots__ = ("x", "graph", "out", "user")
+
+    def __init__(self, x, graph, out):
+        self.x, self.graph, self.out = x, graph, out
+        self.user = lambda: None  # weak reference to the staged batch that holds the slot
+
+
+class _Staged:
+    """One staged batch: its device tensor, and its graph slot when CUDA graphs are on."""
+
+    __slots__ = ("x", "slot", "__weakref__")
+
+    def __init__(self, x, slot=None):
+        self.x, self.slot = x, slot
+
+
+class TorchSession(Session):
+    def __init__(self, spec: SessionSpec):
+        super().__init__(spec)
+        check_cell(spec)
+        options = spec.options or {}
+        self.device = torch.device(spec.device)
+        self.dtype = torch.float16 if spec.precision == "fp16" else torch.float32
+        on_cuda = self.device.type == "cuda"
+        if on_cuda and not torch.cuda.is_available():
+            raise UserError(
+                "runtimes.torch.device is 'cuda' but PyTorch sees no CUDA device;"
+                " set it to 'cpu' or run on a machine with an NVIDIA GPU"
+            )
+        self.threads = int(options.get("threads") or os.cpu_count() or 1)
+        if not on_cuda:
+            torch.set_num_threads(self.threads)
+        self.allow_tf32 = bool(options.get("allow_tf32", False))
+        self.cuda_graphs = bool(options.get("cuda_graphs", True)) and on_cuda
+        if on_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+            torch.backends.cudnn.allow_tf32 = self.allow_tf32
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+
+        model = load_torch(spec.arch, spec.artifact)
+        self.memory_format = torch.channels_last if on_cuda else torch.contiguous_format
+        self.model = model.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
+        self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
+        # Graphs share one memory pool. The session keeps every graph (and so the pool)
+        # until close(): a pool whose graphs were all freed cannot be captured into again.
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self.slots = []
+
+    def stage(self, images: np.ndarray):
+        """uint8 NHWC host batch -> normalised NCHW tensor on the device.
+
+        With CUDA graphs the tensor lives in a graph slot: a free slot (one whose staged
+        batch and output are gone) is refilled, otherwise a new one is captured. So the
+        timing harness gets one graph per staged batch, and the accuracy loop, which stages
+        every batch anew, reuses two slots instead of capturing a graph per batch.
+        """
+        host = torch.from_numpy(np.ascontiguousarray(images))
+        x = host.to(self.device).permute(0, 3, 1, 2).float()
+        x = ((x - self.mean) / self.std).to(self.dtype).contiguous(memory_format=self.memory_format)
+        if not self.cuda_graphs:
+            return _Staged(x)
+        slot = next((s for s in self.slots if s.user() is None), None)
+        if slot is None:
+            slot = self._capture(x)
+            self.slots.append(slot)
+        else:
+            slot.x.copy_(x)
+        staged = _Staged(slot.x, slot)
+        slot.user = weakref.ref(staged)
+        return staged
+
+    def _capture(self, x):
+        """Warm up on a side stream, then capture a replayable graph reading ``x``."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(CAPTURE_WARMUP):
+                self.model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self.pool):
+            out = self.model(x)
+        return _Slot(x, graph, out)
+
+    def run(self, staged):
+        """Replay the batch's graph (the returned handle keeps its slot busy), or run eagerly."""
+        if staged.slot is not None:
+            staged.slot.graph.replay()
+            return staged
+        with torch.inference_mode():
+            return self.model(staged.x)
+
+    def sync(self, output):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def logits(self, output) -> np.ndarray:
+        tensor = output.slot.out if isinstance(output, _Staged) else output
+        return tensor.float().cpu().numpy()
+
+    def info(self) -> dict:
+        on_cuda = self.device.type == "cuda"
+        return {
+            "runtime": "torch",
+            "torch": torch.__version__,
+            "device": self.spec.device,
+            "device_name": torch.cuda.get_device_name(self.device) if on_cuda else cpu_name(),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if on_cuda else None,
+            "driver": nvidia_driver() if on_cuda else None,
+            "threads": self.threads if not on_cuda else None,
+            "mode": "cuda_graphs" if self.cuda_graphs else "eager",
+            "cuda_graphs": self.cuda_graphs,
+            "tf32": self.allow_tf32 if on_cuda else None,
+            "cudnn_benchmark": True if on_cuda else None,
+            "memory_format": "channels_last" if on_cuda else "contiguous",
+        }
+
+    def close(self):
+        self.model = None
+        self.slots = []
+        self.pool = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def open_session(spec: SessionSpec) -> Session:
+    return TorchSession(spec)
