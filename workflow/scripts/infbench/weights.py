@@ -13,6 +13,8 @@ from infbench.errors import UserError
 
 def read_weights(path):
     """The tensors of a .safetensors file as numpy arrays, by torchvision parameter name."""
+    if not os.path.exists(path):
+        raise UserError(f"weights file {path} does not exist; run the workflow's convert step")
     try:
         return load_file(path)
     except Exception as err:
