@@ -22,25 +22,17 @@ HAVE_ONEFLOW = ONEFLOW_PYTHON.exists()
 
 
 def snakemake(workdir, *args, config=None, check=True):
-    cmd = SNAKEMAKE + [
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-    ]
+    """Run snakemake in ``workdir`` as a user would; ``args`` come before the config file."""
+    # targets first: --resources and --configfile take several values each
+    cmd = SNAKEMAKE + list(args) + ["--directory", str(workdir), "--cores", "2"]
+    cmd += ["--resources", "gpu=1"]
     if config is not None:
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        cmd += ["--configfile", str(path)]
-    proc = subprocess.run(
-        cmd + list(args), capture_output=True, text=True, timeout=1800
-    )
+        cmd += ["--configfile", str(path)]  # takes several values: keep it last
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-        )
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 

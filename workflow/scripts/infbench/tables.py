@@ -84,9 +84,15 @@ def _get(data, path, dotted, kinds, required=True, nullable=False):
     return node
 
 
+# the keys under which runtimes' info() report library and driver versions
+LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cuda", "cudnn", "driver")
+
+
 def _versions(runtime_info):
     """The runtime's library versions as one compact string (``name version, ...``)."""
     versions = runtime_info.get("versions")
+    if versions is None:  # the runtimes' info() names each library by its own key
+        versions = {k: runtime_info[k] for k in LIBRARY_KEYS if runtime_info.get(k)}
     if isinstance(versions, dict):
         return ", ".join(f"{name} {version}" for name, version in versions.items())
     return str(versions) if versions else ""
