@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infbench import MEAN, STD
+from infbench.errors import UserError
+from infbench.runtimes import CAPABILITIES
 
 _MEAN = np.asarray(MEAN, dtype=np.float32).reshape(1, 3, 1, 1) * 255.0
 _STD = np.asarray(STD, dtype=np.float32).reshape(1, 3, 1, 1) * 255.0
@@ -73,3 +75,19 @@ def normalise_nchw(images: np.ndarray, dtype=np.float32) -> np.ndarray:
     """uint8 NHWC RGB -> normalised NCHW, as torchvision's ImageClassification does."""
     x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
     return ((x - _MEAN) / _STD).astype(dtype, copy=False)
+
+
+def check_cell(spec):
+    """Refuse a device or precision this runtime cannot run, naming the config key."""
+    devices = CAPABILITIES[spec.runtime]
+    if spec.device not in devices:
+        raise UserError(
+            f"runtimes.{spec.runtime}.device is {spec.device!r}; {spec.runtime} runs on"
+            f" {' or '.join(devices)}"
+        )
+    if spec.precision not in devices[spec.device]:
+        raise UserError(
+            f"runtimes.{spec.runtime}.precisions has {spec.precision!r}, which {spec.runtime}"
+            f" cannot run on {spec.device} (it can: {', '.join(devices[spec.device])});"
+            f" remove it or change runtimes.{spec.runtime}.device"
+        )

@@ -14,25 +14,14 @@ import onnxruntime as ort
 
 from infbench.errors import UserError
 from infbench.provenance import cpu_name
-from infbench.runtimes import CAPABILITIES
-from infbench.runtimes.base import Session, SessionSpec, normalise_nchw
+from infbench.runtimes.base import Session, SessionSpec, check_cell, normalise_nchw
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def _providers(spec):
     """The provider list for the cell, or a UserError naming the config key."""
-    devices = CAPABILITIES["onnxruntime"]
-    if spec.device not in devices:
-        raise UserError(
-            f"runtimes.onnxruntime.device is {spec.device!r};"
-            f" ONNX Runtime runs on {' or '.join(devices)}"
-        )
-    if spec.precision not in devices[spec.device]:
-        raise UserError(
-            f"runtimes.onnxruntime.precisions has {spec.precision!r}, which ONNX Runtime does not"
-            f" run on {spec.device} here (it can: {', '.join(devices[spec.device])}); remove it"
-        )
+    check_cell(spec)
     wanted = PROVIDERS[spec.device]
     if wanted not in ort.get_available_providers():
         raise UserError(

@@ -18,8 +18,7 @@ from infbench import MEAN, STD
 from infbench.errors import UserError
 from infbench.models import load_torch
 from infbench.provenance import cpu_name
-from infbench.runtimes import CAPABILITIES
-from infbench.runtimes.base import Session, SessionSpec
+from infbench.runtimes.base import Session, SessionSpec, check_cell
 
 # eager runs before a graph is captured: cuDNN picks its algorithms outside the capture
 CAPTURE_WARMUP = 3
@@ -36,22 +35,6 @@ def nvidia_driver():
         return None
     found = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", first)
     return found.group(1) if found else None
-
-
-def check_cell(spec):
-    """Refuse a device or precision this runtime cannot run, naming the config key."""
-    devices = CAPABILITIES[spec.runtime]
-    if spec.device not in devices:
-        raise UserError(
-            f"runtimes.{spec.runtime}.device is {spec.device!r}; {spec.runtime} runs on"
-            f" {' or '.join(devices)}"
-        )
-    if spec.precision not in devices[spec.device]:
-        raise UserError(
-            f"runtimes.{spec.runtime}.precisions has {spec.precision!r}, which {spec.runtime}"
-            f" cannot run on {spec.device} (it can: {', '.join(devices[spec.device])});"
-            f" remove it or change runtimes.{spec.runtime}.device"
-        )
 
 
 class _Slot:
