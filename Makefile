@@ -2,8 +2,10 @@
 # Both create the environments first when they are missing.
 
 PYTHON ?= python3
-# OneFlow 0.9.0 needs Python <= 3.10; name one with PYTHON310=/path/to/python3.10
-PYTHON310 ?= $(firstword $(shell command -v python3.10 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(wildcard /root/.pyenv/versions/3.10*/bin/python3.10))
+# OneFlow 0.9.0 needs Python <= 3.10: the first python3.10 that runs (a pyenv shim may not),
+# or name one with PYTHON310=/path/to/python3.10
+PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /root/.pyenv/versions/3.10*/bin/python3.10; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 
 VENV := .venv
 OFVENV := .venv-oneflow

@@ -7,15 +7,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
-from safetensors.torch import save_file
 
 from infbench import precision, runtimes
 from infbench.data import load_image
 from infbench.errors import UserError
-from infbench.models import build_torch
 from infbench.runtimes.base import SessionSpec, normalise_nchw
+from conftest import make_weights
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"
 needs_sample = pytest.mark.skipif(
@@ -24,20 +22,6 @@ needs_sample = pytest.mark.skipif(
 CROP, RESIZE = 96, 110
 CALIBRATION_IMAGES = 8
 IMAGES = 24  # 8 drawn for calibration, the rest held out for the agreement checks
-
-
-def make_weights(arch, path):
-    """Seeded random weights with BatchNorm statistics off their identity defaults."""
-    model = build_torch(arch, seed=0)
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            n = module.num_features
-            module.weight.data = 0.5 + torch.rand(n, generator=gen)
-            module.bias.data = 0.1 * torch.randn(n, generator=gen)
-            module.running_mean = 0.1 * torch.randn(n, generator=gen)
-            module.running_var = 0.5 + torch.rand(n, generator=gen)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 def run_onnx(path, x):

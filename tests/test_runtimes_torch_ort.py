@@ -5,38 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from infbench import runtimes, timing
 from infbench.data import load_image
 from infbench.errors import UserError
-from infbench.models import build_torch
 from infbench.precision import export_fp32
 from infbench.runtimes.base import SessionSpec
+from conftest import make_weights
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"
 needs_sample = pytest.mark.skipif(
     not (SAMPLE / "val_map.txt").is_file(), reason=f"ImageNet sample not found at {SAMPLE}"
 )
 CROP = 224
-
-
-def make_weights(arch, path):
-    """Seeded random weights, with BatchNorm statistics moved off their identity defaults.
-
-    A freshly initialised BatchNorm (mean 0, var 1, weight 1, bias 0) is almost the identity,
-    so folding it wrongly into the convolutions would go unnoticed.
-    """
-    model = build_torch(arch, seed=0)
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            n = module.num_features
-            module.weight.data = 0.5 + torch.rand(n, generator=gen)
-            module.bias.data = 0.1 * torch.randn(n, generator=gen)
-            module.running_mean = 0.1 * torch.randn(n, generator=gen)
-            module.running_var = 0.5 + torch.rand(n, generator=gen)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 def sample_images(count, resize, crop):

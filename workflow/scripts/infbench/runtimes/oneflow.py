@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from infbench.errors import UserError
+from infbench.provenance import cpu_name
 from infbench.weights import read_weights
 from infbench.runtimes import CAPABILITIES
 from infbench.runtimes.base import Session, normalise_nchw
@@ -106,7 +107,7 @@ class OneFlowSession(Session):
             "flowvision": flowvision.__version__,
             "mode": self._mode,
             "device": self.spec.device,
-            "device_name": _cpu_name(),
+            "device_name": cpu_name(),
             "threads": self._threads,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         }
@@ -238,15 +239,3 @@ def _check_threads(threads):
             f"runtimes.oneflow.threads is {threads!r}; set it to a positive integer or remove it"
         )
     return threads
-
-
-def _cpu_name():
-    """The CPU model as /proc/cpuinfo names it (None where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
