@@ -6,8 +6,8 @@ torch). The runtime's config block (``spec.options``) may hold:
 - ``mode``: ``graph`` (default) wraps the model in ``oneflow.nn.Graph``, compiled on the
   first call for each input shape; ``eager`` runs the module op by op.
 - ``threads``: CPU intra-op threads, set with ``oneflow.set_num_threads`` before anything
-  runs (process-wide). Unset, OneFlow picks its default (its source: ``OMP_NUM_THREADS``,
-  else the logical cores minus two).
+  runs (process-wide). Unset: every core, as for the other runtimes (OneFlow's own
+  default would be ``OMP_NUM_THREADS``, else the logical cores minus two).
 - ``allow_tf32``: on cuda, whether cuBLAS may use TF32 for fp32 (default false: strict fp32,
   through OneFlow's ``ONEFLOW_EP_CUDA_ENABLE_TF32_EXECUTION``).
 
@@ -52,9 +52,9 @@ class OneFlowSession(Session):
         options = spec.options or {}
         self._mode = _check_mode(options.get("mode", "graph"))
         _check_device_precision(spec.device, spec.precision)
-        self._threads = _check_threads(options.get("threads"))
-        if self._threads is not None:
-            flow.set_num_threads(self._threads)
+        # every core by default, as the other runtimes (OneFlow's own default is cores - 2)
+        self._threads = _check_threads(options.get("threads")) or os.cpu_count()
+        flow.set_num_threads(self._threads)
         self._tf32 = None
         if spec.device == "cuda":
             self._tf32 = bool(options.get("allow_tf32", False))
