@@ -9,8 +9,9 @@ PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/pytho
 
 VENV := .venv
 OFVENV := .venv-oneflow
+TRTVENV := .venv-tensorrt
 
-.PHONY: env env-main env-oneflow demo test lint clean
+.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia demo test lint clean
 
 env: env-main env-oneflow
 
@@ -34,6 +35,26 @@ $(OFVENV)/.installed: envs/requirements-oneflow.txt
 	$(PYTHON310) -m venv $(OFVENV)
 	$(OFVENV)/bin/pip install --quiet -r envs/requirements-oneflow.txt
 	touch $@
+
+# TensorRT (about 2 GB of libraries, a GPU to use them): never part of `make env`.
+# TensorRT 8.6.0 from PyPI on a Python 3.10, found like OneFlow's.
+env-tensorrt:
+	@if [ -z "$(PYTHON310)" ]; then \
+		echo "infbench: no Python 3.10 found, so the TensorRT environment was not built: install python3.10 or run make env-tensorrt PYTHON310=/path/to/python3.10"; \
+		exit 1; \
+	fi
+	@$(MAKE) --no-print-directory $(TRTVENV)/.installed
+
+$(TRTVENV)/.installed: envs/requirements-tensorrt.txt
+	$(PYTHON310) -m venv $(TRTVENV)
+	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt.txt
+	touch $@
+
+# TensorRT 10/11 from NVIDIA's package index, for machines that reach it (any Python >= 3.9)
+env-tensorrt-nvidia:
+	$(PYTHON) -m venv $(TRTVENV)
+	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt-nvidia.txt
+	touch $(TRTVENV)/.installed
 
 demo: env
 	$(VENV)/bin/snakemake --cores 1 --resources gpu=1

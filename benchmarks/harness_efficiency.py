@@ -7,6 +7,8 @@ runs on the same batches with its own model object:
 
     torch:        with torch.inference_mode(): for x in xs: model(x)
     onnxruntime:  for x in xs: sess.run(None, {"input": x})
+    tensorrt:     for x in xs: context.set_tensor_address(input, x); context.execute_async_v3(stream)
+                  (its own engine, context, stream and device buffers; one stream sync at the end)
 
 The two alternate (ABBA order) for a few rounds; the table shows each round and the
 ratio harness / hand of the medians. A ratio near 1 means the session adds no overhead.
@@ -14,8 +16,14 @@ ratio harness / hand of the medians. A ratio near 1 means the session adds no ov
     PYTHONPATH=workflow/scripts .venv/bin/python benchmarks/harness_efficiency.py \\
         --runtime torch onnxruntime --arch resnet50 --batch-size 8 --crop 224
 
+TensorRT runs under its own interpreter on an engine the workflow built (--engine):
+
+    PYTHONPATH=workflow/scripts .venv-tensorrt/bin/python benchmarks/harness_efficiency.py \\
+        --runtime tensorrt --device cuda --precision fp16 --batch-size 8 \\
+        --engine results/engines/resnet50/fp16-bs8.plan --options '{"cuda_graphs": false}'
+
 Other runtimes plug in through HAND_LOOPS (a function that builds the hand loop) and
---weights / --onnx (artifacts made elsewhere, e.g. under another interpreter). Weights
+--weights / --onnx / --engine (artifacts made elsewhere, e.g. under another interpreter). Weights
 are seeded random torchvision initialisations (speed does not depend on them); the int8
 model is calibrated with minmax on random images (speed does not depend on the ranges).
 """
@@ -83,8 +91,48 @@ def onnxruntime_hand_loop(spec, batches):
     return loop
 
 
+def tensorrt_hand_loop(spec, batches):
+    """The plainest TensorRT loop: enqueue after enqueue on one stream, one sync at the end."""
+    import tensorrt as trt
+
+    from infbench import cudart
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    with open(spec.artifact, "rb") as f:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    context.set_input_shape(inp, (spec.batch_size, 3, spec.crop, spec.crop))
+    stream = cudart.Stream()
+    xs = []
+    for b in batches:
+        x = normalise_nchw(b, np.dtype(trt.nptype(engine.get_tensor_dtype(inp))))
+        xs.append(cudart.DeviceBuffer(x.nbytes))
+        cudart.memcpy_htod_async(xs[-1], x, stream)
+    y_bytes = int(np.prod(context.get_tensor_shape(out))) * np.dtype(trt.nptype(engine.get_tensor_dtype(out))).itemsize
+    y = cudart.DeviceBuffer(y_bytes)
+    context.set_tensor_address(out, y.ptr)
+    stream.synchronize()
+    handle = stream.handle
+
+    def loop(count):
+        for i in range(count):
+            context.set_tensor_address(inp, xs[i % len(xs)].ptr)
+            context.execute_async_v3(handle)
+        stream.synchronize()
+
+    loop.keep_alive = (engine, context, stream, xs, y)
+    return loop
+
+
 # runtime -> function(spec, batches) returning loop(count); add a runtime here
-HAND_LOOPS = {"torch": torch_hand_loop, "onnxruntime": onnxruntime_hand_loop}
+HAND_LOOPS = {
+    "torch": torch_hand_loop,
+    "onnxruntime": onnxruntime_hand_loop,
+    "tensorrt": tensorrt_hand_loop,
+}
 
 
 def time_hand(loop, warmup, timed, windows, batch_size):
@@ -102,6 +150,10 @@ def time_hand(loop, warmup, timed, windows, batch_size):
 def make_artifact(runtime, args, work):
     """The file the runtime loads: seeded weights, fp32 ONNX or the int8 U8S8/S8S8 ONNX."""
     kind = runtimes.ARTIFACT[runtime]
+    if kind == "engine":
+        if not args.engine:
+            raise UserError(f"--runtime {runtime} needs --engine PATH, an engine the workflow built")
+        return args.engine
     weights = args.weights or os.path.join(work, f"{args.arch}.safetensors")
     if not os.path.exists(weights):
         import torch  # noqa: F401  (only needed to make weights here)
@@ -115,10 +167,6 @@ def make_artifact(runtime, args, work):
         )
     if kind == "weights":
         return weights
-    if kind != "onnx":
-        raise UserError(
-            f"--runtime {runtime} loads a {kind}; this script makes weights and ONNX only"
-        )
     from infbench import precision
 
     fp32 = args.onnx or os.path.join(work, f"{args.arch}-{args.crop}-fp32.onnx")
@@ -209,6 +257,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=4, help="harness/hand alternations")
     parser.add_argument("--weights", help="existing .safetensors (else seeded random, made here)")
     parser.add_argument("--onnx", help="existing fp32 .onnx (else exported here)")
+    parser.add_argument("--engine", help="existing TensorRT engine (.plan with its sidecar)")
     parser.add_argument("--work-dir", default="results/bench", help="where made artifacts are kept")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)

@@ -27,7 +27,7 @@ from infbench.runtimes import load  # noqa: E402
 from infbench.runtimes.base import SessionSpec  # noqa: E402
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-NO_TENSORRT = "TensorRT is not installed here: NVIDIA's package index cannot be reached from this machine"
+NO_TENSORRT = "TensorRT is not installed in this interpreter (it lives in .venv-tensorrt, Python 3.10: make env-tensorrt)"
 
 
 def _cudart():
@@ -65,12 +65,15 @@ def export_resnet50(path, crop):
     import torch
 
     from infbench.models import build_torch
+    from infbench.precision import OPSET
 
     model = build_torch("resnet50", seed=0).eval()
     torch.onnx.export(
         model,
         (torch.zeros(2, 3, crop, crop),),
         path,
+        opset_version=OPSET,
+        external_data=False,
         input_names=["input"],
         output_names=["logits"],
         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
@@ -159,11 +162,33 @@ def test_onnx_for_engine_follows_the_workflow_layout(tmp_path):
         engine.onnx_for_engine(str(plan), "bf16")
 
 
-# --- network flags ----------------------------------------------------------------------
+# --- the API generation: network flags, precision flags, tactic sources ----------------
+
+# TensorRT 8.6.0's enums as its wheel defines them (read from `import tensorrt` here)
+TRT86_TACTIC_SOURCES = {"CUBLAS": 0, "CUBLAS_LT": 1, "CUDNN": 2, "EDGE_MASK_CONVOLUTIONS": 3, "JIT_CONVOLUTIONS": 4}
+TRT11_TACTIC_SOURCES = {"EDGE_MASK_CONVOLUTIONS": 0, "JIT_CONVOLUTIONS": 1}
+
+
+@pytest.mark.parametrize("version, generation", [
+    ("8.5.3.1", 8), ("8.6.0", 8), ("9.3.0.1", 8), ("10.0.1", 10), ("10.13.3.9", 10), ("11.4.0.106", 11),
+])
+def test_each_version_speaks_its_api_generation(version, generation):
+    assert engine.api_generation(version) == generation
+
+
+@pytest.mark.parametrize("version", ["8.4.3.1", "7.2.3"])
+def test_tensorrt_before_8_5_is_refused(version):
+    with pytest.raises(UserError, match=f"TensorRT {version} is too old: infbench needs 8.5 or later"):
+        engine.api_generation(version)
+
+
+def test_tensorrt_8_asks_for_an_explicit_batch_network():
+    # 8.6's NetworkDefinitionCreationFlag: EXPLICIT_BATCH = 0, EXPLICIT_PRECISION = 1
+    assert engine.network_creation_flags("8.6.0", strongly_typed_bit=None, explicit_batch_bit=0) == 1
 
 
 def test_tensorrt_10_asks_for_a_strongly_typed_network():
-    assert engine.network_creation_flags("10.13.3.9", 1) == 1 << 1
+    assert engine.network_creation_flags("10.13.3.9", 1, 0) == 1 << 1
 
 
 @pytest.mark.parametrize("strongly_typed_bit", [0, 1, None])
@@ -171,10 +196,133 @@ def test_tensorrt_11_passes_no_flag(strongly_typed_bit):
     assert engine.network_creation_flags("11.4.0.106", strongly_typed_bit) == 0
 
 
-@pytest.mark.parametrize("version, bit", [("8.6.1", 1), ("10.0.0", None)])
-def test_tensorrt_without_strong_typing_is_refused(version, bit):
-    with pytest.raises(UserError, match=f"TensorRT {version} cannot build strongly typed networks"):
-        engine.network_creation_flags(version, bit)
+@pytest.mark.parametrize("version, bits, missing", [
+    ("8.6.0", (1, None), "EXPLICIT_BATCH"), ("10.0.0", (None, 0), "STRONGLY_TYPED"),
+])
+def test_a_missing_creation_flag_is_named(version, bits, missing):
+    with pytest.raises(UserError, match=f"TensorRT {version} has no NetworkDefinitionCreationFlag.{missing}"):
+        engine.network_creation_flags(version, *bits)
+
+
+@pytest.mark.parametrize("precision, flags", [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8", "FP16"])])
+def test_tensorrt_8_sets_the_precision_by_builder_flags(precision, flags):
+    assert engine.precision_flags("8.6.0", precision) == flags
+
+
+@pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.106"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_strongly_typed_networks_take_their_precision_from_the_onnx(version, precision):
+    assert engine.precision_flags(version, precision) == []
+
+
+def test_tactic_sources_become_a_bit_mask_and_back():
+    names = ["JIT_CONVOLUTIONS", "EDGE_MASK_CONVOLUTIONS"]
+    assert engine.tactic_source_mask(names, TRT86_TACTIC_SOURCES) == 0b11000
+    assert engine.tactic_source_mask(names, TRT11_TACTIC_SOURCES) == 0b11
+    assert engine.tactic_source_names(0b11000, TRT86_TACTIC_SOURCES) == sorted(names)
+    assert engine.tactic_source_names(0b00101, TRT86_TACTIC_SOURCES) == ["CUBLAS", "CUDNN"]
+
+
+def test_a_tactic_source_this_tensorrt_lacks_is_a_config_error():
+    with pytest.raises(UserError) as err:
+        engine.tactic_source_mask(["CUDNN", "JIT_CONVOLUTIONS"], TRT11_TACTIC_SOURCES)
+    assert str(err.value) == (
+        "config key runtimes.tensorrt.tactic_sources: this TensorRT has no tactic source CUDNN"
+        " (it has EDGE_MASK_CONVOLUTIONS, JIT_CONVOLUTIONS); remove it"
+    )
+
+
+def test_engine_options_come_from_the_config_block_with_defaults():
+    block = {"device": "cuda", "precisions": ["fp16"], "cuda_graphs": True, "python": "x",
+             "tactic_sources": ["JIT_CONVOLUTIONS", "EDGE_MASK_CONVOLUTIONS"]}
+    assert engine.options_from_config(block, "fp16", 8) == {
+        "precision": "fp16", "batch_size": 8, "workspace_mib": 4096, "allow_tf32": False,
+        "tactic_sources": ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"], "builder_optimization_level": None,
+    }
+    assert engine.options_from_config({"builder_optimization_level": 2}, "int8", 50)["builder_optimization_level"] == 2
+    assert engine.options_from_config(None, "fp32", 1)["tactic_sources"] is None
+
+
+TENSORRT_PYTHON = os.path.join(os.path.dirname(HERE), ".venv-tensorrt", "bin", "python")
+
+
+@pytest.mark.skipif(not os.path.exists(TENSORRT_PYTHON),
+                    reason="no .venv-tensorrt here (make env-tensorrt builds it; make test does not)")
+def test_the_installed_tensorrt_has_every_name_its_generation_uses():
+    """Against the real bindings of `make env-tensorrt` (no GPU needed to read them)."""
+    script = """
+import sys, tensorrt as trt
+sys.path.insert(0, sys.argv[1])
+from infbench import engine
+g = engine.api_generation(trt.__version__)
+creation = trt.NetworkDefinitionCreationFlag
+bits = [int(getattr(creation, n)) if hasattr(creation, n) else None for n in ("STRONGLY_TYPED", "EXPLICIT_BATCH")]
+flags = engine.network_creation_flags(trt.__version__, *bits)
+for p in ("fp32", "fp16", "int8"):
+    for name in engine.precision_flags(trt.__version__, p):
+        getattr(trt.BuilderFlag, name)
+mask = engine.tactic_source_mask(["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"], dict(trt.TacticSource.__members__))
+for cls, name in [(trt.IBuilderConfig, "builder_optimization_level"), (trt.IBuilderConfig, "set_tactic_sources"),
+                  (trt.IBuilderConfig, "get_tactic_sources"), (trt.IBuilderConfig, "set_memory_pool_limit"),
+                  (trt.IBuilderConfig, "create_timing_cache"), (trt.ITimingCache, "combine"),
+                  (trt.OnnxParser, "parse"), (trt.IExecutionContext, "execute_async_v3"),
+                  (trt.IExecutionContext, "set_tensor_address"), (trt.IExecutionContext, "set_input_shape"),
+                  (trt.ICudaEngine, "num_io_tensors"), (trt.ICudaEngine, "get_tensor_mode")]:
+    assert hasattr(cls, name), name
+print(trt.__version__, g, flags, mask, trt.BuilderFlag.TF32)
+"""
+    out = subprocess.run([TENSORRT_PYTHON, "-c", script, SCRIPTS], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    version, generation, flags, mask, tf32 = out.stdout.split()
+    assert generation == {"8": "8", "9": "8", "10": "10"}.get(version.split(".")[0], "11")
+    assert (generation, flags) != ("8", "0") and int(mask) > 0 and tf32 == "BuilderFlag.TF32"
+
+
+# --- ONNX opsets for TensorRT 8.x's parser --------------------------------------------
+
+
+def test_an_opset_18_export_is_rewritten_as_opset_17_for_tensorrt_8(onnx_path):
+    """Same model for ONNX Runtime, reductions with attribute axes, opset 17, valid ONNX."""
+    import onnxruntime
+
+    data, rewrite = engine.onnx_for_parser(onnx_path, 8)
+    assert rewrite == "opset 18 rewritten as opset 17 for TensorRT's ONNX parser"
+    model = onnx.load_from_string(data)
+    onnx.checker.check_model(model, full_check=True)
+    assert engine.default_opset(model) == 17
+    reduce = [n for n in model.graph.node if n.op_type == "ReduceMean"]
+    assert len(reduce) == 1 and len(reduce[0].input) == 1
+    assert {a.name: list(a.ints) for a in reduce[0].attribute}["axes"] == [-1, -2]
+    x = np.random.default_rng(0).standard_normal((2, 3, CROP, CROP)).astype(np.float32)
+    run = [onnxruntime.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+           for m in (onnx_path, data)]
+    np.testing.assert_array_equal(run[0], run[1])
+
+
+@pytest.mark.parametrize("generation", [10, 11])
+def test_newer_tensorrt_reads_the_file_as_it_is(onnx_path, generation):
+    data, rewrite = engine.onnx_for_parser(onnx_path, generation)
+    assert rewrite is None
+    with open(onnx_path, "rb") as f:
+        assert data == f.read()
+
+
+def opset18(nodes, initializers=()):
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("model, words", [
+    (opset18([helper.make_node("Shape", ["input"], ["s"]), helper.make_node("ReduceSum", ["input", "s"], ["logits"], name="r")]),
+     "r takes its axes from a computed tensor; opset 17 needs constant axes"),
+    (opset18([helper.make_node("Split", ["input"], ["logits", "b"], axis=1, num_outputs=2, name="s")]),
+     "Split node s uses an opset-18 feature TensorRT 8.x cannot read"),
+])
+def test_what_opset_17_cannot_say_is_refused(model, words):
+    with pytest.raises(UserError, match=words):
+        engine.downgrade_to_opset17(model, "m.onnx")
 
 
 # --- sidecar matching and rebuild decisions -----------------------------------------------
@@ -233,6 +381,8 @@ def test_the_cuda_runtime_of_cuda_python_is_recorded_not_compared():
         ("batch_size", 50, "batch size changed (8 -> 50)"),
         ("workspace_mib", 1024, "workspace limit (MiB) changed (4096 -> 1024)"),
         ("allow_tf32", True, "TF32 setting changed (False -> True)"),
+        ("tactic_sources", ["JIT_CONVOLUTIONS"], "tactic sources changed (None -> ['JIT_CONVOLUTIONS'])"),
+        ("builder_optimization_level", 5, "builder optimisation level changed (None -> 5)"),
     ],
 )
 def test_each_build_option_forces_a_rebuild(field, value, words):
@@ -368,8 +518,9 @@ def test_missing_tensorrt_says_how_to_install_it(tmp_path):
     with pytest.raises(UserError) as err:
         runtime.open_session(spec_for(tmp_path / "fp32-bs2.plan"))
     assert str(err.value) == (
-        f"TensorRT is not installed in {sys.executable}: install tensorrt"
-        " (pip install tensorrt-cu12 from NVIDIA's index) or remove tensorrt from runtimes"
+        f"TensorRT is not installed in {sys.executable}: run `make env-tensorrt` (TensorRT 8.6"
+        " from PyPI, needs a Python 3.10), set runtimes.tensorrt.python to an interpreter that"
+        " has TensorRT, or remove tensorrt from runtimes"
     )
 
 
@@ -384,7 +535,7 @@ def test_build_script_documents_its_flags():
     result = run_build_script("--help")
     assert result.returncode == 0
     for flag in ("--onnx", "--batch-size", "--precision", "--workspace-mib", "--allow-tf32",
-                 "--timing-cache", "--out", "--sidecar"):
+                 "--tactic-sources", "--builder-optimization-level", "--timing-cache", "--out", "--sidecar"):
         assert flag in result.stdout
 
 

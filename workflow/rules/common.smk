@@ -13,6 +13,7 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from infbench.configcheck import check
+from infbench.engine import DEFAULTS as ENGINE_DEFAULTS
 from infbench.errors import UserError
 from infbench.runtimes import ARTIFACT, int8_form
 
@@ -49,7 +50,13 @@ USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_me
 # (sys.prefix/bin/python rather than sys.executable: the same path however snakemake
 # was started, so that the runner params below do not change between invocations)
 MAIN_PYTHON = "python" if USE_CONDA else os.path.join(sys.prefix, "bin", "python")
-DEFAULT_PYTHON = {} if USE_CONDA else {"oneflow": ".venv-oneflow/bin/python"}
+DEFAULT_PYTHON = (
+    {}
+    if USE_CONDA
+    else {"oneflow": ".venv-oneflow/bin/python", "tensorrt": ".venv-tensorrt/bin/python"}
+)
+# how to make each venv of DEFAULT_PYTHON (both need a Python 3.10)
+MAKE_ENV = {"oneflow": "make env-oneflow", "tensorrt": "make env-tensorrt"}
 
 
 def runner(stack, script):
@@ -86,9 +93,9 @@ def runtime_python(runtime):
 def missing_python(runtime):
     """The sentence launch.sh prints when a runtime's interpreter does not exist."""
     hint = (
-        "run `make env-oneflow` (it needs a Python 3.10: on PATH as python3.10 or named by"
-        " PYTHON310=/path/to/python3.10)"
-        if runtime == "oneflow"
+        f"run `{MAKE_ENV[runtime]}` (it needs a Python 3.10: on PATH as python3.10 or named"
+        " by PYTHON310=/path/to/python3.10)"
+        if runtime in MAKE_ENV
         else "create that environment"
     )
     return (
@@ -185,6 +192,20 @@ def dataset_args():
     for key in ("labels", "synsets"):
         if key in d:
             args += f" --{key} {d[key]}"
+    return args
+
+
+def engine_args():
+    """build_engine.py's engine options from runtimes.tensorrt, defaults filled in."""
+    options = {**ENGINE_DEFAULTS, **config["runtimes"].get("tensorrt", {})}
+    args = (
+        f"--workspace-mib {options['workspace_mib']}"
+        f" --allow-tf32 {int(options['allow_tf32'])}"
+    )
+    if options["tactic_sources"] is not None:
+        args += f" --tactic-sources={','.join(sorted(options['tactic_sources']))}"
+    if options["builder_optimization_level"] is not None:
+        args += f" --builder-optimization-level {options['builder_optimization_level']}"
     return args
 
 

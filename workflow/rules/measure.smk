@@ -17,14 +17,12 @@ rule build_engine:
         gpu=1,
     params:
         run=runner("tensorrt", "build_engine.py"),
-        options=config["runtimes"].get("tensorrt", {}),
-        workspace=config["runtimes"].get("tensorrt", {}).get("workspace_mib", 4096),
-        tf32=int(config["runtimes"].get("tensorrt", {}).get("allow_tf32", False)),
+        # every engine option, with its default: a changed option rebuilds the engines
+        engine=engine_args(),
     shell:
         "{params.run} {log}"
         " --onnx {input} --batch-size {wildcards.bs} --precision {wildcards.precision}"
-        " --workspace-mib {params.workspace} --allow-tf32 {params.tf32}"
-        " --timing-cache results/engines/timing.cache"
+        " {params.engine} --timing-cache results/engines/timing.cache"
         " --out {output.plan} --sidecar {output.sidecar}"
 
 

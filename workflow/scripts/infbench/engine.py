@@ -6,8 +6,18 @@ capability, driver, ONNX hash, build options); an engine whose sidecar does not 
 current environment is rebuilt, never silently used (``needs_rebuild``).
 
 The functions above ``build_engine`` need neither TensorRT nor a GPU; they are tested on
-any machine. ``build_engine`` follows NVIDIA's documented TensorRT 10.x/11.x Python API
-(pages read 2026-11-28; TensorRT itself cannot be installed here, so it never ran):
+any machine. ``build_engine`` speaks three generations of NVIDIA's TensorRT Python API,
+chosen by the installed version (``api_generation``): 8.5 to 9.x (TensorRT 8.6.0 is the
+newest on PyPI; it ran on an NVIDIA H200, docs/results/h200.md), 10.x and 11.x (written from
+the pages below; never executed here, their wheels being on NVIDIA's index only).
+
+- TensorRT 8.6: networks are weakly typed and need the EXPLICIT_BATCH creation flag for
+  ONNX; precision is chosen by builder flags: FP16 for the fp16 ONNX, INT8 (with FP16, so
+  that layers outside the Q/DQ pairs may run in half precision, as NVIDIA's int8 recipe
+  does) for the explicit Q/DQ ONNX. ``builder_optimization_level`` (0-5, default 3) is new
+  in 8.6; ``set_tactic_sources`` takes a bit mask of TacticSource members.
+  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/api/python_api/infer/Core/BuilderConfig.html
+  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/developer-guide/index.html#work-with-qat-networks
 
 - Network creation: TensorRT 10.x builds a strongly typed network only when asked,
   ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``; in 11.0 the flag is
@@ -39,7 +49,9 @@ any machine. ``build_engine`` follows NVIDIA's documented TensorRT 10.x/11.x Pyt
   by a TensorRT build of exact same version, otherwise combine will be skipped and return
   false"; serialize():
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/TimingCache.html
-- OnnxParser(network, logger).parse_from_file(path), num_errors, get_error(i).desc():
+- OnnxParser(network, logger).parse(model bytes, path), num_errors, get_error(i).desc();
+  TensorRT 8.6's parser knows ONNX opsets up to 17 (release notes, "ONNX opset 17"):
+  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/release-notes/index.html
   https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-843/api/python_api/parsers/Onnx/pyOnnx.html
 """
 
@@ -79,7 +91,21 @@ BUILD_FIELDS = {
     "batch_size": "batch size",
     "workspace_mib": "workspace limit (MiB)",
     "allow_tf32": "TF32 setting",
+    "tactic_sources": "tactic sources",
+    "builder_optimization_level": "builder optimisation level",
 }
+
+# the engine options of the config's runtimes.tensorrt block, with their defaults; None
+# leaves the choice to TensorRT (its default tactic sources, optimisation level 3)
+DEFAULTS = {
+    "workspace_mib": 4096,
+    "allow_tf32": False,
+    "tactic_sources": None,
+    "builder_optimization_level": None,
+}
+
+# the builder flags that set a cell's precision where networks are weakly typed (8.x, 9.x)
+PRECISION_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 
 
 # --- pure helpers: no TensorRT, no GPU --------------------------------------------------
@@ -142,6 +168,82 @@ def io_names(onnx_path):
     return {"inputs": [i.name for i in _graph_inputs(graph)], "outputs": [o.name for o in graph.output]}
 
 
+# the newest ONNX opset TensorRT 8.x's ONNX parser knows (8.6 release notes: opset 17)
+PARSER_MAX_OPSET = {8: 17}
+REDUCE_OPS = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+
+
+def default_opset(model):
+    """The model's opset of the default ONNX domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def downgrade_to_opset17(model, where):
+    """An opset-18 model rewritten as opset 17, for parsers that stop at 17 (TensorRT 8.6).
+
+    Opset 18 changed, among the operators of CNNs, only the reductions: their ``axes`` moved
+    from an attribute to an input. Those are moved back (the axes must be constant) and the
+    opset import set to 17. Operators whose opset-18 features the model uses and opset 17
+    lacks (Pad's axes, Split's num_outputs, Resize's antialias/axes) are refused with one
+    sentence. The model is changed in place and returned. ``where`` names the file in errors.
+    """
+    from onnx import helper, numpy_helper
+
+    if default_opset(model) != 18:
+        raise UserError(f"{where} has opset {default_opset(model)}; TensorRT 8.x reads opset 17 or 18 files only")
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    constants[node.output[0]] = numpy_helper.to_array(attr.t)
+    for node in model.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type in REDUCE_OPS:
+            noop = attrs.get("noop_with_empty_axes")
+            if noop is not None:
+                if helper.get_attribute_value(noop):
+                    raise UserError(f"{where}: {node.name} reduces nothing when axes are empty, which opset 17 cannot say")
+                node.attribute.remove(noop)
+            if len(node.input) > 1 and node.input[1]:
+                if node.input[1] not in constants:
+                    raise UserError(f"{where}: {node.name} takes its axes from a computed tensor; opset 17 needs constant axes")
+                axes = [int(a) for a in constants[node.input[1]].reshape(-1)]
+                del node.input[1:]
+                node.attribute.append(helper.make_attribute("axes", axes))
+        elif (
+            (node.op_type == "Pad" and len(node.input) > 3)
+            or (node.op_type == "Split" and "num_outputs" in attrs)
+            or (node.op_type == "Resize" and attrs.keys() & {"antialias", "axes", "keep_aspect_ratio_policy"})
+        ):
+            raise UserError(f"{where}: {node.op_type} node {node.name} uses an opset-18 feature TensorRT 8.x cannot read")
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [init for init in model.graph.initializer if init.name not in used]
+    for init in unused:  # the axes tensors just moved into attributes
+        model.graph.initializer.remove(init)
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 17
+    return model
+
+
+def onnx_for_parser(onnx_path, generation):
+    """The bytes the ONNX parser of this TensorRT generation reads, and what was done to them.
+
+    The file as it is, unless its opset is newer than the parser knows (TensorRT 8.x: 17),
+    then the opset-17 rewrite of ``downgrade_to_opset17``.
+    """
+    model = _load_onnx(onnx_path)
+    limit = PARSER_MAX_OPSET.get(generation)
+    opset = default_opset(model)
+    if limit is None or opset is None or opset <= limit:
+        with open(onnx_path, "rb") as f:
+            return f.read(), None
+    downgrade_to_opset17(model, onnx_path)
+    return model.SerializeToString(), f"opset {opset} rewritten as opset {limit} for TensorRT's ONNX parser"
+
+
 def profile_shapes(onnx_path, batch_size):
     """The optimisation profile for one batch size: {input name: (min, opt, max)}.
 
@@ -169,8 +271,13 @@ def profile_shapes(onnx_path, batch_size):
     return shapes
 
 
-def build_options(precision, batch_size, workspace_mib, allow_tf32):
-    """The options an engine is built with; a change to any of them needs a new engine."""
+def build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sources=None,
+                  builder_optimization_level=None):
+    """The options an engine is built with; a change to any of them needs a new engine.
+
+    ``tactic_sources`` is a list of TacticSource member names (kept sorted) or None for
+    TensorRT's default; ``builder_optimization_level`` an int 0-5 or None for its default.
+    """
     if precision not in ONNX_FOR_PRECISION:
         raise UserError(
             f"precision {precision!r} has no TensorRT engine form; use one of {', '.join(ONNX_FOR_PRECISION)}"
@@ -180,25 +287,86 @@ def build_options(precision, batch_size, workspace_mib, allow_tf32):
         "batch_size": int(batch_size),
         "workspace_mib": int(workspace_mib),
         "allow_tf32": bool(allow_tf32),
+        "tactic_sources": None if tactic_sources is None else sorted(set(tactic_sources)),
+        "builder_optimization_level": (
+            None if builder_optimization_level is None else int(builder_optimization_level)
+        ),
     }
 
 
-def network_creation_flags(tensorrt_version, strongly_typed_bit):
-    """The ``create_network`` flags for a strongly typed network on this TensorRT.
+def options_from_config(block, precision, batch_size):
+    """``build_options`` for one cell from the config's runtimes.tensorrt block (defaults filled)."""
+    merged = {**DEFAULTS, **{k: v for k, v in (block or {}).items() if k in DEFAULTS}}
+    return build_options(precision, batch_size, **merged)
 
-    10.x: ``1 << STRONGLY_TYPED``. 11.x and later: 0, since every network is strongly
-    typed and the flag is deprecated and ignored. ``strongly_typed_bit`` is
-    ``int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``, or None where the enum lacks it.
+
+def api_generation(tensorrt_version):
+    """Which TensorRT Python API this version speaks: 8 (8.5-9.x), 10 or 11 (11.x and later).
+
+    8: weakly typed networks, EXPLICIT_BATCH flag, precision by builder flags.
+    10: strongly typed networks on request (STRONGLY_TYPED flag), precision from the ONNX.
+    11: every network strongly typed; the type builder flags are gone.
+    Name-based I/O and execute_async_v3, which the runtime uses, arrived in 8.5.
     """
-    major = int(str(tensorrt_version).split(".")[0])
-    if major >= 11:
-        return 0
-    if major < 10 or strongly_typed_bit is None:
+    try:
+        major, minor = (int(p) for p in str(tensorrt_version).split(".")[:2])
+    except ValueError:
+        raise UserError(f"cannot read the TensorRT version {tensorrt_version!r}; reinstall TensorRT") from None
+    if (major, minor) < (8, 5):
         raise UserError(
-            f"TensorRT {tensorrt_version} cannot build strongly typed networks;"
-            " install TensorRT 10 or later (pip install tensorrt-cu12 from NVIDIA's index)"
+            f"TensorRT {tensorrt_version} is too old: infbench needs 8.5 or later (name-based I/O,"
+            " execute_async_v3); run `make env-tensorrt` for TensorRT 8.6.0"
         )
-    return 1 << int(strongly_typed_bit)
+    if major < 10:
+        return 8
+    return 10 if major == 10 else 11
+
+
+def network_creation_flags(tensorrt_version, strongly_typed_bit=None, explicit_batch_bit=None):
+    """The ``create_network`` flags on this TensorRT.
+
+    8.x/9.x: ``1 << EXPLICIT_BATCH`` (the ONNX parser needs explicit-batch networks).
+    10.x: ``1 << STRONGLY_TYPED``. 11.x and later: 0, since every network is strongly typed
+    and the flag is deprecated and ignored. The bits are ``int(NetworkDefinitionCreationFlag.X)``,
+    or None where the installed enum lacks X.
+    """
+    generation = api_generation(tensorrt_version)
+    if generation == 11:
+        return 0
+    name, bit = ("STRONGLY_TYPED", strongly_typed_bit) if generation == 10 else ("EXPLICIT_BATCH", explicit_batch_bit)
+    if bit is None:
+        raise UserError(
+            f"this TensorRT {tensorrt_version} has no NetworkDefinitionCreationFlag.{name};"
+            " reinstall TensorRT (run `make env-tensorrt`)"
+        )
+    return 1 << int(bit)
+
+
+def precision_flags(tensorrt_version, precision):
+    """The BuilderFlag names that set a cell's precision: only where networks are weakly typed.
+
+    From 10.x on the network is strongly typed and the ONNX alone says each tensor's type.
+    """
+    return list(PRECISION_FLAGS[precision]) if api_generation(tensorrt_version) == 8 else []
+
+
+def tactic_source_mask(names, members):
+    """The bit mask of TacticSource ``names``; ``members`` maps each member name to its bit."""
+    unknown = sorted(set(names) - set(members))
+    if unknown:
+        raise UserError(
+            f"config key runtimes.tensorrt.tactic_sources: this TensorRT has no tactic source"
+            f" {', '.join(unknown)} (it has {', '.join(sorted(members))}); remove it"
+        )
+    mask = 0
+    for name in names:
+        mask |= 1 << int(members[name])
+    return mask
+
+
+def tactic_source_names(mask, members):
+    """The TacticSource member names set in ``mask``, sorted."""
+    return sorted(name for name, bit in members.items() if mask & (1 << int(bit)))
 
 
 def environment_fingerprint(tensorrt, gpu_name, compute_capability, driver, cuda_driver, cuda_runtime):
@@ -363,8 +531,9 @@ def import_tensorrt():
         import tensorrt
     except ImportError:
         raise UserError(
-            f"TensorRT is not installed in {sys.executable}: install tensorrt"
-            " (pip install tensorrt-cu12 from NVIDIA's index) or remove tensorrt from runtimes"
+            f"TensorRT is not installed in {sys.executable}: run `make env-tensorrt` (TensorRT 8.6"
+            " from PyPI, needs a Python 3.10), set runtimes.tensorrt.python to an interpreter that"
+            " has TensorRT, or remove tensorrt from runtimes"
         ) from None
     return tensorrt
 
@@ -402,9 +571,9 @@ def _save_timing_cache(config, timing_cache):
     update_locked(timing_cache, merge)
 
 
-def _parse_onnx(trt, network, logger, onnx_path):
+def _parse_onnx(trt, network, logger, onnx_path, model_bytes):
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+    if not parser.parse(model_bytes, os.path.dirname(os.path.abspath(onnx_path))):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise UserError(
             f"TensorRT's ONNX parser rejected {onnx_path} ({errors or 'no details'}); delete it so the workflow exports it again"
@@ -412,30 +581,65 @@ def _parse_onnx(trt, network, logger, onnx_path):
     return parser
 
 
-def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspace_mib, allow_tf32, timing_cache):
-    """Build a strongly typed engine for one batch size; write it and its sidecar atomically.
+def _configure_tactics(trt, config, tactic_sources, builder_optimization_level):
+    """Apply the tactic sources and optimisation level asked for; return what is in effect."""
+    members = dict(trt.TacticSource.__members__)
+    if tactic_sources is not None:
+        if not config.set_tactic_sources(tactic_source_mask(tactic_sources, members)):
+            raise UserError(
+                f"TensorRT {trt.__version__} refused tactic sources {tactic_sources};"
+                " change runtimes.tensorrt.tactic_sources"
+            )
+    if builder_optimization_level is not None:
+        if not hasattr(config, "builder_optimization_level"):
+            raise UserError(
+                f"config key runtimes.tensorrt.builder_optimization_level needs TensorRT 8.6 or"
+                f" later (this is {trt.__version__}); remove it"
+            )
+        config.builder_optimization_level = int(builder_optimization_level)
+    return (
+        tactic_source_names(int(config.get_tactic_sources()), members),
+        getattr(config, "builder_optimization_level", None),
+    )
 
+
+def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspace_mib, allow_tf32, timing_cache,
+                 tactic_sources=None, builder_optimization_level=None):
+    """Build an engine for one batch size; write it and its sidecar atomically.
+
+    The network is strongly typed from TensorRT 10 on; on 8.x/9.x the cell's precision is
+    set by builder flags (``precision_flags``). TF32 is cleared unless ``allow_tf32``.
     Returns the sidecar dict.
     """
     trt = import_tensorrt()
-    options = build_options(precision, batch_size, workspace_mib, allow_tf32)
+    options = build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sources,
+                            builder_optimization_level)
     shapes = profile_shapes(onnx_path, batch_size)
     onnx_sha256 = sha256_file(onnx_path)
     environment = current_environment(trt.__version__)
+    generation = api_generation(trt.__version__)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = network_creation_flags(trt.__version__, None if strongly_typed is None else int(strongly_typed))
+    creation = trt.NetworkDefinitionCreationFlag
+    bits = {name: (int(getattr(creation, name)) if hasattr(creation, name) else None)
+            for name in ("STRONGLY_TYPED", "EXPLICIT_BATCH")}
+    flags = network_creation_flags(trt.__version__, bits["STRONGLY_TYPED"], bits["EXPLICIT_BATCH"])
     network = builder.create_network(flags)
-    parser = _parse_onnx(trt, network, logger, onnx_path)
+    model_bytes, rewritten = onnx_for_parser(onnx_path, generation)
+    parser = _parse_onnx(trt, network, logger, onnx_path, model_bytes)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options["workspace_mib"] << 20)
+    builder_flags = precision_flags(trt.__version__, precision)
+    for name in builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
     if options["allow_tf32"]:
         config.set_flag(trt.BuilderFlag.TF32)
+        builder_flags = builder_flags + ["TF32"]
     else:
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default
+    sources, level = _configure_tactics(trt, config, options["tactic_sources"], options["builder_optimization_level"])
     profile = builder.create_optimization_profile()
     for name, (smallest, optimal, largest) in shapes.items():
         profile.set_shape(name, smallest, optimal, largest)
@@ -457,12 +661,16 @@ def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspa
         "engine_sha256": hashlib.sha256(plan).hexdigest(),
         "onnx": os.path.abspath(onnx_path),
         "onnx_sha256": onnx_sha256,
+        "onnx_rewrite": rewritten,
         "environment": environment,
         "build": options,
         "flags": {
+            "api": generation,
             "network_creation_flags": flags,
-            "strongly_typed": True,
-            "builder_flags": ["TF32"] if options["allow_tf32"] else [],
+            "strongly_typed": generation >= 10,
+            "builder_flags": builder_flags,
+            "tactic_sources": sources,
+            "builder_optimization_level": level,
         },
         "profile": {name: [list(s) for s in triple] for name, triple in shapes.items()},
         "timing_cache": os.path.abspath(timing_cache),

@@ -1,4 +1,4 @@
-"""TensorRT runtime: run a strongly typed engine built from the precision's ONNX.
+"""TensorRT runtime: run an engine built from the precision's ONNX (infbench.engine).
 
 spec.artifact is the engine ``E.plan``; its sidecar ``E.json`` says what built it. Before
 deserialising, the session checks the sidecar against this machine (TensorRT version,
@@ -11,12 +11,13 @@ once; rotating batches means switching tensor addresses (set before every enqueu
 CUDA graph and replayed by ``run``; ``sync`` is cudaStreamSynchronize on the session's
 stream, so the harness's one sync per window waits for every enqueued batch.
 
-Runtime options (the config's ``runtimes.tensorrt`` block, spec.options):
-``workspace_mib`` (default 4096), ``allow_tf32`` (default false: strict fp32),
-``cuda_graphs`` (default true), ``timing_cache`` (default results/engines/timing.cache).
+Runtime options (the config's ``runtimes.tensorrt`` block, spec.options): the engine
+options of ``infbench.engine.DEFAULTS`` (``workspace_mib``, ``allow_tf32``,
+``tactic_sources``, ``builder_optimization_level``), ``cuda_graphs`` (default true) and
+``timing_cache`` (default results/engines/timing.cache).
 
-Sources followed (read 2026-11-28; TensorRT cannot be installed here, so this module has
-not run):
+Every call used here exists from TensorRT 8.5 on; with TensorRT 8.6.0 (PyPI) this module
+ran on an NVIDIA H200 (docs/results/h200.md). Sources followed (read 2026-11-28):
 - Name-based I/O (num_io_tensors, get_tensor_name, get_tensor_mode, get_tensor_shape,
   get_tensor_dtype), set_input_shape, set_tensor_address, execute_async_v3(stream_handle):
   https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-8x-to-10x-python-api-patterns.html
@@ -45,8 +46,6 @@ from infbench.runtimes.base import Session, normalise_nchw
 
 log = logging.getLogger("infbench.runtimes.tensorrt")
 
-DEFAULT_WORKSPACE_MIB = 4096
-
 
 def _import_cudart():
     try:
@@ -61,12 +60,7 @@ def _import_cudart():
 
 def engine_options(spec):
     """The build options this cell asks for (a changed option means a rebuilt engine)."""
-    return engines.build_options(
-        spec.precision,
-        spec.batch_size,
-        spec.options.get("workspace_mib", DEFAULT_WORKSPACE_MIB),
-        spec.options.get("allow_tf32", False),
-    )
+    return engines.options_from_config(spec.options, spec.precision, spec.batch_size)
 
 
 def _onnx_of(engine_path, precision, sidecar):
@@ -106,6 +100,8 @@ def ensure_engine(spec, tensorrt_version):
         options["workspace_mib"],
         options["allow_tf32"],
         spec.options.get("timing_cache") or engines.default_timing_cache(plan),
+        options["tactic_sources"],
+        options["builder_optimization_level"],
     )
     return sidecar, reason
 
@@ -118,6 +114,7 @@ def open_session(spec):
             " set runtimes.tensorrt.device to cuda or remove tensorrt from runtimes"
         )
     trt = engines.import_tensorrt()
+    engines.api_generation(trt.__version__)  # refuses TensorRT older than 8.5
     cudart = _import_cudart()
     if cudart.device_count() == 0:
         raise UserError(
@@ -256,6 +253,7 @@ class TensorRTSession(Session):
 
     def info(self):
         environment = (self.sidecar or {}).get("environment", {})
+        flags = (self.sidecar or {}).get("flags", {})
         return {
             "tensorrt": self.trt.__version__,
             "device": "cuda",
@@ -265,6 +263,11 @@ class TensorRTSession(Session):
             "cuda_driver": environment.get("cuda_driver"),
             "cuda_runtime": environment.get("cuda_runtime"),
             "tf32": (self.sidecar or {}).get("build", {}).get("allow_tf32"),
+            "api": flags.get("api"),
+            "builder_flags": flags.get("builder_flags"),
+            "tactic_sources": flags.get("tactic_sources"),
+            "builder_optimization_level": flags.get("builder_optimization_level"),
+            "build_seconds": (self.sidecar or {}).get("build_seconds"),
             "cuda_graphs": self.use_graphs,
             "mode": "cuda-graph" if self.use_graphs else "enqueue",
             "engine_rebuilt": self.rebuilt,

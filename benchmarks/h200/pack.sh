@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Pack what this project's GPU machine lacks for the TensorRT run (benchmarks/h200/run.sh):
+# that machine reaches no package index and takes at most 64 MiB a call, so everything
+# travels as numbered parts of one tar, in .devpack/parts/ (git-ignored, never committed).
+#
+#   bash benchmarks/h200/pack.sh      # on a machine with PyPI and pyenv's Python 3.10 / 3.12
+#
+# Inside: pyenv's Python 3.10 (without its tests and site-packages), the wheels of
+# envs/requirements-tensorrt.txt but cuBLAS 12 and cuDNN 8 (over 1 GB; see run.sh), stand-in
+# libraries for those two (stubs that return an error from every call: libnvinfer_plugin
+# links them, but with tactic sources limited to TensorRT's own kernels nothing calls them),
+# and Snakemake's wheels for the machine's Python 3.12 less what its image already has.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY310=${PY310:-/root/.pyenv/versions/3.10.13/bin/python3.10}
+PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+out=.devpack
+rm -rf "$out" && mkdir -p "$out/pack/w310" "$out/pack/w312" "$out/pack/stubs" "$out/parts"
+
+# Python 3.10, unpacked at the same path there
+prefix=$("$PY310" -c 'import sys; print(sys.prefix)')
+tar -C / -cJf "$out/pack/python310.tar.xz" --exclude="${prefix#/}/lib/python3.10/test" \
+    --exclude="${prefix#/}/lib/python3.10/site-packages" --exclude='*.a' --exclude='__pycache__' "${prefix#/}"
+
+# the TensorRT stack for Python 3.10, less the CUDA-12 math libraries
+grep -vE '^(#|nvidia-|$)' envs/requirements-tensorrt.txt >"$out/req310.txt"
+"$PY310" -m pip download -q --no-deps -d "$out/pack/w310" -r "$out/req310.txt" \
+    cuda-pathfinder protobuf ml_dtypes typing_extensions
+
+# Snakemake (as in envs/requirements-main.txt) for the machine's Python 3.12, less what its image has
+snakemake=$(grep '^snakemake==' envs/requirements-main.txt)
+onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
+"$PY312" -m pip wheel -q -w "$out/pack/w312" "$snakemake"
+"$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc"
+(cd "$out/pack/w312" && rm -f attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
+    packaging-* platformdirs-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
+# pulp's solver binaries: the run uses Snakemake's greedy scheduler
+(cd "$out/pack/w312" && zip -q -d pulp-*.whl 'pulp/solverdir/*')
+
+# stand-ins for libcublas.so.12, libcublasLt.so.12 and libcudnn.so.8
+"$PY310" benchmarks/h200/stubs.py "$out/pack/w310"/tensorrt-*.whl "$out/pack/stubs"
+
+tar -C "$out/pack" -cf - . | split -b 63M -d -a 2 - "$out/parts/p"
+ls -l "$out/parts"

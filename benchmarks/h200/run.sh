@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The TensorRT run of docs/results/h200.md, on this project's GPU machine (an NVIDIA H200
+# with Python 3.12 and PyTorch but no Snakemake, TensorRT or Python 3.10, and no network).
+# What it lacks travels in parts made by benchmarks/h200/pack.sh, one part per device call.
+#
+#   bash benchmarks/h200/run.sh receive           # keep the part(s) this call carried
+#   bash benchmarks/h200/run.sh start             # unpack into /tmp, check, start the job
+#   bash benchmarks/h200/run.sh collect [SECONDS] # wait for the job (at most SECONDS), results to $OUT
+#
+# The job: `snakemake --cores 1 --resources gpu=1` on config/gpu.yaml with MODELS (default
+# resnet50), TensorRT's interpreter a Python 3.10 holding TensorRT 8.6.0, and tactic sources
+# limited to TensorRT's own kernels (the cuBLAS/cuDNN beside it are stand-ins: pack.sh);
+# then the harness-efficiency check of every TensorRT cell; then the builder-level study.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
+PY310=/root/.pyenv/versions/3.10.13/bin/python3.10
+MODELS=${MODELS:-resnet50}
+SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
+SOURCES_JSON='["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"]'
+
+receive() {
+    mkdir -p /tmp/parts
+    cp -n .devpack/parts/p* /tmp/parts/
+    ls /tmp/parts | tr '\n' ' '
+    du -sh /tmp/parts
+}
+
+start() {
+    mkdir -p /tmp/pack "$RUN"
+    cat /tmp/parts/p* | tar -x -C /tmp/pack
+    tar -xJf /tmp/pack/python310.tar.xz -C /
+    python3 - "$SITE310" /tmp/pack/w310 <<'PY'
+import glob, sys, zipfile
+for wheel in sorted(glob.glob(sys.argv[2] + "/*.whl")):
+    zipfile.ZipFile(wheel).extractall(sys.argv[1])
+PY
+    mkdir -p "$SITE310/nvidia/cublas/lib" "$SITE310/nvidia/cudnn/lib"
+    cp /tmp/pack/stubs/libcublas*.so.12 "$SITE310/nvidia/cublas/lib/"
+    cp /tmp/pack/stubs/libcudnn.so.8 "$SITE310/nvidia/cudnn/lib/"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE312" /tmp/pack/w312/*.whl
+    printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$SITE310" "$PY310" >"$TRTPY"
+    chmod +x "$TRTPY"
+    "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
+    PYTHONPATH=$SITE312 python3 -m snakemake --version
+    python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" <<'PY'
+import sys, yaml
+models, python, sources, out = sys.argv[1:]
+config = yaml.safe_load(open("config/gpu.yaml"))
+config["models"] = {m: config["models"][m] for m in models.split()}
+config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
+yaml.safe_dump(config, open(out, "w"), sort_keys=False)
+PY
+    setsid nohup bash benchmarks/h200/run.sh job >"$RUN/job.log" 2>&1 </dev/null &
+    echo "job started"
+}
+
+gpu_state() {
+    nvidia-smi --query-gpu=timestamp,name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
+        --format=csv,noheader >>"$RUN/gpu.csv" || true
+}
+
+job() {
+    export PYTHONPATH=$SITE312 PYTHONUNBUFFERED=1
+    gpu_state
+    t0=$(date +%s)
+    rc=0
+    python3 -m snakemake --cores 1 --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
+        >"$RUN/snakemake.log" 2>&1 || rc=$?
+    echo "snakemake exit $rc, wall $(($(date +%s) - t0)) s" | tee "$RUN/snakemake.rc"
+    gpu_state
+    for model in $MODELS; do
+        for precision in fp32 fp16 int8; do
+            for bs in 8 50; do
+                for graphs in false true; do
+                    echo "## $model $precision bs$bs cuda_graphs=$graphs" >>"$RUN/efficiency.md"
+                    "$TRTPY" benchmarks/harness_efficiency.py --runtime tensorrt --device cuda --arch "$model" \
+                        --precision "$precision" --batch-size "$bs" --engine "results/engines/$model/$precision-bs$bs.plan" \
+                        --options "{\"cuda_graphs\": $graphs, \"tactic_sources\": $SOURCES_JSON}" \
+                        --warmup 5 --timed 500 --windows 1 --rounds 4 2>&1 | grep -v '^tensorrt: ' >>"$RUN/efficiency.md" || true
+                done
+            done
+        done
+    done
+    gpu_state
+    "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/${MODELS%% *}/fp16.onnx" --precision fp16 \
+        --batch-size 8 --levels 0 1 2 3 4 5 --tactic-sources "$SOURCES" --budget-s 480 \
+        --json "$RUN/levels.json" >"$RUN/levels.md" 2>&1 || true
+    gpu_state
+    touch "$RUN/done"
+}
+
+collect() {
+    local end=$(($(date +%s) + ${1:-0}))
+    while [ ! -e "$RUN/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+    [ -e "$RUN/done" ] && echo "job done" || echo "job still running"
+    tar -czf "$OUT/results.tar.gz" --exclude='*.npz' --exclude='*.plan' --exclude='*.onnx' --exclude='*.npy' \
+        --exclude='results/datasets' --exclude='results/weights' results logs "$RUN" 2>/dev/null || true
+    ls -l "$OUT"
+    cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
+    cat results/tables/speed-bs*.md results/tables/precision.md 2>/dev/null || true
+    grep -E '^## |^\| median|rror' "$RUN/efficiency.md" 2>/dev/null | head -40 || true
+    cat "$RUN/levels.md" 2>/dev/null || true
+    tail -n 5 "$RUN/job.log"
+}
+
+"$@"
