@@ -163,6 +163,35 @@ def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
     assert "results/onnx/resnet50/int8-s8s8.onnx" in outputs
 
 
+def test_dry_run_of_the_gpu_config_passes_every_engine_option(tmp_path):
+    """config/gpu.yaml plans every cell; build_engine gets each engine option of the config."""
+    config = yaml.safe_load((REPO / "config/gpu.yaml").read_text())
+    config["runtimes"]["tensorrt"].update(
+        tactic_sources=["JIT_CONVOLUTIONS", "EDGE_MASK_CONVOLUTIONS"],
+        builder_optimization_level=2,
+        workspace_mib=1024,
+    )
+    proc = snakemake(tmp_path, "-n", "-p", config=config)
+    jobs = planned_jobs(proc)
+    assert jobs["build_engine"] == 4 * 3 * 2 and jobs["speed"] == 4 * 5 * 2
+    assert jobs["evaluate"] == 4 * 5 and jobs["score"] == 4 * 5
+    builds = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if "build_engine.py" in line and "--onnx" in line
+    ]
+    assert len(builds) == 24
+    for line in builds:
+        assert str(REPO / ".venv-tensorrt/bin/python") in line
+        assert (
+            "--workspace-mib 1024 --allow-tf32 0"
+            " --tactic-sources=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS"
+            " --builder-optimization-level 2"
+        ) in line
+    int8 = [line for line in builds if "--precision int8" in line]
+    assert len(int8) == 8 and all("int8-s8s8.onnx" in line for line in int8)
+
+
 @pytest.mark.parametrize(
     "change, sentence",
     [

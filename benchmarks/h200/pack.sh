@@ -33,7 +33,7 @@ onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
 "$PY312" -m pip wheel -q -w "$out/pack/w312" "$snakemake"
 "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc"
 (cd "$out/pack/w312" && rm -f attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
-    packaging-* platformdirs-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
+    packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
 # pulp's solver binaries: the run uses Snakemake's greedy scheduler
 (cd "$out/pack/w312" && zip -q -d pulp-*.whl 'pulp/solverdir/*')
 

@@ -53,7 +53,10 @@ MAIN_PYTHON = "python" if USE_CONDA else os.path.join(sys.prefix, "bin", "python
 DEFAULT_PYTHON = (
     {}
     if USE_CONDA
-    else {"oneflow": ".venv-oneflow/bin/python", "tensorrt": ".venv-tensorrt/bin/python"}
+    else {
+        "oneflow": ".venv-oneflow/bin/python",
+        "tensorrt": ".venv-tensorrt/bin/python",
+    }
 )
 # how to make each venv of DEFAULT_PYTHON (both need a Python 3.10)
 MAKE_ENV = {"oneflow": "make env-oneflow", "tensorrt": "make env-tensorrt"}
