@@ -163,6 +163,30 @@ def test_int8_calibrates_once_and_writes_both_forms(int8, cache):
         assert rows[int(index)] == (file, int(label))
 
 
+def test_int8_logits_are_float_and_tensorrt_form_quantises_weighted_inputs_only(int8):
+    """Logits come from the Gemm, not a DequantizeLinear (no rounding to 255 levels); the
+    S8S8 (TensorRT) form has Q/DQ on the inputs of Conv/Gemm/MatMul only, none before a ReLU."""
+    out, _, _ = int8
+    for form, path in out.items():
+        graph = onnx.load(str(path)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        assert producer[graph.output[0].name].op_type == "Gemm", form
+    graph = onnx.load(str(out["s8s8"])).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dequantised = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dequantised) > 50
+    for dq in dequantised:  # each exists for a weighted layer's input (which a skip Add may share)
+        assert {c.op_type for c in consumers[dq.output[0]]} & {"Conv", "Gemm", "MatMul"}, dq.name
+    for node in graph.node:
+        if node.op_type == "Relu":
+            source = producer.get(node.input[0])
+            assert source is None or source.op_type != "DequantizeLinear", node.name
+
+
 @needs_sample
 def test_int8_logits_agree_with_fp32_on_held_out_images(resnet, cache, int8):
     _, fp32 = resnet

@@ -31,6 +31,9 @@ from infbench.runtimes.base import normalise_nchw
 # parse it.
 OPSET = 18
 
+# the weighted layers, whose inputs TensorRT's int8 form quantises (and nothing else)
+WEIGHTED_OPS = ["Conv", "Gemm", "MatMul"]
+
 # Calibration feeds this many images per inference: ONNX Runtime's calibrators keep every
 # intermediate tensor of a call in memory, so the set is fed in slices and the ranges
 # (or histograms) are merged between slices.
@@ -260,22 +263,43 @@ def calibrate_int8(
             calibration_cache_path=ranges_json,
         )
         forms = (
-            # TensorRT: symmetric int8 everywhere; biases stay float (its ONNX parser
-            # rejects a DequantizeLinear of an int32 bias and fuses float bias itself).
+            # TensorRT: symmetric int8 on the inputs of the weighted layers only (Conv,
+            # Gemm, MatMul: activations and weights), their outputs left in float, as
+            # NVIDIA's Q/DQ placement guidance asks: TensorRT then fuses Conv+bias+ReLU and
+            # chooses where to requantise, and the final Gemm returns float logits. Biases
+            # stay float (its ONNX parser rejects a DequantizeLinear of an int32 bias).
             (
                 out_s8s8,
                 QuantType.QInt8,
-                {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                WEIGHTED_OPS,
+                {
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "OpTypesToExcludeOutputQuantization": WEIGHTED_OPS,
+                },
             ),
-            # ONNX Runtime CPU: uint8 activations, int8 weights, int32 biases (QLinearConv).
-            (out_u8s8, QuantType.QUInt8, {"ActivationSymmetric": False, "WeightSymmetric": True}),
+            # ONNX Runtime CPU: uint8 activations, int8 weights, int32 biases, every op
+            # ONNX Runtime quantises (its QLinear kernels chain int8 from op to op), except
+            # that Gemm and MatMul outputs stay float: the logits are not rounded to 255 levels.
+            (
+                out_u8s8,
+                QuantType.QUInt8,
+                None,
+                {
+                    "ActivationSymmetric": False,
+                    "WeightSymmetric": True,
+                    "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
+                },
+            ),
         )
-        for out, activation_type, extra in forms:
+        for out, activation_type, op_types, extra in forms:
             with atomic_output(out) as tmp:
                 quantize_static(
                     str(prepared),
                     tmp,
                     activation_type=activation_type,
+                    op_types_to_quantize=op_types,
                     extra_options=extra,
                     **common,
                 )
