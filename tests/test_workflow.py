@@ -300,6 +300,38 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
 
 
 @pytest.mark.workflow
+def test_every_cell_is_scored_against_the_reference_cell(finished_run):
+    """Mismatches, cosine and relative error recomputed from the prediction files."""
+    import numpy as np
+
+    workdir, config = finished_run
+    reference = config["accuracy"]["reference"]
+    ref_runtime, ref_precision = reference.split("/")
+    compared = 0
+    for model in config["models"]:
+        ref = np.load(
+            workdir / f"results/accuracy/{ref_runtime}/{model}/{ref_precision}.npz"
+        )
+        for runtime, rt in config["runtimes"].items():
+            for precision in rt["precisions"]:
+                base = workdir / f"results/accuracy/{runtime}/{model}/{precision}"
+                got = json.loads(base.with_suffix(".json").read_text())
+                cell = np.load(base.with_suffix(".npz"))
+                assert got["reference"] == reference
+                assert got["mismatches"] == int(
+                    np.sum(cell["top5"][:, 0] != ref["top5"][:, 0])
+                )
+                a = cell["logits"].astype(np.float64)
+                b = ref["logits"].astype(np.float64)
+                rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+                assert got["rel_error"] == pytest.approx(rel, rel=1e-9, abs=1e-15)
+                if f"{runtime}/{precision}" != reference and precision == "int8":
+                    assert got["rel_error"] > 1e-3  # int8 is not its own reference
+                    compared += 1
+    assert compared == len(config["models"])
+
+
+@pytest.mark.workflow
 def test_changing_one_model_reruns_only_its_jobs(finished_run):
     workdir, config = finished_run
     assert "Nothing to be done" in snakemake(workdir, "-n", config=config).stdout

@@ -77,15 +77,19 @@ job() {
                     "$TRTPY" benchmarks/harness_efficiency.py --runtime tensorrt --device cuda --arch "$model" \
                         --precision "$precision" --batch-size "$bs" --engine "results/engines/$model/$precision-bs$bs.plan" \
                         --options "{\"cuda_graphs\": $graphs, \"tactic_sources\": $SOURCES_JSON}" \
-                        --warmup 5 --timed 500 --windows 1 --rounds 4 2>&1 | grep -v '^tensorrt: ' >>"$RUN/efficiency.md" || true
+                        --warmup 5 --timed 500 --windows 1 --rounds 3 2>&1 | grep -v '^tensorrt: ' >>"$RUN/efficiency.md" || true
                 done
             done
         done
     done
     gpu_state
-    "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/${MODELS%% *}/fp16.onnx" --precision fp16 \
-        --batch-size 8 --levels 0 1 2 3 4 5 --tactic-sources "$SOURCES" --budget-s 480 \
-        --json "$RUN/levels.json" >"$RUN/levels.md" 2>&1 || true
+    for precision in fp16 int8; do
+        onnx=$precision.onnx
+        [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
+        "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/${MODELS%% *}/$onnx" --precision "$precision" \
+            --batch-size 8 --levels 0 1 2 3 4 5 --tactic-sources "$SOURCES" --budget-s 300 \
+            --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
+    done
     gpu_state
     touch "$RUN/done"
 }
