@@ -82,6 +82,52 @@ def test_pixels_match_torchvision_preset(resize, crop):
         ), f"{file.name} differs from torchvision at {resize}/{crop}"
 
 
+def generated_images(folder):
+    """Images of every kind the loader meets, made here (no ../shared needed): odd sizes whose
+    crop offset is a half pixel (200x337 -> 256x431: (431-224)/2 = 103.5), greyscale, CMYK,
+    PNG content under a .JPEG name, 1x1 and 2000x40."""
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, mode, size, fmt in [
+        ("odd-portrait.JPEG", "RGB", (200, 337), "JPEG"),
+        ("odd-landscape.JPEG", "RGB", (337, 200), "JPEG"),
+        ("odd-both.JPEG", "RGB", (301, 257), "JPEG"),
+        ("grey.JPEG", "L", (260, 310), "JPEG"),
+        ("cmyk.JPEG", "CMYK", (250, 333), "JPEG"),
+        ("png-inside.JPEG", "RGBA", (280, 230), "PNG"),
+        ("one-pixel.JPEG", "RGB", (1, 1), "JPEG"),
+        ("thin.JPEG", "RGB", (2000, 40), "JPEG"),
+    ]:
+        w, h = size
+        yy, xx = np.mgrid[0:h, 0:w]
+        channels = len(mode) if mode != "RGBA" else 4
+        base = np.stack([(xx * (c + 1) * 3 + yy * (7 - c)) % 256 for c in range(channels)], axis=-1)
+        noise = rng.integers(0, 40, base.shape)
+        array = np.clip(base + noise, 0, 255).astype(np.uint8)
+        image = Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode)
+        image.save(folder / name, format=fmt, quality=90)
+        made.append(folder / name)
+    return made
+
+
+@pytest.mark.parametrize("resize,crop", [(256, 224), (342, 299)])
+def test_pixels_match_torchvision_preset_on_generated_images(tmp_path, resize, crop):
+    import torch
+    from torchvision.transforms import functional as F
+    from torchvision.transforms._presets import ImageClassification
+
+    preset = ImageClassification(crop_size=crop, resize_size=resize)
+    for file in generated_images(tmp_path / "images"):
+        with Image.open(file) as im:
+            expected = preset(im.convert("RGB"))
+        ours = load_image(file, resize, crop)
+        assert ours.shape == (crop, crop, 3) and ours.dtype == np.uint8
+        tensor = F.convert_image_dtype(torch.from_numpy(ours.copy()).permute(2, 0, 1).contiguous(), torch.float)
+        got = F.normalize(tensor, mean=preset.mean, std=preset.std)
+        assert torch.equal(got, expected), f"{file.name} differs from torchvision at {resize}/{crop}"
+
+
 # --- (ii) indexing the ImageNet sample ---
 
 
