@@ -353,6 +353,104 @@ def test_changing_one_model_reruns_only_its_jobs(finished_run):
     )
 
 
+def cells(config, models=None, runtimes=None):
+    """(runtime, model, precision) of every configured cell, optionally narrowed."""
+    return [
+        (rt, model, precision)
+        for rt, spec in config["runtimes"].items()
+        if runtimes is None or rt in runtimes
+        for model in config["models"]
+        if models is None or model in models
+        for precision in spec["precisions"]
+    ]
+
+
+def speed_outputs(config, chosen):
+    return {
+        f"results/speed/{rt}/{m}/{p}-bs{bs}.json"
+        for rt, m, p in chosen
+        for bs in config["batch_sizes"]
+    }
+
+
+def accuracy_outputs(chosen, suffixes=(".npz", ".json")):
+    return {f"results/accuracy/{rt}/{m}/{p}{s}" for rt, m, p in chosen for s in suffixes}
+
+
+def table_outputs(config):
+    return {f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]} | {
+        "results/tables/precision.md",
+        "results/tables/cells.csv",
+        "results/tables/report.md",
+        "results/tables/config.json",
+    }
+
+
+def int8_outputs(model):
+    return {
+        f"results/onnx/{model}/int8-s8s8.onnx",
+        f"results/onnx/{model}/int8-u8s8.onnx",
+        f"results/onnx/{model}/calibration.tsv",
+    }
+
+
+def expected_after(change, config):
+    """The exact outputs a dry-run plans after ``change`` (see the test below)."""
+    reference_runtime = config["accuracy"]["reference"].split("/")[0]
+    if change == "checkpoint":  # resnet50's seed: all of resnet50, nothing of alexnet
+        chosen = cells(config, models=["resnet50"])
+        return (
+            {
+                "resources/checkpoints/resnet50.pth",
+                "results/weights/resnet50.safetensors",
+                "results/onnx/resnet50/fp32.onnx",
+            }
+            | int8_outputs("resnet50")
+            | speed_outputs(config, chosen)
+            | accuracy_outputs(chosen)
+            | table_outputs(config)
+        )
+    if change == "crop":  # alexnet's crop: a new cache, its ONNX and every alexnet cell
+        chosen = cells(config, models=["alexnet"])
+        return (
+            {"results/cache/synthetic/72-63.npy", "results/onnx/alexnet/fp32.onnx"}
+            | int8_outputs("alexnet")
+            | speed_outputs(config, chosen)
+            | accuracy_outputs(chosen)
+            | table_outputs(config)
+        )
+    if change == "runtime":  # torch's options: torch's cells; scores of all if it is the reference
+        chosen = cells(config, runtimes=["torch"])
+        scored = cells(config) if reference_runtime == "torch" else chosen
+        return (
+            speed_outputs(config, chosen)
+            | accuracy_outputs(chosen, (".npz",))
+            | accuracy_outputs(scored, (".json",))
+            | table_outputs(config)
+        )
+    if change == "timing":  # the timing block: every speed cell, no accuracy
+        return speed_outputs(config, cells(config)) | table_outputs(config)
+    raise ValueError(change)
+
+
+CHANGES = {
+    "checkpoint": lambda c: c["models"]["resnet50"].update(checkpoint={"random": 7}),
+    "crop": lambda c: c["models"]["alexnet"].update(crop=63),
+    "runtime": lambda c: c["runtimes"]["torch"].update(threads=1),
+    "timing": lambda c: c["timing"].update(timed_batches=4),
+}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_change_replans_exactly_the_jobs_it_affects(finished_run, change):
+    workdir, config = finished_run
+    changed = json.loads(json.dumps(config))
+    CHANGES[change](changed)
+    proc = snakemake(workdir, "-n", config=changed)
+    assert set(planned_outputs(proc)) == expected_after(change, config)
+
+
 @pytest.mark.workflow
 def test_missing_runtime_interpreter_fails_that_rule_with_one_sentence(
     finished_run, tmp_path
