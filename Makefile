@@ -11,7 +11,7 @@ VENV := .venv
 OFVENV := .venv-oneflow
 TRTVENV := .venv-tensorrt
 
-.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia demo test lint clean
+.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia demo test lint mutation clean
 
 env: env-main env-oneflow
 
@@ -61,6 +61,10 @@ demo: env
 
 test: env
 	$(VENV)/bin/python -m pytest tests
+
+# mutation score of metrics, timing, scoring and the data path (cosmic-ray; not part of make test)
+mutation: env
+	bash benchmarks/mutation/run.sh
 
 lint: env-main
 	$(VENV)/bin/snakemake --lint

@@ -21,27 +21,29 @@ SPEC = SessionSpec("fake", "m", "resnet50", "fp32", 4, "cpu", "none", 2)
 
 
 def test_score_counts_top1_top5_and_mismatches_against_the_reference():
-    labels = np.array([1, 2, 3, 4])
+    # 7 images: top-1 right for 2, above the label for 1, below it for 4; label in the
+    # top-5 of 3. Counts chosen so that no other comparison gives the same numbers.
+    labels = np.array([10, 20, 30, 40, 50, 60, 70])
     top5 = np.array([
-        [1, 9, 8, 7, 6],  # top-1 right
-        [9, 2, 8, 7, 6],  # right in top-5 only
-        [3, 9, 8, 7, 6],  # top-1 right
-        [9, 8, 7, 6, 5],  # wrong
+        [10, 11, 12, 13, 14],  # top-1 right
+        [20, 30, 31, 32, 33],  # top-1 right
+        [99, 30, 97, 96, 95],  # in the top-5 only
+        [1, 41, 42, 43, 44],   # not in the top-5
+        [2, 3, 4, 5, 6],
+        [3, 61, 62, 63, 64],
+        [4, 71, 72, 73, 74],
     ])
-    reference = np.array([
-        [1, 0, 0, 0, 0],  # same top-1
-        [2, 0, 0, 0, 0],  # differs (9 vs 2)
-        [3, 0, 0, 0, 0],  # same
-        [5, 0, 0, 0, 0],  # differs (9 vs 5)
-    ])
+    # reference top-1: the same for 1 image, below ours for 2, above ours for 4
+    reference = np.zeros((7, 5), dtype=int)
+    reference[:, 0] = [10, 5, 50, 5, 9, 7, 8]
     logits = np.array([[1.0, 0.0], [0.0, 1.0]])
     ref_logits = np.array([[1.0, 0.0], [1.0, 1.0]])
     got = metrics.score(top5, labels, logits, (reference, ref_logits))
-    assert got["images"] == 4
-    assert got["top1"] == 0.5
-    assert got["top5"] == 0.75
-    assert got["distinct_predictions"] == 3  # 1, 9, 3
-    assert got["mismatches"] == 2
+    assert got["images"] == 7
+    assert got["top1"] == pytest.approx(2 / 7)
+    assert got["top5"] == pytest.approx(3 / 7)
+    assert got["distinct_predictions"] == 7
+    assert got["mismatches"] == 6
     # cosines 1 and 1/sqrt(2); relative error |(0,0),(-1,0)| / |(1,0),(1,1)| = 1/sqrt(3)
     assert got["logit_images"] == 2
     assert got["cosine"] == pytest.approx((1 + 1 / math.sqrt(2)) / 2)
@@ -51,6 +53,12 @@ def test_score_counts_top1_top5_and_mismatches_against_the_reference():
 def test_score_without_reference_has_no_comparison():
     got = metrics.score(np.array([[0, 1, 2, 3, 4]]), np.array([4]), np.zeros((1, 5)), None)
     assert (got["top1"], got["top5"], got["mismatches"], got["cosine"], got["rel_error"]) == (0.0, 1.0, None, None, None)
+    assert got["logit_images"] == 0
+
+
+def test_distinct_predictions_counts_top1_classes():
+    top5 = np.array([[1, 0, 0, 0, 5], [1, 0, 0, 0, 6], [2, 0, 0, 0, 7]])
+    assert metrics.score(top5, np.zeros(3, dtype=int), np.zeros((0, 0)), None)["distinct_predictions"] == 2
 
 
 def test_score_compares_only_the_logits_both_cells_kept():
@@ -98,14 +106,28 @@ def test_evaluate_ranks_ties_by_class_index_and_pads_the_last_batch():
     table[3] = 1.0
     table[3, [900, 10, 500, 20, 700, 300]] = 5.0  # a six-way tie for first place
     session = LookupSession(table)
-    top5, kept = metrics.evaluate(session, images_with_ids(10), batch_size=4, keep_logits=6)
-    assert session.staged == [(4, 2, 2, 3)] * 3  # 4 + 4 + 2 padded to 4
+    top5, kept = metrics.evaluate(session, images_with_ids(10), batch_size=3, keep_logits=5)
+    assert session.staged == [(3, 2, 2, 3)] * 4  # 3 + 3 + 3 + 1 padded to 3
     assert top5.shape == (10, 5)
     assert list(top5[3]) == [10, 20, 300, 500, 700]  # ties: the lower class first
     for i in range(10):
         if i != 3:
             assert list(top5[i]) == list(np.argsort(-table[i])[:5])
-    np.testing.assert_array_equal(kept, table[:6])
+    np.testing.assert_array_equal(kept, table[:5])  # 3 from the first batch, 2 from the second
+
+
+def test_evaluate_pads_with_copies_of_the_last_image():
+    table = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
+    session = LookupSession(table)
+    top5, _ = metrics.evaluate(session, images_with_ids(6), batch_size=4, keep_logits=6)
+    assert session.staged == [(4, 2, 2, 3)] * 2  # 4 + 2 padded with two copies of image 5
+    assert top5.shape == (6, 5) and (top5[:, 0] == 7).all()
+
+
+def test_evaluate_keeps_no_logits_when_asked_for_none():
+    table = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
+    top5, kept = metrics.evaluate(LookupSession(table), images_with_ids(4), batch_size=4, keep_logits=0)
+    assert kept.shape == (0, 0) and list(top5[0]) == [5, 4, 3, 2, 1]
 
 
 # --- timing -----------------------------------------------------------------------------
@@ -122,7 +144,7 @@ class Clock:
 class TimedSession(Session):
     """Each call advances the clock by a known amount and is logged."""
 
-    RUN_SECONDS = (0.01, 0.03)  # staged batch 0, staged batch 1
+    RUN_SECONDS = (1.0, 3.0)  # staged batch 0, staged batch 1
 
     def __init__(self, clock, sync_seconds):
         super().__init__(SPEC)
@@ -131,7 +153,7 @@ class TimedSession(Session):
         self.log = []
 
     def stage(self, images):
-        self.clock.now += 100.0  # staging is slow: it must stay outside every window
+        self.clock.now += 0.5  # staging must stay outside every window
         self.log.append("stage")
         return len([e for e in self.log if e == "stage"]) - 1
 
@@ -151,22 +173,22 @@ class TimedSession(Session):
 def test_harness_arithmetic_on_a_controlled_clock(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(timing, "time", clock)
-    # the warm-up sync takes 5 s; the windows' syncs 0.02, 0, 0.12 s
-    session = TimedSession(clock, [5.0, 0.02, 0.0, 0.12])
+    # the warm-up sync takes 0.5 s; the windows' syncs 1.001, 0 and 12 s
+    session = TimedSession(clock, [0.5, 1.001, 0.0, 12.0])
     batches = [np.zeros((5, 2, 2, 3), np.uint8)] * 2
-    got = timing.measure(session, batches, warmup_batches=3, timed_batches=4, windows=3)
+    got = timing.measure(session, batches, warmup_batches=5, timed_batches=4, windows=3)
 
-    # each window runs staged batches 0,1,0,1 (0.08 s) and then its sync
-    assert got["window_seconds"] == pytest.approx([0.10, 0.08, 0.20])
-    assert got["window_images_per_s"] == pytest.approx([200.0, 250.0, 100.0])  # 4 x 5 images
-    assert got["images_per_s"] == pytest.approx(200.0)  # the median window
-    assert got["spread"] == pytest.approx((250 - 100) / 200)
-    assert got["ms_per_batch"] == pytest.approx(25.0)  # 5 images at 200 images/s
-    assert (got["batch_size"], got["staged_batches"], got["warmup_batches"]) == (5, 2, 3)
+    # each window runs staged batches 0,1,0,1 (8 s) and then its sync
+    assert got["window_seconds"] == pytest.approx([9.001, 8.0, 20.0])
+    assert got["window_images_per_s"] == pytest.approx([20 / 9.001, 2.5, 1.0])  # 4 x 5 images
+    assert got["images_per_s"] == pytest.approx(20 / 9.001)  # the median window
+    assert got["spread"] == pytest.approx((2.5 - 1.0) / (20 / 9.001))
+    assert got["ms_per_batch"] == pytest.approx(2250.25)  # 9.001 s / 4 batches
+    assert (got["batch_size"], got["staged_batches"], got["warmup_batches"]) == (5, 2, 5)
     assert (got["timed_batches"], got["windows"]) == (4, 3)
     # staging first, then warm-up with its own sync, then one sync per window
     assert session.log == (
-        ["stage", "stage", "run0", "run1", "run0", "sync"]
+        ["stage", "stage", "run0", "run1", "run0", "run1", "run0", "sync"]
         + ["run0", "run1", "run0", "run1", "sync"] * 3
     )
 
@@ -177,5 +199,5 @@ def test_harness_without_warmup_does_not_sync_before_timing(monkeypatch):
     session = TimedSession(clock, [0.0])
     got = timing.measure(session, [np.zeros((2, 2, 2, 3), np.uint8)], warmup_batches=0, timed_batches=3, windows=1)
     assert session.log == ["stage", "run0", "run0", "run0", "sync"]
-    assert got["images_per_s"] == pytest.approx(6 / 0.03)
+    assert got["images_per_s"] == pytest.approx(6 / 3.0)
     assert got["spread"] == 0.0
