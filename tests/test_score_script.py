@@ -52,7 +52,8 @@ def test_a_cell_is_scored_against_the_reference_it_is_given(tmp_path, files):
 
 def test_without_a_reference_only_top1_and_top5(tmp_path, files):
     labels, cell, _ = files
-    proc, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference-name", "torch/fp32")
+    proc, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference-name", "torch/fp32",
+                      "--random-weights", "0")
     assert proc.returncode == 0, proc.stderr
     assert (got["top1"], got["mismatches"], got["cosine"], got["reference_available"]) == (0.75, None, None, False)
     assert got["random_weights"] is False
@@ -67,3 +68,22 @@ def test_a_file_that_is_not_a_prediction_file_is_named(tmp_path, files):
     assert proc.returncode == 2 and got is None
     assert f"infbench: {broken} is not a prediction file of this workflow" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("missing", ["--predictions", "--labels", "--reference-name", "--out"])
+def test_every_option_the_rule_passes_is_required(tmp_path, files, missing):
+    labels, cell, ref = files
+    args = {"--predictions": cell, "--labels": labels, "--reference": ref, "--reference-name": "torch/fp32",
+            "--out": tmp_path / "out.json"}
+    del args[missing]
+    argv = [str(a) for pair in args.items() for a in pair]
+    proc = subprocess.run([sys.executable, str(SCORE), *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"the following arguments are required: {missing}" in proc.stderr
+
+
+def test_weights_are_taken_as_trained_unless_the_rule_says_random(tmp_path, files):
+    labels, cell, ref = files
+    proc, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference", ref,
+                      "--reference-name", "torch/fp32")
+    assert proc.returncode == 0, proc.stderr
+    assert got["random_weights"] is False

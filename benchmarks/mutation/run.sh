@@ -17,7 +17,7 @@ for name in "${@:-fast data}"; do
         echo "== $config: $(sed -n 's/^test-command = //p' "$repo/benchmarks/mutation/$config.toml")"
         cosmic-ray init "$repo/benchmarks/mutation/$config.toml" "$config.sqlite"
         cosmic-ray exec "$repo/benchmarks/mutation/$config.toml" "$config.sqlite" >/dev/null 2>&1
-        cr-report --show-diff "$config.sqlite" | grep -A14 'SURVIVED' | grep -E '^(\+\+\+|[-+] )' || true
+        cr-report --show-diff "$config.sqlite" | grep -A14 'SURVIVED' | grep -E '^(\+\+\+ |[-+][^-+])' || true
         cr-report "$config.sqlite" | tail -n 3
     done
 done
