@@ -221,6 +221,14 @@ def test_precision_table(tables):
     assert "over 500 images" in text and "reference cell OneFlow(fp32)" in text
     footnotes = "\n".join(notes(path))
     assert "`n/a`: the reference cell OneFlow(fp32)" in footnotes
+    int8 = next(n for n in notes(path) if n.startswith("- int8:"))
+    assert int8 == (
+        "- int8: one not recorded calibration (ONNX Runtime's) on not recorded images of the"
+        " data set (seed not recorded, listed in `results/onnx/<model>/calibration.tsv`),"
+        " written per runtime as Q/DQ ONNX. ONNX Runtime(int8): uint8 activations and int8"
+        " weights through every op ONNX Runtime quantises (`int8-u8s8.onnx`); Gemm and MatMul"
+        " outputs, so the logits, in fp32."
+    )
     random_note = next(n for n in notes(path) if "random weights" in n)
     assert random_note.startswith("- alexnet: random weights")
     assert "(cos …, rel …) compare" in random_note and "first 100 images" in random_note
@@ -348,3 +356,27 @@ def test_cli(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert speed[0] in proc.stderr and "delete it" in proc.stderr
+
+
+def test_int8_note_says_how_each_int8_column_was_quantised():
+    from infbench.tables import int8_note
+
+    config = {
+        "runtimes": {
+            "onnxruntime": {"device": "cpu", "precisions": ["int8"]},
+            "tensorrt": {"device": "cuda", "precisions": ["fp16", "int8"]},
+        },
+        "calibration": {"method": "entropy", "images": 500, "seed": 0},
+    }
+    note = int8_note(config)
+    assert note.startswith(
+        "int8: one entropy calibration (ONNX Runtime's) on 500 images of the data set (seed 0,"
+    )
+    trt, ort = note.index("TensorRT(int8): symmetric int8 Q/DQ on the inputs of Conv"), note.index(
+        "ONNX Runtime(int8): uint8 activations"
+    )
+    assert trt < ort, "in the tables' column order"
+    config["runtimes"]["onnxruntime"]["device"] = "cuda"
+    assert "ONNX Runtime(int8): symmetric int8" in int8_note(config)
+    config["runtimes"] = {"torch": {"device": "cpu", "precisions": ["fp32"]}}
+    assert int8_note(config) is None

@@ -14,7 +14,7 @@ import json
 import os
 
 from infbench.errors import UserError
-from infbench.runtimes import LABELS
+from infbench.runtimes import LABELS, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
 RUNTIME_ORDER = ("oneflow", "tensorrt", "onnxruntime", "torch")
@@ -371,6 +371,8 @@ def speed_section(config, batch_size, speed, figures):
     if any(crops):
         sizes = "; ".join(f"{', '.join(ms)} {crop} px" for crop, ms in crops.items() if crop)
         notes.append(f"Input size: {sizes}.")
+    if int8_note(config):
+        notes.append(int8_note(config))
     for lab in _distinct(lab for lab, _ in ref_cols):
         refs = [
             f for k, f in figures.items() if k[0] == lab and k[3] == batch_size and k[1] in models
@@ -380,6 +382,42 @@ def speed_section(config, batch_size, speed, figures):
             f" source {_joined(f.get('source') for f in refs)}."
         )
     return markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+# how each int8 form is quantised (infbench.precision.calibrate_int8 writes both)
+INT8_FORMS = {
+    "s8s8": "symmetric int8 Q/DQ on the inputs of Conv, Gemm and MatMul only"
+    " (`int8-s8s8.onnx`); every other layer and the logits in higher precision (TensorRT 8.x"
+    " may use fp16 there: INT8 and FP16 builder flags; TensorRT 10/11 and ONNX Runtime: fp32)",
+    "u8s8": "uint8 activations and int8 weights through every op ONNX Runtime quantises"
+    " (`int8-u8s8.onnx`); Gemm and MatMul outputs, so the logits, in fp32",
+}
+
+
+def int8_note(config):
+    """One footnote saying how every int8 column was quantised, or None without int8."""
+    runtimes = _config(config, "runtimes", dict)
+    cells = [
+        (runtime, (spec or {}).get("device"))
+        for runtime, spec in runtimes.items()
+        if "int8" in ((spec or {}).get("precisions") or [])
+    ]
+    if not cells:
+        return None
+    calibration = config.get("calibration") or {}
+    how = (
+        f"{calibration.get('method', 'not recorded')} calibration (ONNX Runtime's) on"
+        f" {calibration.get('images', 'not recorded')} images of the data set"
+        f" (seed {calibration.get('seed', 'not recorded')}, listed in"
+        " `results/onnx/<model>/calibration.tsv`)"
+    )
+    forms = "; ".join(
+        f"{label(runtime, 'int8')}: {INT8_FORMS[int8_form(runtime, device)]}"
+        for runtime, device in sorted(
+            cells, key=lambda c: RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 99
+        )
+    )
+    return f"int8: one {how}, written per runtime as Q/DQ ONNX. {forms}."
 
 
 def _shows_agreement(row):
@@ -455,6 +493,8 @@ def precision_section(config, accuracy):
                 else ""
             )
         )
+    if int8_note(config):
+        notes.append(int8_note(config))
     notes += [
         "Devices: " + _per_runtime(shown, _device) + ".",
         "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
