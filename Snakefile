@@ -33,3 +33,7 @@ rule all:
     default_target: True
     input:
         TABLES,
+
+
+onerror:
+    tables_from_what_ran()

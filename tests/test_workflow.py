@@ -471,3 +471,42 @@ def test_missing_runtime_interpreter_fails_that_rule_with_one_sentence(
     )
     assert (workdir / other).exists()  # everything else still runs
     assert not (workdir / target).exists()
+    # the tables are written from what ran, the failed cell saying why
+    label = {"oneflow": "OneFlow", "onnxruntime": "ONNX Runtime"}[runtime]
+    header, rows = read_markdown_table(workdir / "results/tables/speed-bs4.md")
+    assert rows["alexnet"][f"{label}(fp32)"] == "failed"
+    assert rows["resnet50"][f"{label}(fp32)"] != "failed"
+    note = next(
+        line
+        for line in (workdir / "results/tables/speed-bs4.md").read_text().splitlines()
+        if line.startswith("- `failed`")
+    )
+    assert f"alexnet {label}(fp32): the {runtime} runtime's interpreter" in note
+    assert "results/tables/ shows what ran" in proc.stderr
+
+
+@pytest.mark.workflow
+def test_when_the_reference_fails_the_precision_table_still_shows_top1(finished_run):
+    workdir, config = finished_run
+    broken = json.loads(json.dumps(config))
+    ref_runtime, ref_precision = config["accuracy"]["reference"].split("/")
+    broken["runtimes"][ref_runtime]["python"] = "/nonexistent/python3.10"
+    (workdir / f"results/accuracy/{ref_runtime}/alexnet/{ref_precision}.npz").unlink()
+    for summary in (workdir / "results/accuracy").glob("*/alexnet/*.json"):
+        summary.unlink()
+    proc = snakemake(
+        workdir, "results/tables/precision.md", "--keep-going", config=broken, check=False
+    )
+    assert proc.returncode != 0  # the failure still counts
+    path = workdir / "results/tables/precision.md"
+    header, rows = read_markdown_table(path)
+    ref_label = {"oneflow": "OneFlow", "torch": "PyTorch"}[ref_runtime]
+    assert rows["alexnet"][f"{ref_label}({ref_precision})"] == "failed"
+    others = [c for c in header[1:] if c != f"{ref_label}({ref_precision})"]
+    for column in others:
+        assert re.fullmatch(r"0\.\d{3} / n/a", rows["alexnet"][column]), rows["alexnet"]
+        assert re.fullmatch(r"0\.\d{3} / \d+.*", rows["resnet50"][column])
+    text = path.read_text()
+    assert "so mismatches need it: top-1 and top-5 only" in text
+    assert f"alexnet {ref_label}({ref_precision}): the {ref_runtime} runtime's interpreter" in text
+

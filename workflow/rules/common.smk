@@ -229,3 +229,71 @@ def recorded_config(wildcards):
             "timing": config["timing"],
         }
     )
+
+
+def what_ran_plan():
+    """Every configured cell's result file and log, by the rules' own path patterns."""
+    speed, accuracy = [], []
+    for runtime, rt in config["runtimes"].items():
+        for model in MODELS:
+            for precision in rt["precisions"]:
+                cell = dict(runtime=runtime, model=model, precision=precision)
+                for bs in config["batch_sizes"]:
+                    speed.append(
+                        {
+                            "key": [runtime, model, precision, bs],
+                            "result": rules.speed.output[0].format(**cell, bs=bs),
+                            "log": rules.speed.log[0].format(**cell, bs=bs),
+                        }
+                    )
+                reference = dict(
+                    runtime=REF_RUNTIME, model=model, precision=REF_PRECISION
+                )
+                accuracy.append(
+                    {
+                        "key": [runtime, model, precision],
+                        "result": rules.score.output[0].format(**cell),
+                        "predictions": rules.evaluate.output[0].format(**cell),
+                        "reference_predictions": rules.evaluate.output[0].format(
+                            **reference
+                        ),
+                        "labels": LABELS,
+                        "reference": config["accuracy"]["reference"],
+                        "random_weights": "random"
+                        in config["models"][model]["checkpoint"],
+                        "logs": [
+                            rules.evaluate.log[0].format(**cell),
+                            rules.score.log[0].format(**cell),
+                        ],
+                    }
+                )
+    return {
+        "config": config,
+        "speed": speed,
+        "accuracy": accuracy,
+        "partial_dir": "results/tables/what-ran",
+    }
+
+
+def tables_from_what_ran():
+    """onerror: every table from the result files that exist, failed cells with their reason."""
+    plan = "logs/tables-what-ran.json"
+    os.makedirs("logs", exist_ok=True)
+    with open(plan, "w") as f:
+        json.dump(what_ran_plan(), f)
+    try:
+        shell(
+            f"{runner('main', 'aggregate.py')} logs/tables-what-ran.log"
+            f" --what-ran {plan} --out-dir results/tables"
+        )
+        print(
+            "infbench: some jobs failed; results/tables/ shows what ran, each failed cell"
+            " with its reason (the next run retries them)",
+            file=sys.stderr,
+        )
+    except Exception:
+        print(
+            "infbench: some jobs failed, and the tables could not be written from what ran;"
+            " see logs/tables-what-ran.log",
+            file=sys.stderr,
+        )

@@ -1,5 +1,6 @@
 # The report's tables: one speed table per batch size, the precision table, and one tidy
-# CSV with every cell and how it was produced.
+# CSV with every cell and how it was produced. After a failed run the onerror hook writes
+# them from whatever ran (tables_from_what_ran).
 
 
 rule tables:

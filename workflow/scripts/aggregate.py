@@ -2,6 +2,12 @@
 
 Writes speed-bs{bs}.md per configured batch size, precision.md, cells.csv and report.md
 into --out-dir (see infbench/tables.py for what each holds).
+
+With --what-ran PLAN (the workflow's onerror hook writes the plan after a failed run), the
+tables are made from the result files that exist: a cell whose job failed shows ``failed``
+with the one sentence of its log, and a cell that was evaluated but not scored (its
+reference failed) shows top-1 and top-5, scored here without the reference into
+PLAN's ``partial_dir``.
 """
 
 import argparse
@@ -32,9 +38,53 @@ def read_config(path):
     return config
 
 
+def log_reason(path):
+    """The sentence a failed step left in its log: its ``infbench:`` line, else its last line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return None
+    said = [line[len("infbench:") :].strip() for line in lines if line.startswith("infbench:")]
+    if said:
+        return said[-1]
+    return lines[-1][:300] if lines else "its log is empty"
+
+
+def what_ran(plan):
+    """(speed files, accuracy files, failures) from a plan of the configured cells."""
+    from score import summarise
+
+    from infbench.cli import write_json
+
+    speed, accuracy, failures = [], [], {}
+    for cell in plan["speed"]:
+        if os.path.exists(cell["result"]):
+            speed.append(cell["result"])
+        elif (reason := log_reason(cell["log"])) is not None:
+            failures[("speed", *cell["key"])] = reason
+    for cell in plan["accuracy"]:
+        if os.path.exists(cell["result"]):
+            accuracy.append(cell["result"])
+        elif os.path.exists(cell["predictions"]):  # evaluated; its score did not run
+            reference = cell["reference_predictions"]
+            partial = os.path.join(plan["partial_dir"], cell["result"].replace(os.sep, "-"))
+            write_json(partial, summarise(
+                cell["predictions"], cell["labels"], reference if os.path.exists(reference) else None,
+                cell["reference"], cell["random_weights"],
+            ))
+            accuracy.append(partial)
+        else:
+            reasons = [r for r in (log_reason(log) for log in cell["logs"]) if r is not None]
+            if reasons:
+                failures[("accuracy", *cell["key"], None)] = reasons[0]
+    return speed, accuracy, failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="the workflow's config as JSON")
+    parser.add_argument("--config", help="the workflow's config as JSON (unless --what-ran)")
+    parser.add_argument("--what-ran", metavar="PLAN", help="tables from the result files that exist (JSON plan)")
     parser.add_argument(
         "--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)"
     )
@@ -43,7 +93,14 @@ def main():
     )
     parser.add_argument("--out-dir", required=True, help="where the tables go")
     args = parser.parse_args()
-    done = write_tables(read_config(args.config), args.speed, args.accuracy, args.out_dir)
+    if args.what_ran:
+        plan = read_config(args.what_ran)
+        speed, accuracy, failures = what_ran(plan)
+        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures)
+    elif args.config:
+        done = write_tables(read_config(args.config), args.speed, args.accuracy, args.out_dir)
+    else:
+        raise UserError("give --config (with --speed and --accuracy) or --what-ran PLAN")
     for path in done["unused"]:
         print(f"infbench: {path} is for a cell not in the config; left out", file=sys.stderr)
     for path in done["written"]:

@@ -25,6 +25,25 @@ def load_predictions(path):
         ) from None
 
 
+def summarise(predictions, labels, reference, reference_name, random_weights):
+    """The accuracy summary of one cell, as the score rule writes it (reference may be None)."""
+    top5, logits, meta = load_predictions(predictions)
+    labels = np.load(labels)
+    scored_against = None
+    if reference:
+        ref_top5, ref_logits, _ = load_predictions(reference)
+        scored_against = (ref_top5, ref_logits)
+    summary = metrics.score(top5, labels, logits, scored_against)
+    return {
+        "cell": meta["cell"],
+        **summary,
+        "reference": reference_name,
+        "reference_available": scored_against is not None,
+        "random_weights": bool(random_weights),
+        "provenance": {**meta["provenance"], "predictions": str(predictions)},
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--predictions", required=True, help="the cell's .npz")
@@ -34,24 +53,9 @@ def main():
     parser.add_argument("--random-weights", type=int, choices=[0, 1], default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-
-    top5, logits, meta = load_predictions(args.predictions)
-    labels = np.load(args.labels)
-    reference = None
-    if args.reference:
-        ref_top5, ref_logits, _ = load_predictions(args.reference)
-        reference = (ref_top5, ref_logits)
-    summary = metrics.score(top5, labels, logits, reference)
     write_json(
         args.out,
-        {
-            "cell": meta["cell"],
-            **summary,
-            "reference": args.reference_name,
-            "reference_available": reference is not None,
-            "random_weights": bool(args.random_weights),
-            "provenance": {**meta["provenance"], "predictions": args.predictions},
-        },
+        summarise(args.predictions, args.labels, args.reference, args.reference_name, args.random_weights),
     )
 
 

@@ -25,6 +25,7 @@ NOT_RUN = "not run"  # configured, but no result file was given to the aggregate
 NO_FIGURE = "—"  # a reference column with no figure for this model
 FLAG = "*"  # appended to a speed figure whose timing spread was flagged
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
+FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a footnote
 
 CSV_FIELDS = [
     "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
@@ -32,6 +33,7 @@ CSV_FIELDS = [
     "spread", "flagged", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
     "rel_error", "random_weights", "images", "versions", "started", "finished", "source",
+    "reason",
 ]  # fmt: skip
 
 _NUMBER = (int, float)
@@ -295,17 +297,28 @@ def _device(row):
 # ---------------------------------------------------------------- the tables
 
 
-def speed_section(config, batch_size, speed, figures):
+def failed_note(failed):
+    """The footnote of the ``failed`` marker: each failed cell and its log's sentence."""
+    listed = "; ".join(f"{where}: {reason}" for where, reason in failed)
+    return f"`{FAILED}`: the cell's job failed (the next run tries it again); its log says: {listed}"
+
+
+def speed_section(config, batch_size, speed, figures, failures=None):
     """The speed table for one batch size and its notes, as markdown (no heading)."""
     models = _config(config, "models", dict)
     cols = columns(config)
     ref_cols = reference_columns(figures, models, batch_size)
     header = ["model"] + [label(r, p) for r, p in cols] + [f"{lab}({p})" for lab, p in ref_cols]
-    rows, shown, flagged, markers = [], [], [], set()
+    rows, shown, flagged, markers, failed = [], [], [], set(), []
     for model in models:
         cells = [model]
         for runtime, precision in cols:
             row = speed.get((runtime, model, precision, batch_size))
+            reason = (failures or {}).get(("speed", runtime, model, precision, batch_size))
+            if row is None and reason is not None:
+                cells.append(FAILED)
+                failed.append((f"{model} {label(runtime, precision)}", reason))
+                continue
             if row is None:
                 cells.append(NOT_RUN)
                 markers.add(NOT_RUN)
@@ -339,6 +352,8 @@ def speed_section(config, batch_size, speed, figures):
             f"`{NOT_RUN}`: configured, but no result file for this cell was given to the"
             " aggregate step (the job has not run or failed)."
         )
+    if failed:
+        notes.append(failed_note(failed))
     if NO_FIGURE in markers:
         notes.append(
             f"`{NO_FIGURE}`: the reference source gives no figure for this model and precision."
@@ -445,21 +460,27 @@ def reference_cell(config):
     return tuple(ref.split("/"))
 
 
-def precision_section(config, accuracy):
+def precision_section(config, accuracy, failures=None):
     """The precision table and its notes, as markdown (no heading)."""
     models = _config(config, "models", dict)
     cols = columns(config)
     ref_runtime, ref_precision = reference_cell(config)
     ref_label = label(ref_runtime, ref_precision)
     header = ["model"] + [label(r, p) for r, p in cols]
-    rows, shown = [], []
+    rows, shown, failed = [], [], []
     for model in models:
         cells = [model]
         for runtime, precision in cols:
             row = accuracy.get((runtime, model, precision))
+            reason = (failures or {}).get(("accuracy", runtime, model, precision, None))
             if row is not None:
                 shown.append(row)
-            cells.append(NOT_RUN if row is None else _accuracy_cell(row))
+                cells.append(_accuracy_cell(row))
+            elif reason is not None:
+                cells.append(FAILED)
+                failed.append((f"{model} {label(runtime, precision)}", reason))
+            else:
+                cells.append(NOT_RUN)
         rows.append(cells)
 
     intro = (
@@ -473,10 +494,12 @@ def precision_section(config, accuracy):
             f"`{NOT_RUN}`: configured, but no accuracy summary for this cell was given to the"
             " aggregate step (the job has not run or failed)."
         )
+    if failed:
+        notes.append(failed_note(failed))
     if any(r["mismatches"] is None for r in shown):
         notes.append(
             f"`{NO_REFERENCE}`: the reference cell {ref_label} has no predictions to compare"
-            " with (it was not run), so mismatches cannot be counted."
+            " with (it was not run or failed), so mismatches need it: top-1 and top-5 only."
         )
     random = [r for r in shown if r["random_weights"]]
     if random:
@@ -522,16 +545,18 @@ def _csv_value(value):
     return value
 
 
-def csv_rows(config, speed, accuracy, figures):
-    """Every table cell as a tidy row: measured, ``not run`` or a reference figure."""
+def csv_rows(config, speed, accuracy, figures, failures=None):
+    """Every table cell as a tidy row: measured, ``not run``, ``failed`` or a reference figure."""
     models = _config(config, "models", dict)
     runtimes = _config(config, "runtimes", dict)
     cols = columns(config)
     ref = "/".join(reference_cell(config))
 
     def not_run(kind, runtime, model, precision, batch_size):
+        reason = (failures or {}).get((kind, runtime, model, precision, batch_size))
         return {
-            "kind": kind, "status": NOT_RUN, "runtime": runtime,
+            "kind": kind, "status": NOT_RUN if reason is None else FAILED, "reason": reason,
+            "runtime": runtime,
             "runtime_label": LABELS.get(runtime, runtime), "model": model,
             "arch": (models[model] or {}).get("arch"), "precision": precision,
             "batch_size": batch_size, "device": (runtimes[runtime] or {}).get("device"),
@@ -606,10 +631,13 @@ def _check_reference(config, accuracy):
             )
 
 
-def write_tables(config, speed_files, accuracy_files, out_dir):
+def write_tables(config, speed_files, accuracy_files, out_dir, failures=None):
     """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
 
-    Returns ``{"written": [paths], "unused": [result files for cells not in the config]}``.
+    ``failures`` maps a cell without a result, ``(kind, runtime, model, precision,
+    batch size or None)``, to the one-sentence reason its job failed; those cells show
+    ``failed`` instead of ``not run``. Returns ``{"written": [paths], "unused": [result
+    files for cells not in the config]}``.
     """
     models = _config(config, "models", dict)
     batch_sizes = _config(config, "batch_sizes", list)
@@ -639,10 +667,14 @@ def write_tables(config, speed_files, accuracy_files, out_dir):
     _check_reference(config, accuracy)
 
     sections = [
-        (f"speed-bs{bs}.md", f"Speed, batch size {bs}", speed_section(config, bs, speed, figures))
+        (
+            f"speed-bs{bs}.md",
+            f"Speed, batch size {bs}",
+            speed_section(config, bs, speed, figures, failures),
+        )
         for bs in batch_sizes
     ]
-    sections.append(("precision.md", "Precision", precision_section(config, accuracy)))
+    sections.append(("precision.md", "Precision", precision_section(config, accuracy, failures)))
 
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -650,7 +682,7 @@ def write_tables(config, speed_files, accuracy_files, out_dir):
         written.append(os.path.join(out_dir, name))
         write_atomic(written[-1], f"# {title}\n\n{body}")
     written.append(os.path.join(out_dir, "cells.csv"))
-    write_atomic(written[-1], csv_rows(config, speed, accuracy, figures))
+    write_atomic(written[-1], csv_rows(config, speed, accuracy, figures, failures))
     report = "# infbench report\n\n" + "\n".join(f"## {t}\n\n{b}" for _, t, b in sections)
     written.append(os.path.join(out_dir, "report.md"))
     write_atomic(written[-1], report)
