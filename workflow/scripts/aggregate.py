@@ -13,6 +13,7 @@ PLAN's ``partial_dir``.
 import argparse
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +100,8 @@ def main():
         done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures)
     elif args.config:
         done = write_tables(read_config(args.config), args.speed, args.accuracy, args.out_dir)
+        # every cell has its summary now: partial ones from a failed run are stale
+        shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:
         raise UserError("give --config (with --speed and --accuracy) or --what-ran PLAN")
     for path in done["unused"]:
