@@ -8,7 +8,7 @@
 #   bash benchmarks/h200/run.sh collect [SECONDS] # wait for the job (at most SECONDS), results to $OUT
 #
 # The job: `snakemake --cores 1 --resources gpu=1` on config/gpu.yaml with MODELS (default
-# resnet50), TensorRT's interpreter a Python 3.10 holding TensorRT 8.6.0, and tactic sources
+# resnet50; LEVEL sets builder_optimization_level), TensorRT's interpreter a Python 3.10 holding TensorRT 8.6.0, and tactic sources
 # limited to TensorRT's own kernels (the cuBLAS/cuDNN beside it are stand-ins: pack.sh);
 # then the harness-efficiency check of every TensorRT cell; then the builder-level study.
 set -euo pipefail
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
 PY310=/root/.pyenv/versions/3.10.13/bin/python3.10
 MODELS=${MODELS:-resnet50}
+LEVEL=${LEVEL:-}  # TensorRT builder optimisation level for the run (empty: TensorRT's default)
 SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 SOURCES_JSON='["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"]'
 
@@ -43,12 +44,14 @@ PY
     chmod +x "$TRTPY"
     "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
     PYTHONPATH=$SITE312 python3 -m snakemake --version
-    python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" <<'PY'
+    python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" "$LEVEL" <<'PY'
 import sys, yaml
-models, python, sources, out = sys.argv[1:]
+models, python, sources, out, level = sys.argv[1:]
 config = yaml.safe_load(open("config/gpu.yaml"))
 config["models"] = {m: config["models"][m] for m in models.split()}
 config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
+if level:
+    config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
 yaml.safe_dump(config, open(out, "w"), sort_keys=False)
 PY
     setsid nohup bash benchmarks/h200/run.sh job >"$RUN/job.log" 2>&1 </dev/null &
