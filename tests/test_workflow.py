@@ -331,6 +331,29 @@ def test_every_cell_is_scored_against_the_reference_cell(finished_run):
     assert compared == len(config["models"])
 
 
+def reversed_keys(value, keep_order=False):
+    """The same config with every mapping's keys in reverse order, except the models'
+    (their order is the tables' row order, which may rerun the tables)."""
+    if isinstance(value, dict):
+        items = list(value.items()) if keep_order else list(value.items())[::-1]
+        return {k: reversed_keys(v, keep_order=(k == "models")) for k, v in items}
+    if isinstance(value, list):
+        return [reversed_keys(v) for v in value]
+    return value
+
+
+@pytest.mark.workflow
+def test_the_same_values_in_another_key_order_replan_nothing(finished_run):
+    workdir, config = finished_run
+    reordered = reversed_keys(config)
+    assert list(reordered) != list(config)
+    assert list(reordered["runtimes"]) == list(config["runtimes"])[::-1]
+    assert list(reordered["models"]) == list(config["models"])
+    assert list(reordered["models"]["alexnet"]) == list(config["models"]["alexnet"])[::-1]
+    proc = snakemake(workdir, "-n", config=reordered)
+    assert "Nothing to be done" in proc.stdout, planned_jobs(proc)
+
+
 @pytest.mark.workflow
 def test_changing_one_model_reruns_only_its_jobs(finished_run):
     workdir, config = finished_run

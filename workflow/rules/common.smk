@@ -107,12 +107,29 @@ def missing_python(runtime):
     )
 
 
+def canonical(value):
+    """A config value as JSON with sorted keys: as a param it changes (and reruns the rule)
+    when the values change, not when the config file lists the same keys in another order.
+    """
+    return json.dumps(value, sort_keys=True)
+
+
 def stack_env(wildcards):
     return f"../../envs/{STACK[wildcards.runtime]}.yaml"
 
 
 def model_cfg(wildcards):
     return config["models"][wildcards.model]
+
+
+def model_param(wildcards):
+    """The model's config block as a param (see canonical)."""
+    return canonical(model_cfg(wildcards))
+
+
+def runtime_param(wildcards):
+    """The runtime's config block: a param, and the cell scripts' --options."""
+    return canonical(config["runtimes"][wildcards.runtime])
 
 
 def cache_file(model):
@@ -222,7 +239,7 @@ def cell_threads(wildcards):
 
 def recorded_config(wildcards):
     """The config that mattered for a cell, recorded in its result."""
-    return json.dumps(
+    return canonical(
         {
             "model": config["models"][wildcards.model],
             "runtime": config["runtimes"][wildcards.runtime],

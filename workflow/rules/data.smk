@@ -31,7 +31,7 @@ rule index_dataset:
         "../../envs/main.yaml"
     params:
         run=runner("main", "index_dataset.py"),
-        dataset=config["dataset"],
+        dataset=canonical(config["dataset"]),
         args=dataset_args(),
     shell:
         "{params.run} {log}"

@@ -42,9 +42,9 @@ rule speed:
     params:
         run=lambda wc: runner(wc.runtime, "measure_speed.py"),
         cell=lambda wc: cell_args(wc, wc.bs),
-        model=model_cfg,
-        options=lambda wc: json.dumps(config["runtimes"][wc.runtime]),
-        timing=json.dumps(config["timing"]),
+        model=model_param,
+        options=runtime_param,
+        timing=canonical(config["timing"]),
         recorded=recorded_config,
     shell:
         "{params.run} {log}"
@@ -68,8 +68,8 @@ rule evaluate:
     params:
         run=lambda wc: runner(wc.runtime, "evaluate.py"),
         cell=lambda wc: cell_args(wc, config["accuracy"]["batch_size"]),
-        model=model_cfg,
-        options=lambda wc: json.dumps(config["runtimes"][wc.runtime]),
+        model=model_param,
+        options=runtime_param,
         keep=config["accuracy"]["keep_logits"],
     shell:
         "{params.run} {log}"

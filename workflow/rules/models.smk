@@ -13,9 +13,9 @@ rule fetch_checkpoint:
     params:
         run=runner("main", "fetch_checkpoint.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
-        checkpoint=lambda wc: model_cfg(wc)["checkpoint"],
         source=lambda wc: " ".join(
-            f"--{key} {value}" for key, value in model_cfg(wc)["checkpoint"].items()
+            f"--{key} {value}"
+            for key, value in sorted(model_cfg(wc)["checkpoint"].items())
         ),
     shell:
         "{params.run} {log}"

@@ -32,10 +32,11 @@ rule calibrate_int8:
         "../../envs/main.yaml"
     params:
         run=runner("main", "calibrate_int8.py"),
-        calibration=config["calibration"],
+        images=config["calibration"]["images"],
+        method=config["calibration"]["method"],
+        seed=config["calibration"]["seed"],
     shell:
         "{params.run} {log}"
         " --onnx {input.onnx} --cache {input.cache} --index {input.index}"
-        " --images {params.calibration[images]} --method {params.calibration[method]}"
-        " --seed {params.calibration[seed]}"
+        " --images {params.images} --method {params.method} --seed {params.seed}"
         " --out-s8s8 {output.s8s8} --out-u8s8 {output.u8s8} --out-list {output.images}"

@@ -16,9 +16,12 @@ rule tables:
         "../../envs/main.yaml"
     params:
         run=runner("main", "aggregate.py"),
-        config=json.dumps(config),
+        # what shapes the tables: the values (keys sorted, see canonical) and the order of
+        # the models (the rows), not the order the config file lists keys in
+        config=canonical(config),
+        models=canonical(MODELS),
     shell:
         "printf '%s' {params.config:q} > {output.config} && "
         "{params.run} {log}"
-        " --config {output.config} --speed {input.speed} --accuracy {input.accuracy}"
-        " --out-dir results/tables"
+        " --config {output.config} --models {params.models:q}"
+        " --speed {input.speed} --accuracy {input.accuracy} --out-dir results/tables"

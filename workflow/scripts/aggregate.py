@@ -86,6 +86,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="the workflow's config as JSON (unless --what-ran)")
     parser.add_argument("--what-ran", metavar="PLAN", help="tables from the result files that exist (JSON plan)")
+    parser.add_argument("--models", help="the models in the config file's order, JSON (rows follow it)")
     parser.add_argument(
         "--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)"
     )
@@ -99,7 +100,10 @@ def main():
         speed, accuracy, failures = what_ran(plan)
         done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures)
     elif args.config:
-        done = write_tables(read_config(args.config), args.speed, args.accuracy, args.out_dir)
+        config = read_config(args.config)
+        if args.models:  # the dump's keys are sorted; the rows keep the config file's order
+            config["models"] = {m: config["models"][m] for m in json.loads(args.models)}
+        done = write_tables(config, args.speed, args.accuracy, args.out_dir)
         # every cell has its summary now: partial ones from a failed run are stale
         shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:
