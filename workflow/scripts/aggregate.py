@@ -70,10 +70,14 @@ def what_ran(plan):
         elif os.path.exists(cell["predictions"]):  # evaluated; its score did not run
             reference = cell["reference_predictions"]
             partial = os.path.join(plan["partial_dir"], cell["result"].replace(os.sep, "-"))
-            write_json(partial, summarise(
-                cell["predictions"], cell["labels"], reference if os.path.exists(reference) else None,
-                cell["reference"], cell["random_weights"],
-            ))
+            try:
+                write_json(partial, summarise(
+                    cell["predictions"], cell["labels"], reference if os.path.exists(reference) else None,
+                    cell["reference"], cell["random_weights"],
+                ))
+            except UserError as err:  # one unreadable file costs its cell, not the tables
+                failures[("accuracy", *cell["key"], None)] = str(err)
+                continue
             accuracy.append(partial)
         else:
             reasons = [r for r in (log_reason(log) for log in cell["logs"]) if r is not None]
