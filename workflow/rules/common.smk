@@ -13,7 +13,7 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from infbench.configcheck import check
-from infbench.engine import DEFAULTS as ENGINE_DEFAULTS
+from infbench.engine import engine_settings
 from infbench.errors import UserError
 from infbench.runtimes import ARTIFACT, int8_form
 
@@ -132,6 +132,11 @@ def runtime_param(wildcards):
     return canonical(config["runtimes"][wildcards.runtime])
 
 
+def random_weights(model):
+    """Whether a model's checkpoint is seeded random weights (the tables say so)."""
+    return "random" in config["models"][model]["checkpoint"]
+
+
 def cache_file(model):
     m = config["models"][model]
     return f"results/cache/{DATASET}/{m['resize']}-{m['crop']}.npy"
@@ -217,7 +222,7 @@ def dataset_args():
 
 def engine_args():
     """build_engine.py's engine options from runtimes.tensorrt, defaults filled in."""
-    options = {**ENGINE_DEFAULTS, **config["runtimes"].get("tensorrt", {})}
+    options = engine_settings(config["runtimes"].get("tensorrt"))
     args = (
         f"--workspace-mib {options['workspace_mib']}"
         f" --allow-tf32 {int(options['allow_tf32'])}"
@@ -276,8 +281,7 @@ def what_ran_plan():
                         ),
                         "labels": LABELS,
                         "reference": config["accuracy"]["reference"],
-                        "random_weights": "random"
-                        in config["models"][model]["checkpoint"],
+                        "random_weights": random_weights(model),
                         "logs": [
                             rules.evaluate.log[0].format(**cell),
                             rules.score.log[0].format(**cell),

@@ -91,7 +91,7 @@ rule score:
     params:
         run=runner("main", "score.py"),
         reference=config["accuracy"]["reference"],
-        random=lambda wc: int("random" in model_cfg(wc)["checkpoint"]),
+        random=lambda wc: int(random_weights(wc.model)),
     shell:
         "{params.run} {log}"
         " --predictions {input.predictions} --labels {input.labels}"

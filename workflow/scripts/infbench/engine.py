@@ -294,10 +294,14 @@ def build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sourc
     }
 
 
+def engine_settings(block):
+    """The engine options of the config's runtimes.tensorrt block, defaults filled in."""
+    return {**DEFAULTS, **{k: v for k, v in (block or {}).items() if k in DEFAULTS}}
+
+
 def options_from_config(block, precision, batch_size):
-    """``build_options`` for one cell from the config's runtimes.tensorrt block (defaults filled)."""
-    merged = {**DEFAULTS, **{k: v for k, v in (block or {}).items() if k in DEFAULTS}}
-    return build_options(precision, batch_size, **merged)
+    """``build_options`` for one cell from the config's runtimes.tensorrt block."""
+    return build_options(precision, batch_size, **engine_settings(block))
 
 
 def api_generation(tensorrt_version):
