@@ -200,6 +200,12 @@ def bench(runtime, args, work):
         raise UserError(
             f"no hand loop for --runtime {runtime}; add one to HAND_LOOPS in {__file__}"
         )
+    options = json.loads(args.options)
+    if runtime == "tensorrt" and args.engine:
+        # time the engine as the workflow built it: its build options come from its sidecar
+        from infbench import engine
+
+        options = {**engine.settings_of_sidecar(engine.read_sidecar(engine.sidecar_path(args.engine))), **options}
     spec = SessionSpec(
         runtime=runtime,
         model=args.arch,
@@ -209,7 +215,7 @@ def bench(runtime, args, work):
         device=args.device,
         artifact=make_artifact(runtime, args, work),
         crop=args.crop,
-        options=json.loads(args.options),
+        options=options,
     )
     rng = np.random.default_rng(1)
     batches = [

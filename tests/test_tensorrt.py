@@ -243,6 +243,17 @@ def test_engine_options_come_from_the_config_block_with_defaults():
     assert engine.options_from_config(None, "fp32", 1)["tactic_sources"] is None
 
 
+def test_an_engine_is_timed_with_the_options_its_sidecar_records():
+    sidecar = {"build": {"precision": "int8", "batch_size": 8, "workspace_mib": 2048, "allow_tf32": False,
+                         "tactic_sources": ["JIT_CONVOLUTIONS"], "builder_optimization_level": 2}}
+    settings = engine.settings_of_sidecar(sidecar)
+    assert settings == {"workspace_mib": 2048, "allow_tf32": False, "tactic_sources": ["JIT_CONVOLUTIONS"],
+                        "builder_optimization_level": 2}
+    # asked for with these settings, the engine matches its own sidecar: nothing is rebuilt
+    assert engine.options_from_config(settings, "int8", 8) == sidecar["build"]
+    assert engine.settings_of_sidecar(None) == {}
+
+
 TENSORRT_PYTHON = os.path.join(os.path.dirname(HERE), ".venv-tensorrt", "bin", "python")
 
 

@@ -31,7 +31,7 @@ grep -vE '^(#|nvidia-|$)' envs/requirements-tensorrt.txt >"$out/req310.txt"
 snakemake=$(grep '^snakemake==' envs/requirements-main.txt)
 onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
 "$PY312" -m pip wheel -q -w "$out/pack/w312" "$snakemake"
-"$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc"
+"$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc" platformdirs  # snakemake imports it; its wheel did not come along
 (cd "$out/pack/w312" && rm -f attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
     packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
 # pulp's solver binaries: the run uses Snakemake's greedy scheduler

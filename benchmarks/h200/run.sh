@@ -10,17 +10,17 @@
 # The job: `snakemake --cores 1 --resources gpu=1` on config/gpu.yaml with MODELS (default
 # resnet50; LEVEL sets builder_optimization_level), TensorRT's interpreter a Python 3.10 holding TensorRT 8.6.0, and tactic sources
 # limited to TensorRT's own kernels (the cuBLAS/cuDNN beside it are stand-ins: pack.sh);
-# before it, unless LEVEL is given, the builder-level study (fp16 and int8, batch 8, levels 0-2), whose
-# pick (benchmarks/h200/pick_level.py) the run then uses; after it, the harness-efficiency check of
-# every TensorRT cell.
+# then the harness-efficiency check of every TensorRT cell; then the builder-level study (batch 8,
+# levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8; STUDY= skips it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
 PY310=/root/.pyenv/versions/3.10.13/bin/python3.10
 MODELS=${MODELS:-resnet50}
-LEVEL=${LEVEL:-}  # TensorRT builder optimisation level for the run (empty: the level study picks it)
+LEVEL=${LEVEL:-}  # TensorRT builder optimisation level for the run (empty: the project's default)
+LEVELS=${LEVELS:-0 1 2 3 4}
+STUDY=${STUDY-fp32 fp16 int8}
 SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
-SOURCES_JSON='["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"]'
 
 receive() {
     mkdir -p /tmp/parts
@@ -71,34 +71,13 @@ phase() {
 
 job() {
     export PYTHONPATH=$SITE312 PYTHONUNBUFFERED=1
-    local model=${MODELS%% *} snake=(python3 -m snakemake --cores 1 --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy)
+    local model=${MODELS%% *}
     gpu_state
-    if [ -z "$LEVEL" ]; then
-        # the builder-level study first, on the ONNX files the workflow makes, and the run at the level it picks
-        phase "onnx files for the level study"
-        "${snake[@]}" "results/onnx/$model/fp16.onnx" "results/onnx/$model/int8-s8s8.onnx" >"$RUN/snakemake-onnx.log" 2>&1 || true
-        for precision in int8 fp16; do
-            onnx=$precision.onnx
-            [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
-            phase "level study $precision"
-            "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/$model/$onnx" --precision "$precision" \
-                --batch-size 8 --levels 0 1 2 --tactic-sources "$SOURCES" --budget-s 200 \
-                --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
-        done
-        LEVEL=$(python3 benchmarks/h200/pick_level.py "$RUN"/levels-int8.json "$RUN"/levels-fp16.json 2>>"$RUN/levels.md")
-        echo "picked level: $LEVEL" >>"$RUN/levels.md"
-        [ -n "$LEVEL" ] && python3 - "$RUN/h200.yaml" "$LEVEL" <<'PY'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(sys.argv[2])
-yaml.safe_dump(config, open(sys.argv[1], "w"), sort_keys=False)
-PY
-    fi
-    gpu_state
-    phase "workflow, level $LEVEL"
+    phase "workflow${LEVEL:+, level $LEVEL}"
     t0=$(date +%s)
     rc=0
-    "${snake[@]}" >"$RUN/snakemake.log" 2>&1 || rc=$?
+    python3 -m snakemake --cores 1 --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
+        >"$RUN/snakemake.log" 2>&1 || rc=$?
     echo "snakemake exit $rc, wall $(($(date +%s) - t0)) s" | tee "$RUN/snakemake.rc"
     gpu_state
     phase "harness efficiency"
@@ -106,14 +85,24 @@ PY
         for precision in fp32 fp16 int8; do
             for bs in 8 50; do
                 for graphs in false true; do
+                    # the engine as the workflow built it (harness_efficiency reads its options from the sidecar)
                     echo "## $model $precision bs$bs cuda_graphs=$graphs" >>"$RUN/efficiency.md"
                     "$TRTPY" benchmarks/harness_efficiency.py --runtime tensorrt --device cuda --arch "$model" \
                         --precision "$precision" --batch-size "$bs" --engine "results/engines/$model/$precision-bs$bs.plan" \
-                        --options "{\"cuda_graphs\": $graphs, \"tactic_sources\": $SOURCES_JSON}" \
+                        --options "{\"cuda_graphs\": $graphs}" \
                         --warmup 5 --timed 200 --windows 1 --rounds 3 2>&1 | grep -v '^tensorrt: ' >>"$RUN/efficiency.md" || true
                 done
             done
         done
+    done
+    gpu_state
+    for precision in $STUDY; do
+        onnx=$precision.onnx
+        [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
+        phase "level study $precision"
+        "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/$model/$onnx" --precision "$precision" \
+            --batch-size 8 --levels $LEVELS --tactic-sources "$SOURCES" --budget-s 240 \
+            --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
     done
     gpu_state
     phase "done"
