@@ -106,7 +106,7 @@ def test_evaluate_ranks_ties_by_class_index_and_pads_the_last_batch():
     table[3] = 1.0
     table[3, [900, 10, 500, 20, 700, 300]] = 5.0  # a six-way tie for first place
     session = LookupSession(table)
-    top5, kept = metrics.evaluate(session, images_with_ids(10), batch_size=3, keep_logits=5)
+    top5, kept, nonfinite = metrics.evaluate(session, images_with_ids(10), batch_size=3, keep_logits=5)
     assert session.staged == [(3, 2, 2, 3)] * 4  # 3 + 3 + 3 + 1 padded to 3
     assert top5.shape == (10, 5)
     assert list(top5[3]) == [10, 20, 300, 500, 700]  # ties: the lower class first
@@ -114,20 +114,43 @@ def test_evaluate_ranks_ties_by_class_index_and_pads_the_last_batch():
         if i != 3:
             assert list(top5[i]) == list(np.argsort(-table[i])[:5])
     np.testing.assert_array_equal(kept, table[:5])  # 3 from the first batch, 2 from the second
+    assert not nonfinite.any()
 
 
 def test_evaluate_pads_with_copies_of_the_last_image():
     table = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
     session = LookupSession(table)
-    top5, _ = metrics.evaluate(session, images_with_ids(6), batch_size=4, keep_logits=6)
+    top5, _, _ = metrics.evaluate(session, images_with_ids(6), batch_size=4, keep_logits=6)
     assert session.staged == [(4, 2, 2, 3)] * 2  # 4 + 2 padded with two copies of image 5
     assert top5.shape == (6, 5) and (top5[:, 0] == 7).all()
 
 
 def test_evaluate_keeps_no_logits_when_asked_for_none():
     table = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
-    top5, kept = metrics.evaluate(LookupSession(table), images_with_ids(4), batch_size=4, keep_logits=0)
+    top5, kept, _ = metrics.evaluate(LookupSession(table), images_with_ids(4), batch_size=4, keep_logits=0)
     assert kept.shape == (0, 0) and list(top5[0]) == [5, 4, 3, 2, 1]
+
+
+def test_evaluate_flags_each_image_with_a_non_finite_logit():
+    table = np.arange(7 * 6, dtype=np.float32).reshape(7, 6)
+    table[1, 2] = np.nan
+    table[4, 0] = np.inf
+    table[6, 5] = -np.inf  # the last image: the last batch is padded with copies of it
+    _, _, nonfinite = metrics.evaluate(LookupSession(table), images_with_ids(7), batch_size=4, keep_logits=7)
+    assert list(nonfinite) == [False, True, False, False, True, False, True]
+
+
+def test_score_counts_non_finite_images_and_leaves_out_the_agreement():
+    top5 = np.zeros((3, 5), dtype=int)
+    finite = np.ones((3, 2))
+    broken = np.array([[1.0, np.nan], [1.0, 1.0], [1.0, 1.0]])
+    flags = np.array([True, False, False])
+    got = metrics.score(top5, np.zeros(3, dtype=int), broken, (top5, finite), flags)
+    assert (got["nonfinite_images"], got["mismatches"], got["cosine"], got["rel_error"]) == (1, 0, None, None)
+    # a reference with non-finite logits spoils the comparison too
+    got = metrics.score(top5, np.zeros(3, dtype=int), finite, (top5, broken), np.zeros(3, dtype=bool))
+    assert (got["nonfinite_images"], got["cosine"], got["rel_error"]) == (0, None, None)
+    assert metrics.score(top5, np.zeros(3, dtype=int), finite, (top5, finite))["cosine"] == pytest.approx(1.0)
 
 
 # --- timing -----------------------------------------------------------------------------

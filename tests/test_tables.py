@@ -79,7 +79,7 @@ def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1):
 
 
 def write_accuracy(root, runtime, model, precision, top1, mismatches, random_weights,
-                   cosine=None, rel_error=None):  # fmt: skip
+                   cosine=None, rel_error=None, nonfinite_images=0):  # fmt: skip
     """An accuracy summary exactly as the evaluate step writes it."""
     data = {
         "cell": {"runtime": runtime, "model": model, "arch": model, "precision": precision,
@@ -88,6 +88,7 @@ def write_accuracy(root, runtime, model, precision, top1, mismatches, random_wei
         "reference": "oneflow/fp32", "reference_available": mismatches is not None,
         "mismatches": mismatches, "logit_images": 100, "cosine": cosine, "rel_error": rel_error,
         "random_weights": random_weights, "provenance": provenance(runtime),
+        "nonfinite_images": nonfinite_images,
     }  # fmt: skip
     path = root / "accuracy" / runtime / model / f"{precision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,22 @@ def test_precision_table(tables):
     random_note = next(n for n in notes(path) if "random weights" in n)
     assert random_note.startswith("- alexnet: random weights")
     assert "(cos …, rel …) compare" in random_note and "first 100 images" in random_note
+
+
+def test_a_cell_with_non_finite_logits_says_so_instead_of_numbers(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    accuracy.append(write_accuracy(tmp_path / "results", "torch", "alexnet", "fp32", 0.002, 497, True,
+                                   None, None, nonfinite_images=500))
+    out = tmp_path / "results" / "tables"
+    write_tables(CONFIG, speed, accuracy, str(out))
+    _, rows = read_table(out / "precision.md")
+    assert rows["alexnet"]["PyTorch(fp32)"] == "non-finite logits in 500 images"
+    assert rows["alexnet"]["ONNX Runtime(fp32)"] == "0.001 / 3 (cos 0.99998, rel 2.1e-05)"
+    assert any(n.startswith("- non-finite logits: NaN or infinite logits") for n in notes(out / "precision.md"))
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        row = next(r for r in csv.DictReader(f) if r["kind"] == "accuracy" and r["runtime"] == "torch"
+                   and r["model"] == "alexnet")
+    assert (row["nonfinite_images"], row["mismatches"]) == ("500", "497")
 
 
 def test_cells_csv(tables):

@@ -30,7 +30,7 @@ def main():
     started = provenance.now()
     session = runtimes.load(spec.runtime).open_session(spec)
     try:
-        top5, logits = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits)
+        top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits)
         info = session.info()
     finally:
         session.close()
@@ -47,9 +47,11 @@ def main():
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = f"{args.out}.tmp.npz"
-    np.savez(tmp, top5=top5, logits=logits, meta=json.dumps(meta))
+    np.savez(tmp, top5=top5, logits=logits, nonfinite=nonfinite, meta=json.dumps(meta))
     os.replace(tmp, args.out)
     print(f"{spec.runtime} {spec.model} {spec.precision}: {len(top5)} images predicted")
+    if nonfinite.any():
+        print(f"{spec.runtime} {spec.model} {spec.precision}: non-finite logits in {int(nonfinite.sum())} images")
 
 
 if __name__ == "__main__":

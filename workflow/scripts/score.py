@@ -17,7 +17,10 @@ from infbench.errors import UserError, main_guard  # noqa: E402
 def load_predictions(path):
     try:
         with np.load(path) as f:
-            return f["top5"], f["logits"], json.loads(str(f["meta"]))
+            top5 = f["top5"]
+            # files from before the non-finite check hold no flags: nothing was flagged
+            nonfinite = f["nonfinite"] if "nonfinite" in f.files else np.zeros(len(top5), dtype=bool)
+            return top5, f["logits"], nonfinite, json.loads(str(f["meta"]))
     except (OSError, KeyError, ValueError) as err:
         raise UserError(
             f"{path} is not a prediction file of this workflow ({err.__class__.__name__});"
@@ -27,13 +30,13 @@ def load_predictions(path):
 
 def summarise(predictions, labels, reference, reference_name, random_weights):
     """The accuracy summary of one cell, as the score rule writes it (reference may be None)."""
-    top5, logits, meta = load_predictions(predictions)
+    top5, logits, nonfinite, meta = load_predictions(predictions)
     labels = np.load(labels)
     scored_against = None
     if reference:
-        ref_top5, ref_logits, _ = load_predictions(reference)
+        ref_top5, ref_logits, _, _ = load_predictions(reference)
         scored_against = (ref_top5, ref_logits)
-    summary = metrics.score(top5, labels, logits, scored_against)
+    summary = metrics.score(top5, labels, logits, scored_against, nonfinite)
     return {
         "cell": meta["cell"],
         **summary,

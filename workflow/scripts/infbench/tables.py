@@ -32,8 +32,8 @@ CSV_FIELDS = [
     "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
     "spread", "flagged", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
-    "rel_error", "random_weights", "images", "versions", "started", "finished", "source",
-    "reason",
+    "rel_error", "nonfinite_images", "random_weights", "images", "versions", "started",
+    "finished", "source", "reason",
 ]  # fmt: skip
 
 _NUMBER = (int, float)
@@ -167,6 +167,7 @@ def read_accuracy(path):
         "logit_images": g("logit_images", int, required=False),
         "cosine": g("cosine", _NUMBER, required=False),
         "rel_error": g("rel_error", _NUMBER, required=False),
+        "nonfinite_images": g("nonfinite_images", int, required=False) or 0,
         "random_weights": bool(g("random_weights", bool, required=False)),
         "source": str(path),
     }
@@ -440,8 +441,15 @@ def _shows_agreement(row):
     return row["random_weights"] and row["mismatches"] is not None and row["cosine"] is not None
 
 
+def _nonfinite_cell(row):
+    return f"non-finite logits in {row['nonfinite_images']} images"
+
+
 def _accuracy_cell(row):
-    """``top-1 / mismatches``, with the logits' agreement where weights are random."""
+    """``top-1 / mismatches``, with the logits' agreement where weights are random; a cell
+    whose logits were not all finite says so instead of numbers computed from them."""
+    if row.get("nonfinite_images"):
+        return _nonfinite_cell(row)
     mismatches = NO_REFERENCE if row["mismatches"] is None else str(row["mismatches"])
     text = f"{row['top1']:.3f} / {mismatches}"
     if _shows_agreement(row):
@@ -496,6 +504,12 @@ def precision_section(config, accuracy, failures=None):
         )
     if failed:
         notes.append(failed_note(failed))
+    if any(r.get("nonfinite_images") for r in shown):
+        notes.append(
+            "non-finite logits: NaN or infinite logits (in fp16, usually activations beyond its"
+            " range) for that many images; the cell's top-1, mismatches and agreement would be"
+            " computed from them, so they are not shown (they are in cells.csv)."
+        )
     if any(r["mismatches"] is None for r in shown):
         notes.append(
             f"`{NO_REFERENCE}`: the reference cell {ref_label} has no predictions to compare"
