@@ -177,3 +177,59 @@ def test_random_checkpoint_is_seeded_and_loadable(tmp_path):
     model = torchvision.models.resnet50()
     model.load_state_dict(torch.load(first), strict=True)
     assert torch.equal(model.fc.weight, a["fc.weight"])
+
+
+def _fp32_and_fp16_logits(model, arch):
+    import torch
+
+    from infbench.models import INPUT_SIZE
+
+    size = INPUT_SIZE[arch]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(123))  # not the calibration inputs
+    with torch.no_grad():
+        fp32 = model(x)
+        fp16 = model.half()(x.half()).float()
+    return fp32, fp16
+
+
+def test_uncalibrated_random_inception_overflows_fp16():
+    """The control: torchvision's own initialisation, BatchNorm statistics untouched."""
+    import torch
+
+    from infbench.models import build_torch
+
+    fp32, fp16 = _fp32_and_fp16_logits(build_torch("inception_v3", seed=0).eval(), "inception_v3")
+    assert fp32.abs().max() > 65504  # beyond fp16's largest value
+    assert not torch.isfinite(fp16).all()
+
+
+@pytest.mark.parametrize("arch", ["inception_v3", "alexnet"])  # with BatchNorm / without
+def test_calibrated_random_weights_keep_fp16_finite_and_close(arch):
+    import torch
+
+    from infbench.models import build_torch, calibrate_random
+
+    fp32, fp16 = _fp32_and_fp16_logits(calibrate_random(build_torch(arch, seed=0), arch, 0), arch)
+    assert torch.isfinite(fp16).all()
+    assert torch.nn.functional.cosine_similarity(fp32, fp16).min() > 0.99
+
+
+def test_calibration_gives_unit_scale_on_its_own_inputs():
+    """Without BatchNorm every Conv/Linear output has standard deviation 1 on the calibration
+    inputs (so the logits do); with it, the first BatchNorm's output has mean 0 and variance 1."""
+    import torch
+
+    from infbench.models import INPUT_SIZE, build_torch, calibrate_random
+
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(5))  # calibrate_random's, seed 5
+    alexnet = calibrate_random(build_torch("alexnet", seed=5), "alexnet", 5)
+    with torch.no_grad():
+        assert float(alexnet(x).std()) == pytest.approx(1.0, abs=1e-4)
+    resnet = calibrate_random(build_torch("resnet50", seed=5), "resnet50", 5)
+    seen = {}
+    resnet.bn1.register_forward_hook(lambda m, i, o: seen.update(out=o.clone()))  # ReLU follows in place
+    with torch.no_grad():
+        resnet(x)
+    assert float(seen["out"].mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(seen["out"].var()) == pytest.approx(1.0, abs=1e-3)
+    assert INPUT_SIZE["resnet50"] == 224

@@ -154,16 +154,18 @@ def _write(out, chunk, dest):
 def random_checkpoint(arch, seed, dest):
     """Write seeded random ``arch`` weights to ``dest`` as torchvision's .pth files hold them.
 
-    The state_dict of ``infbench.models.build_torch(arch, seed=seed)`` is torch.save'd (zip
+    The state_dict of ``infbench.models.build_torch(arch, seed=seed)``, its activation scale
+    calibrated (``infbench.models.calibrate_random``: BatchNorm statistics re-estimated, or
+    unit-variance layers without BatchNorm, so that fp16 stays finite), is torch.save'd (zip
     format, like the published checkpoints) to a temporary file and moved into place.
     """
     import torch
 
-    from infbench.models import build_torch
+    from infbench.models import build_torch, calibrate_random
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    state = build_torch(arch, seed=int(seed)).state_dict()
+    state = calibrate_random(build_torch(arch, seed=int(seed)), arch, int(seed)).state_dict()
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:

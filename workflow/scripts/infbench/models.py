@@ -31,6 +31,63 @@ def build_torch(arch, seed=None):
     return getattr(torchvision.models, arch)(weights=None, **kwargs)
 
 
+# the input size each architecture is built for (inception_v3: 299; the others: 224)
+INPUT_SIZE = {"alexnet": 224, "vgg16": 224, "resnet50": 224, "inception_v3": 299}
+
+
+class _Enough(Exception):
+    """Stops a forward pass once the layer being measured has produced its output."""
+
+
+def calibrate_random(model, arch, seed, images=4):
+    """Give freshly initialised weights the activation scale of trained ones, in place.
+
+    Untrained BatchNorm layers hold mean 0 and variance 1, so in eval mode activations grow
+    layer after layer (inception_v3's logits reach about 1e11, beyond fp16's 65,504, so its
+    fp16 cells are NaN); networks without BatchNorm shrink instead (alexnet's logits about
+    0.01). So: with BatchNorm, its statistics are re-estimated on ``images`` seeded
+    standard-normal inputs (what normalised images look like to the first layer); without
+    it, each Conv2d and Linear layer in turn is scaled so that its output has unit standard
+    deviation on those inputs (a data-driven unit-variance initialisation). The inputs are
+    noise rather than the data set so that a model's weights depend on its seed only.
+    Returns the model in eval mode.
+    """
+    import torch
+
+    size = INPUT_SIZE[arch]
+    x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(int(seed)))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        if norms:
+            for bn in norms:
+                bn.reset_running_stats()
+                bn.momentum = None  # a cumulative average: the statistics of these inputs
+            model.train()
+            model(x)
+            for bn in norms:
+                bn.momentum = 0.1  # torch's default, as torchvision builds them
+        else:
+            model.eval()
+            for layer in [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:
+                seen = {}
+
+                def measure(module, inputs, output, seen=seen):
+                    seen["std"] = float(output.std())
+                    raise _Enough
+
+                handle = layer.register_forward_hook(measure)
+                try:
+                    model(x)
+                except _Enough:
+                    pass
+                finally:
+                    handle.remove()
+                layer.weight.div_(seen["std"])
+                if layer.bias is not None:
+                    layer.bias.div_(seen["std"])
+    return model.eval()
+
+
 def load_torch(arch, weights_path):
     """The model in eval mode with the framework-neutral weights loaded, strictly."""
     from safetensors.torch import load_file
