@@ -1,5 +1,6 @@
 """PyTorch and ONNX Runtime sessions: same logits on real images, timing harness, refusals."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +246,18 @@ def test_torch_cuda_graph_slots_are_reused_across_loops(artifacts):
         assert len(session.slots) == 3
     finally:
         session.close()
+
+
+def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
+    """The provider options and run options a CUDA cell passes (checked without a GPU)."""
+    from infbench.runtimes import onnxruntime as ortrt
+
+    cuda = SessionSpec("onnxruntime", "m", "resnet50", "fp32", 8, "cuda", "x.onnx", 224, {})
+    providers, options = ortrt.provider_options(cuda)
+    assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options[0]["use_tf32"] == "0"
+    tf32 = dataclasses.replace(cuda, options={"allow_tf32": True})
+    assert ortrt.provider_options(tf32)[1][0]["use_tf32"] == "1"
+    assert ortrt.run_options(cuda).get_run_config_entry("disable_synchronize_execution_providers") == "1"
+    cpu = SessionSpec("onnxruntime", "m", "resnet50", "fp32", 8, "cpu", "x.onnx", 224, {})
+    assert ortrt.provider_options(cpu) == (["CPUExecutionProvider"], [{}])

@@ -393,7 +393,9 @@ def test_int8_note_says_how_each_int8_column_was_quantised():
         "ONNX Runtime(int8): uint8 activations"
     )
     assert trt < ort, "in the tables' column order"
+    assert "emulated" not in note
     config["runtimes"]["onnxruntime"]["device"] = "cuda"
     assert "ONNX Runtime(int8): symmetric int8" in int8_note(config)
+    assert "; on CUDA emulated: ONNX Runtime's CUDA provider has no int8 convolutions" in int8_note(config)
     config["runtimes"] = {"torch": {"device": "cpu", "precisions": ["fp32"]}}
     assert int8_note(config) is None

@@ -408,6 +408,11 @@ INT8_FORMS = {
     "u8s8": "uint8 activations and int8 weights through every op ONNX Runtime quantises"
     " (`int8-u8s8.onnx`); Gemm and MatMul outputs, so the logits, in fp32",
 }
+# int8 cells that run their Q/DQ graph in float: (runtime, device) -> what to say
+INT8_EMULATED = {
+    ("onnxruntime", "cuda"): "on CUDA emulated: ONNX Runtime's CUDA provider has no int8"
+    " convolutions and runs the Q/DQ graph in float, so its speed is not int8's",
+}
 
 
 def int8_note(config):
@@ -429,6 +434,7 @@ def int8_note(config):
     )
     forms = "; ".join(
         f"{label(runtime, 'int8')}: {INT8_FORMS[int8_form(runtime, device)]}"
+        + (f"; {INT8_EMULATED[runtime, device]}" if (runtime, device) in INT8_EMULATED else "")
         for runtime, device in sorted(
             cells, key=lambda c: RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 99
         )

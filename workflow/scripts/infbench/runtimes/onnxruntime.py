@@ -2,9 +2,13 @@
 
 On the CPU a staged batch is the normalised float32 array and ``run`` is a plain
 ``session.run`` (synchronous), which is what a hand-written loop would do. On CUDA the
-staged batch is an OrtValue already on the GPU, bound once with its own I/O binding so
-that ``run`` copies nothing from the host; the output stays on the device until
-``logits`` reads it.
+staged batch is an OrtValue already on the GPU, bound once with its own I/O binding and
+its own preallocated output on the GPU, so that ``run`` copies and allocates nothing; the
+run options turn off ONNX Runtime's host synchronisation after every run, and ``sync``
+waits for the outputs (once per timed window). TF32 is off unless the runtime's options say
+``allow_tf32: true`` (the CUDA provider's ``use_tf32``, on by default in ONNX Runtime).
+int8 on CUDA runs the Q/DQ graph in float: the CUDA provider has no int8 convolutions, so
+the cell is emulated int8 and its provenance says so.
 """
 
 import os
@@ -19,8 +23,27 @@ from infbench.runtimes.base import Session, SessionSpec, check_cell, normalise_n
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+INT8_ON_CUDA = "emulated: the CUDA provider runs the Q/DQ graph in float (it has no int8 convolutions)"
+
+
+def provider_options(spec):
+    """(providers, their options) for the cell: on CUDA, TF32 as the config says."""
+    if spec.device == "cpu":
+        return [PROVIDERS["cpu"]], [{}]
+    tf32 = bool((spec.options or {}).get("allow_tf32", False))
+    return [PROVIDERS["cuda"], PROVIDERS["cpu"]], [{"device_id": "0", "use_tf32": "1" if tf32 else "0"}, {}]
+
+
+def run_options(spec):
+    """RunOptions: on CUDA, no host synchronisation after each run (``sync`` waits instead)."""
+    options = ort.RunOptions()
+    if spec.device == "cuda":
+        options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    return options
+
+
 def _providers(spec):
-    """The provider list for the cell, or a UserError naming the config key."""
+    """(providers, options) for the cell, or a UserError naming the config key."""
     check_cell(spec)
     wanted = PROVIDERS[spec.device]
     if wanted not in ort.get_available_providers():
@@ -30,7 +53,7 @@ def _providers(spec):
             f" (it has {', '.join(ort.get_available_providers())});"
             " install onnxruntime-gpu matching the CUDA version, or set the device to 'cpu'"
         )
-    return [wanted] if spec.device == "cpu" else [wanted, "CPUExecutionProvider"]
+    return provider_options(spec)
 
 
 class _Bound:
@@ -46,7 +69,7 @@ class _Bound:
 class OrtSession(Session):
     def __init__(self, spec: SessionSpec):
         super().__init__(spec)
-        providers = _providers(spec)
+        providers, options_of_providers = _providers(spec)
         if not os.path.isfile(spec.artifact):
             raise UserError(f"{spec.artifact} does not exist; run the workflow's ONNX steps first")
         options = spec.options or {}
@@ -55,7 +78,11 @@ class OrtSession(Session):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(spec.artifact, sess_options=so, providers=providers)
+        self.session = ort.InferenceSession(
+            spec.artifact, sess_options=so, providers=providers, provider_options=options_of_providers
+        )
+        self.provider_options = options_of_providers[0]
+        self.run_options = run_options(spec)
         if self.session.get_providers()[0] != providers[0]:
             raise UserError(
                 f"ONNX Runtime could not start {providers[0]} for {spec.artifact} (it fell back"
@@ -63,7 +90,10 @@ class OrtSession(Session):
                 " or set runtimes.onnxruntime.device to 'cpu'"
             )
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        self.output_name = output.name
+        self.output_dtype = np.float16 if output.type == "tensor(float16)" else np.float32
+        self.output_shape = [spec.batch_size] + [d if isinstance(d, int) else 1 for d in output.shape[1:]]
         self.on_cuda = spec.device == "cuda"
 
     def stage(self, images: np.ndarray):
@@ -71,19 +101,23 @@ class OrtSession(Session):
         if not self.on_cuda:
             return {self.input_name: x}
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        out = ort.OrtValue.ortvalue_from_shape_and_type(self.output_shape, self.output_dtype, "cuda", 0)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_output(self.output_name, "cuda", 0)
-        return _Bound(value, binding)
+        binding.bind_ortvalue_output(self.output_name, out)
+        binding.synchronize_inputs()
+        return _Bound((value, out), binding)
 
     def run(self, staged):
         if self.on_cuda:
-            self.session.run_with_iobinding(staged.binding)
+            self.session.run_with_iobinding(staged.binding, self.run_options)
             return staged.binding
-        return self.session.run(None, staged)[0]
+        return self.session.run(None, staged, self.run_options)[0]
 
     def sync(self, output):
-        """Nothing to wait for: both paths return after the provider's stream is synchronised."""
+        """CUDA: wait for the bound outputs (runs do not synchronise); the CPU path is synchronous."""
+        if self.on_cuda:
+            output.synchronize_outputs()
 
     def logits(self, output) -> np.ndarray:
         if self.on_cuda:
@@ -101,7 +135,9 @@ class OrtSession(Session):
             "providers": self.session.get_providers(),
             "threads": self.threads,
             "graph_optimization": "ORT_ENABLE_ALL",
-            "io": "iobinding" if self.on_cuda else "numpy",
+            "io": "iobinding, preallocated output, no per-run sync" if self.on_cuda else "numpy",
+            "tf32": self.provider_options.get("use_tf32") == "1" if self.on_cuda else None,
+            "int8": INT8_ON_CUDA if self.on_cuda and self.spec.precision == "int8" else None,
         }
 
     def close(self):
