@@ -11,7 +11,7 @@ VENV := .venv
 OFVENV := .venv-oneflow
 TRTVENV := .venv-tensorrt
 
-.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia demo test lint mutation clean
+.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu demo test lint mutation clean
 
 env: env-main env-oneflow
 
@@ -55,6 +55,11 @@ env-tensorrt-nvidia:
 	$(PYTHON) -m venv $(TRTVENV)
 	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt-nvidia.txt
 	touch $(TRTVENV)/.installed
+
+# ONNX Runtime's CUDA provider in the main environment, in place of the CPU package
+env-gpu: env-main
+	$(VENV)/bin/pip uninstall --quiet --yes onnxruntime
+	$(VENV)/bin/pip install --quiet -r envs/requirements-gpu.txt
 
 demo: env
 	$(VENV)/bin/snakemake --cores 1 --resources gpu=1

@@ -173,8 +173,9 @@ def test_dry_run_of_the_gpu_config_passes_every_engine_option(tmp_path):
     )
     proc = snakemake(tmp_path, "-n", "-p", config=config)
     jobs = planned_jobs(proc)
-    assert jobs["build_engine"] == 4 * 3 * 2 and jobs["speed"] == 4 * 5 * 2
-    assert jobs["evaluate"] == 4 * 5 and jobs["score"] == 4 * 5
+    # TensorRT 3 precisions, ONNX Runtime 3, PyTorch 2: 8 columns
+    assert jobs["build_engine"] == 4 * 3 * 2 and jobs["speed"] == 4 * 8 * 2
+    assert jobs["evaluate"] == 4 * 8 and jobs["score"] == 4 * 8
     builds = [
         line
         for line in (proc.stdout + proc.stderr).splitlines()

@@ -34,6 +34,11 @@ onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
 "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc" platformdirs  # snakemake imports it; its wheel did not come along
 (cd "$out/pack/w312" && rm -f attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
     packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
+# ONNX Runtime's CUDA build (256 MB, 4 more parts): with WITH_ORT=1; installed before the
+# machine's CPU-only onnxruntime on the path (run.sh), so that the ONNX Runtime cells run on CUDA
+if [ "${WITH_ORT:-0}" = 1 ]; then
+    "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" -r envs/requirements-gpu.txt
+fi
 # pulp's solver binaries: the run uses Snakemake's greedy scheduler
 (cd "$out/pack/w312" && zip -q -d pulp-*.whl 'pulp/solverdir/*')
 

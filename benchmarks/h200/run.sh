@@ -46,7 +46,7 @@ PY
     chmod +x "$TRTPY"
     "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
     PYTHONPATH=$SITE312 python3 -m snakemake --version
-    python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" "$LEVEL" <<'PY'
+    PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" "$LEVEL" <<'PY'
 import sys, yaml
 models, python, sources, out, level = sys.argv[1:]
 config = yaml.safe_load(open("config/gpu.yaml"))
@@ -54,6 +54,11 @@ config["models"] = {m: config["models"][m] for m in models.split()}
 config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
 if level:
     config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
+import onnxruntime
+if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+    print(f"onnxruntime {onnxruntime.__version__} here has no CUDA provider: its cells are left out"
+          " (pack with WITH_ORT=1 to carry onnxruntime-gpu)")
+    config["runtimes"].pop("onnxruntime", None)
 yaml.safe_dump(config, open(out, "w"), sort_keys=False)
 PY
     setsid nohup bash benchmarks/h200/run.sh job >"$RUN/job.log" 2>&1 </dev/null &
