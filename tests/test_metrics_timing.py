@@ -209,6 +209,8 @@ def test_harness_arithmetic_on_a_controlled_clock(monkeypatch):
     assert got["ms_per_batch"] == pytest.approx(2250.25)  # 9.001 s / 4 batches
     assert (got["batch_size"], got["staged_batches"], got["warmup_batches"]) == (5, 2, 5)
     assert (got["timed_batches"], got["windows"]) == (4, 3)
+    # outside the windows: 2 stagings of 0.5 s; warm-up runs 0,1,0,1,0 (9 s) and a 0.5 s sync
+    assert (got["staging_seconds"], got["warmup_seconds"]) == pytest.approx((1.0, 9.5))
     # staging first, then warm-up with its own sync, then one sync per window
     assert session.log == (
         ["stage", "stage", "run0", "run1", "run0", "run1", "run0", "sync"]
@@ -224,3 +226,52 @@ def test_harness_without_warmup_does_not_sync_before_timing(monkeypatch):
     assert session.log == ["stage", "run0", "run0", "run0", "sync"]
     assert got["images_per_s"] == pytest.approx(6 / 3.0)
     assert got["spread"] == 0.0
+
+
+def test_phases_account_for_every_second_of_a_step(monkeypatch):
+    from infbench import provenance
+
+    clock = Clock()
+    clock.now = 100.0
+    monkeypatch.setenv("INFBENCH_LAUNCHED", "98.5")  # the launcher started the process 1.5 s earlier
+    phases = provenance.Phases(100.0, clock=clock.perf_counter)
+    clock.now = 103.0
+    phases.mark("imports")
+    clock.now = 110.0
+    phases.mark("measure")
+    phases.split("measure", {"timed_windows": 4.0, "warmup": 1.0})
+    clock.now = 110.25
+    phases.mark("close")
+    assert phases.record() == {"start_up": 1.5, "imports": 3.0, "timed_windows": 4.0, "warmup": 1.0,
+                               "measure": 2.0, "close": 0.25, "total_in_script": 10.25}
+    monkeypatch.setenv("INFBENCH_LAUNCHED", "%N")  # a date without nanoseconds
+    assert provenance.Phases(1.0).record()["start_up"] is None
+
+
+def test_the_probe_reads_the_gpu_just_outside_the_timed_windows(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    session = TimedSession(clock, [0.0, 0.0, 0.0, 0.0])
+
+    def probe():
+        session.log.append("probe")
+        clock.now += 100.0  # a slow reading must not count against any window
+        return {"sm_mhz": len(session.log)}
+
+    got = timing.measure(session, [np.zeros((2, 2, 2, 3), np.uint8)], warmup_batches=1, timed_batches=2, windows=2,
+                         probe=probe)
+    assert session.log == ["stage", "run0", "sync", "probe", "run0", "run0", "sync", "run0", "run0", "sync", "probe"]
+    assert got["window_seconds"] == pytest.approx([2.0, 2.0])
+    assert got["probe"] == {"before": {"sm_mhz": 4}, "after": {"sm_mhz": 11}}
+    assert timing.measure(session, [np.zeros((2, 2, 2, 3), np.uint8)], 0, 1, 1)["probe"] is None
+
+
+def test_a_clock_that_fell_more_than_ten_percent_while_timed_is_named():
+    from infbench.gpu import clock_drop
+
+    before = {"sm_mhz": 1980.0, "temperature_c": 41.0}  # a fall of more than 10 %: below 1782 MHz
+    assert clock_drop(before, {"sm_mhz": 1700.0, "temperature_c": 83.0}) == "SM clock 1980 -> 1700 MHz while timed, 41 -> 83 C"
+    assert clock_drop(before, {"sm_mhz": 1781.0}) == "SM clock 1980 -> 1781 MHz while timed"
+    assert clock_drop(before, {"sm_mhz": 1783.0, "temperature_c": 50.0}) is None
+    assert clock_drop(before, {"sm_mhz": 2100.0}) is None
+    assert clock_drop(None, {"sm_mhz": 100.0}) is None and clock_drop(before, {"sm_mhz": None}) is None

@@ -58,7 +58,7 @@ def provenance(runtime):
     }
 
 
-def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1):
+def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1, clock_drop=None):
     """A speed result file exactly as the measure step writes it."""
     median = sorted(windows)[len(windows) // 2]
     spread = (max(windows) - min(windows)) / median
@@ -70,6 +70,7 @@ def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1):
                    "ms_per_batch": 1000 * bs / median, "batch_size": bs, "staged_batches": 4,
                    "warmup_batches": 5, "timed_batches": 500, "windows": len(windows)},
         "flagged": spread > max_spread,
+        "clock_drop": clock_drop,
         "provenance": provenance(runtime),
     }  # fmt: skip
     path = root / "speed" / runtime / model / f"{precision}-bs{bs}.json"
@@ -249,6 +250,25 @@ def test_a_cell_with_non_finite_logits_says_so_instead_of_numbers(tmp_path):
         row = next(r for r in csv.DictReader(f) if r["kind"] == "accuracy" and r["runtime"] == "torch"
                    and r["model"] == "alexnet")
     assert (row["nonfinite_images"], row["mismatches"]) == ("500", "497")
+
+
+def test_a_cell_whose_gpu_slowed_while_timed_is_marked(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    speed.append(write_speed(tmp_path / "results", "torch", "alexnet", "fp32", 8, [900.0, 905.0, 910.0],
+                             clock_drop="SM clock 1980 -> 1500 MHz while timed, 41 -> 87 C"))
+    out = tmp_path / "results" / "tables"
+    write_tables(CONFIG, speed, accuracy, str(out))
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["alexnet"]["PyTorch(fp32)"] == "905†"
+    assert rows["alexnet"]["OneFlow(fp32)"] == "2637"  # the others unmarked
+    assert ("- `†`: the GPU's SM clock fell by more than 10 % between the start and the end of the timed"
+            " windows (thermal or power limits, or another process), so the figure may be low: alexnet"
+            " PyTorch(fp32): SM clock 1980 -> 1500 MHz while timed, 41 -> 87 C.") in notes(out / "speed-bs8.md")
+    assert not any("†" in n for n in notes(out / "speed-bs50.md"))
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        row = next(r for r in csv.DictReader(f) if r["kind"] == "speed" and r["runtime"] == "torch"
+                   and r["model"] == "alexnet" and r["batch_size"] == "8")
+    assert row["clock_drop"] == "SM clock 1980 -> 1500 MHz while timed, 41 -> 87 C"
 
 
 def test_cells_csv(tables):

@@ -298,6 +298,14 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
     assert result["result"]["windows"] == 2 and result["result"]["timed_batches"] == 3
     assert result["provenance"]["host"]["cpu_count"] >= 1
     assert result["provenance"]["config"]["model"]["crop"] == 64
+    # where the process's time went: the timed windows as the result has them, the
+    # interpreter's start-up from the launcher's time stamp, the phases adding up
+    phases = result["provenance"]["phases"]
+    assert phases["timed_windows"] == pytest.approx(sum(result["result"]["window_seconds"]))
+    assert phases["staging"] == result["result"]["staging_seconds"]
+    assert 0 < phases["start_up"] < 60 and phases["imports"] > 0 and phases["open_session"] > 0
+    inside = sum(v for k, v in phases.items() if k not in ("start_up", "total_in_script"))
+    assert inside == pytest.approx(phases["total_in_script"])
 
 
 @pytest.mark.workflow

@@ -3,10 +3,14 @@
 Writes an .npz with the top-5 classes of every image and the logits of the first images.
 """
 
-import argparse
-import json
-import os
-import sys
+import time
+
+SCRIPT_STARTED = time.time()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,15 +29,21 @@ def main():
     parser.add_argument("--out", required=True, help="the .npz to write")
     args = parser.parse_args()
 
+    phases = provenance.Phases(SCRIPT_STARTED)
+    phases.mark("imports")
     spec = spec_from_args(args)
     cache = open_cache(args.cache, spec.crop)
+    phases.mark("inputs")
     started = provenance.now()
     session = runtimes.load(spec.runtime).open_session(spec)
+    phases.mark("open_session")
     try:
         top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits)
+        phases.mark("evaluate")
         info = session.info()
     finally:
         session.close()
+    phases.mark("close")
     meta = {
         "cell": cell_of(spec),
         "provenance": {
@@ -43,6 +53,7 @@ def main():
             "finished": provenance.now(),
             "artifact": args.artifact,
             "command": sys.argv,
+            "phases": phases.record(),  # where this process's time went (seconds)
         },
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

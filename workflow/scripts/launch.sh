@@ -14,7 +14,8 @@ if ! command -v "$python" >/dev/null 2>&1; then
     echo "infbench: $missing" | tee "$log" >&2
     exit 1
 fi
-"$python" "$script" "$@" >"$log" 2>&1
+# when the step's process started, for the start-up time its result records
+INFBENCH_LAUNCHED=$(date +%s.%N) "$python" "$script" "$@" >"$log" 2>&1
 status=$?
 if [ "$status" -ne 0 ]; then
     grep '^infbench:' "$log" >&2 || tail -n 20 "$log" >&2

@@ -43,3 +43,45 @@ def sha256(path, chunk=1 << 20):
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+LAUNCHED = "INFBENCH_LAUNCHED"  # set by launch.sh: when the step's process was started
+
+
+class Phases:
+    """Where a step's process spent its time, phase by phase (seconds, wall clock).
+
+    ``start`` is when the script's first line ran; the interpreter's own start-up before it
+    is counted from the launcher's time stamp (the environment variable ``INFBENCH_LAUNCHED``,
+    seconds since the epoch) where there is one.
+    """
+
+    def __init__(self, start, clock=None):
+        import time
+
+        self.clock = clock or time.time
+        self.start = self.last = start
+        self.seconds = {}
+        launched = os.environ.get(LAUNCHED)
+        try:
+            self.seconds["start_up"] = max(0.0, start - float(launched)) if launched else None
+        except ValueError:
+            self.seconds["start_up"] = None
+
+    def mark(self, name):
+        """The phase ``name`` ended now."""
+        now = self.clock()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def split(self, name, parts):
+        """Replace phase ``name`` by its ``parts`` ({part: seconds}, timed inside it); what
+        the parts leave of it stays as ``name``."""
+        whole = self.seconds.pop(name)
+        self.seconds.update(parts)
+        self.seconds[name] = whole - sum(parts.values())
+
+    def record(self):
+        """The phases and their total, for a result's provenance."""
+        return {**self.seconds, "total_in_script": self.last - self.start}
+

@@ -24,13 +24,14 @@ PRECISION_ORDER = ("fp32", "fp16", "int8")
 NOT_RUN = "not run"  # configured, but no result file was given to the aggregate step
 NO_FIGURE = "—"  # a reference column with no figure for this model
 FLAG = "*"  # appended to a speed figure whose timing spread was flagged
+CLOCK_FLAG = "†"  # appended to a speed figure whose GPU lost clock speed while it was timed
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
 FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a footnote
 
 CSV_FIELDS = [
     "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
     "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
-    "spread", "flagged", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
+    "spread", "flagged", "clock_drop", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
     "rel_error", "nonfinite_images", "random_weights", "images", "versions", "started",
     "finished", "source", "reason",
@@ -132,6 +133,7 @@ def read_speed(path):
         "window_images_per_s": g("result.window_images_per_s", list),
         "spread": g("result.spread", _NUMBER),
         "flagged": g("flagged", bool),
+        "clock_drop": g("clock_drop", str, required=False, nullable=True),
         "ms_per_batch": g("result.ms_per_batch", _NUMBER, required=False),
         "windows": g("result.windows", int),
         "timed_batches": g("result.timed_batches", int),
@@ -310,7 +312,7 @@ def speed_section(config, batch_size, speed, figures, failures=None):
     cols = columns(config)
     ref_cols = reference_columns(figures, models, batch_size)
     header = ["model"] + [label(r, p) for r, p in cols] + [f"{lab}({p})" for lab, p in ref_cols]
-    rows, shown, flagged, markers, failed = [], [], [], set(), []
+    rows, shown, flagged, slowed, markers, failed = [], [], [], [], set(), []
     for model in models:
         cells = [model]
         for runtime, precision in cols:
@@ -329,6 +331,9 @@ def speed_section(config, batch_size, speed, figures, failures=None):
             if row["flagged"]:
                 text += FLAG
                 flagged.append(row)
+            if row.get("clock_drop"):
+                text += CLOCK_FLAG
+                slowed.append(row)
             cells.append(text)
         for lab, precision in ref_cols:
             ref = figures.get((lab, model, precision, batch_size))
@@ -370,6 +375,14 @@ def speed_section(config, batch_size, speed, figures, failures=None):
         notes.append(
             f"`{FLAG}`: timing spread ((max − min) / median of the windows){above}; the"
             f" figure is less stable than the others: {listed}."
+        )
+    if slowed:
+        notes.append(
+            f"`{CLOCK_FLAG}`: the GPU's SM clock fell by more than 10 % between the start and"
+            " the end of the timed windows (thermal or power limits, or another process), so the"
+            " figure may be low: "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {r['clock_drop']}" for r in slowed)
+            + "."
         )
     notes += [
         "Devices: " + _per_runtime(shown, _device) + ".",

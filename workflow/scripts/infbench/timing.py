@@ -10,22 +10,28 @@ import statistics
 import time
 
 
-def measure(session, batches, warmup_batches, timed_batches, windows):
+def measure(session, batches, warmup_batches, timed_batches, windows, probe=None):
     """Time ``windows`` windows of ``timed_batches`` inferences each.
 
     ``batches`` are uint8 NHWC host arrays of the session's batch size; they are staged
     once, before any timing. Returns images/s per window, their median and spread.
+    ``probe`` (optional, e.g. ``infbench.gpu.clock_state``) is called just before the first
+    window and just after the last, outside them; its readings are returned as ``probe``.
     """
+    t_stage = time.perf_counter()
     staged = [session.stage(b) for b in batches]
     n = len(staged)
     batch_size = batches[0].shape[0]
 
+    t_warmup = time.perf_counter()
     out = None
     for i in range(warmup_batches):
         out = session.run(staged[i % n])
     if out is not None:
         session.sync(out)
+    t_done = time.perf_counter()
 
+    readings = {"before": probe()} if probe else None
     seconds = []
     for _ in range(windows):
         t0 = time.perf_counter()
@@ -33,6 +39,8 @@ def measure(session, batches, warmup_batches, timed_batches, windows):
             out = session.run(staged[i % n])
         session.sync(out)
         seconds.append(time.perf_counter() - t0)
+    if probe:
+        readings["after"] = probe()
 
     rates = [timed_batches * batch_size / s for s in seconds]
     median = statistics.median(rates)
@@ -47,4 +55,8 @@ def measure(session, batches, warmup_batches, timed_batches, windows):
         "warmup_batches": warmup_batches,
         "timed_batches": timed_batches,
         "windows": windows,
+        # outside the windows: staging (with any CUDA graph capture) and the warm-up
+        "staging_seconds": t_warmup - t_stage,
+        "warmup_seconds": t_done - t_warmup,
+        "probe": readings,
     }
