@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -542,3 +543,27 @@ def test_when_the_reference_fails_the_precision_table_still_shows_top1(finished_
     assert "so mismatches need it: top-1 and top-5 only" in text
     assert f"alexnet {ref_label}({ref_precision}): the {ref_runtime} runtime's interpreter" in text
 
+
+
+def test_editing_the_label_file_in_place_re_indexes(tmp_path):
+    """An ImageNet folder whose path has a space: index it, edit its labels, plan again."""
+    from PIL import Image
+
+    root = tmp_path / "image net" / "val"
+    root.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (40, 30), (80 * i, 20, 200)).save(root / f"img{i}.JPEG")
+    labels = tmp_path / "image net" / "val map.txt"
+    config = tiny_config()
+    config["dataset"] = {"kind": "imagenet", "root": str(root), "labels": str(labels), "images": "all"}
+    labels.write_text("img0.JPEG 1\nimg1.JPEG 2\nimg2.JPEG 3\n")
+    index = "results/datasets/imagenet/index.tsv"
+    snakemake(tmp_path, index, config=config)
+    assert [line.split("\t")[-1] for line in (tmp_path / index).read_text().splitlines()[-3:]] == ["1", "2", "3"]
+    dry = snakemake(tmp_path, "-n", index, config=config)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    time.sleep(1.1)  # a new modification time
+    labels.write_text("img0.JPEG 1\nimg1.JPEG 2\nimg2.JPEG 7\n")
+    assert planned_jobs(snakemake(tmp_path, "-n", index, config=config)) == Counter(index_dataset=1)
+    snakemake(tmp_path, index, config=config)
+    assert (tmp_path / index).read_text().splitlines()[-1].split("\t")[-1] == "7"

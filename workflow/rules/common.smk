@@ -13,6 +13,7 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from infbench.configcheck import check
+from infbench.data import PREPROCESS_VERSION
 from infbench.engine import engine_settings
 from infbench.errors import UserError
 from infbench.runtimes import ARTIFACT, int8_form
@@ -209,14 +210,33 @@ def dataset_root():
     return config["dataset"]["root"]
 
 
-def dataset_args():
-    d = config["dataset"]
-    args = f"--root {dataset_root()} --images {d['images']}"
+# the dataset keys that name files: inputs of index_dataset, so that editing one re-indexes
+DATASET_FILE_KEYS = ("labels", "synsets")
+
+
+def dataset_files():
+    """The label and synset files the config names (an ImageNet set's; none for synthetic)."""
     if DATASET == "synthetic":
-        return args + f" --labels {dataset_root()}/val_map.txt"
-    for key in ("labels", "synsets"):
+        return []
+    return [
+        config["dataset"][key] for key in DATASET_FILE_KEYS if key in config["dataset"]
+    ]
+
+
+def dataset_args():
+    """index_dataset.py's arguments, each value quoted for the shell (paths may hold spaces)."""
+    d = config["dataset"]
+    args = (
+        f"--root {shlex.quote(dataset_root())} --images {shlex.quote(str(d['images']))}"
+    )
+    if DATASET == "synthetic":
+        return (
+            args
+            + f" --labels {shlex.quote(os.path.join(dataset_root(), 'val_map.txt'))}"
+        )
+    for key in DATASET_FILE_KEYS:
         if key in d:
-            args += f" --{key} {d[key]}"
+            args += f" --{key} {shlex.quote(str(d[key]))}"
     return args
 
 

@@ -20,8 +20,10 @@ rule synthetic_images:
 
 rule index_dataset:
     input:
-        # the synthetic set is generated; an ImageNet folder is read in place
+        # the synthetic set is generated; an ImageNet folder is read in place, but its
+        # label and synset files are inputs: editing one in place re-indexes
         ["results/datasets/synthetic/images"] if DATASET == "synthetic" else [],
+        dataset_files(),
     output:
         index=INDEX,
         labels=LABELS,
@@ -50,6 +52,8 @@ rule preprocess:
     threads: workflow.cores
     params:
         run=runner("main", "preprocess.py"),
+        # bumped when the preprocessing code changes what it writes: the caches are redone
+        version=PREPROCESS_VERSION,
     shell:
         "{params.run} {log}"
         " --index {input} --resize {wildcards.resize} --crop {wildcards.crop}"

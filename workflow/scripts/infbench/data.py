@@ -23,6 +23,9 @@ from infbench.errors import UserError
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 CHUNK = 64  # images per preprocessing task
 NUM_SYNSETS = 1000
+# the preprocessing's version: raise it with any change to what load_image or preprocess
+# write, so that the workflow redoes every cache (it is a param of rule preprocess)
+PREPROCESS_VERSION = 1
 
 
 # --- synthetic data ---
