@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from infbench import metrics, provenance, runtimes  # noqa: E402
+from infbench import files, metrics, provenance, runtimes  # noqa: E402
 from infbench.cli import add_cell_args, cell_of, open_cache, spec_from_args  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
 
@@ -56,10 +56,9 @@ def main():
             "phases": phases.record(),  # where this process's time went (seconds)
         },
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = f"{args.out}.tmp.npz"
-    np.savez(tmp, top5=top5, logits=logits, nonfinite=nonfinite, meta=json.dumps(meta))
-    os.replace(tmp, args.out)
+    with files.atomic_output(args.out) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a name
+            np.savez(f, top5=top5, logits=logits, nonfinite=nonfinite, meta=json.dumps(meta))
     print(f"{spec.runtime} {spec.model} {spec.precision}: {len(top5)} images predicted")
     if nonfinite.any():
         print(f"{spec.runtime} {spec.model} {spec.precision}: non-finite logits in {int(nonfinite.sum())} images")

@@ -1,8 +1,8 @@
 """Argument parsing shared by the scripts that open a runtime session."""
 
 import json
-import os
 
+from infbench import files
 from infbench.errors import UserError
 from infbench.runtimes import CAPABILITIES
 from infbench.runtimes.base import SessionSpec
@@ -61,9 +61,4 @@ def open_cache(path, crop):
 
 def write_json(path, obj):
     """Write JSON atomically, so that an interrupted job leaves no half file behind."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.atomic_write(path, json.dumps(obj, indent=2) + "\n")

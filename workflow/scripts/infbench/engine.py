@@ -63,10 +63,10 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 
+from infbench import files
 from infbench.errors import UserError
 
 log = logging.getLogger("infbench.engine")
@@ -114,13 +114,7 @@ PRECISION_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 # --- pure helpers: no TensorRT, no GPU --------------------------------------------------
 
 
-def sha256_file(path):
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = files.sha256
 
 
 def sidecar_path(engine_path):
@@ -447,19 +441,7 @@ def needs_rebuild(engine_path, current_env, onnx_sha256, options):
 
 def atomic_write(path, data):
     """Write bytes so that readers see the old file or the new one, never a partial one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    files.atomic_write(path, data, fsync=True)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ interrupted step never leaves a half-written model under the final name.
 import contextlib
 import csv
 import io
-import os
 import tempfile
 import time
 import warnings
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infbench import files
 from infbench.errors import UserError
 from infbench.runtimes.base import normalise_nchw
 
@@ -52,19 +52,8 @@ METHODS = ("entropy", "minmax", "percentile")
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    try:
+    with files.atomic_output(path) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _require_file(path, what):

@@ -1,13 +1,14 @@
 """What produced a number: host, interpreter, time, file hashes (numpy-only, Python 3.10+)."""
 
 import datetime
-import hashlib
 import os
 import platform
 import socket
 import sys
 
 import numpy as np
+
+from infbench import files
 
 
 def now():
@@ -37,12 +38,7 @@ def host():
     }
 
 
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = files.sha256
 
 
 LAUNCHED = "INFBENCH_LAUNCHED"  # set by launch.sh: when the step's process was started

@@ -13,6 +13,7 @@ import io
 import json
 import os
 
+from infbench import files
 from infbench.errors import UserError
 from infbench.runtimes import LABELS, int8_form
 
@@ -629,14 +630,7 @@ def csv_rows(config, speed, accuracy, figures, failures=None):
 
 def write_atomic(path, text):
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    files.atomic_write(path, text)
 
 
 def _index(rows, key, kind):

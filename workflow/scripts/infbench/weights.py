@@ -8,6 +8,7 @@ import os
 
 from safetensors.numpy import load_file
 
+from infbench import files
 from infbench.errors import UserError
 
 
@@ -31,7 +32,5 @@ def convert_checkpoint(arch, checkpoint, out):
     from infbench.models import checkpoint_state_dict
 
     tensors = checkpoint_state_dict(arch, checkpoint)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp"
-    save_file(tensors, tmp, metadata={"arch": arch, "source": os.path.basename(checkpoint)})
-    os.replace(tmp, out)
+    with files.atomic_output(out) as tmp:
+        save_file(tensors, tmp, metadata={"arch": arch, "source": os.path.basename(checkpoint)})

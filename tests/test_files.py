@@ -1,0 +1,79 @@
+"""Atomic writes: the user's umask, nothing half-written, nothing left after a killed step."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infbench import files
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_get_the_users_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        files.atomic_write(tmp_path / "a.json", "{}\n")
+        with files.atomic_output(tmp_path / "folder") as tmp:
+            os.mkdir(tmp)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == mode | (0o111 & ~umask)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    out = tmp_path / "result.json"
+    files.atomic_write(out, "old\n")
+    with pytest.raises(RuntimeError):
+        with files.atomic_output(out) as tmp:
+            Path(tmp).write_text("half")
+            raise RuntimeError("the step failed")
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_a_folder_output_is_replaced_as_a_whole(tmp_path):
+    out = tmp_path / "images"
+    for names in (["a.jpg", "b.jpg"], ["c.jpg"]):
+        with files.atomic_output(out) as tmp:
+            os.mkdir(tmp)
+            for name in names:
+                Path(tmp, name).write_bytes(b"x")
+    assert sorted(p.name for p in out.iterdir()) == ["c.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {scripts!r})
+from infbench import files
+with files.atomic_output({out!r}) as tmp:
+    with open(tmp, "wb") as f:
+        f.write(b"partial"); f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_step_killed_mid_write_then_rerun_leaves_no_temporary_file(tmp_path):
+    out = tmp_path / "cache.npy"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(scripts=str(SCRIPTS), out=str(out))],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup code runs
+    proc.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.npy.tmp"]  # what a kill leaves
+    files.atomic_write(out, b"complete")  # the rerun
+    assert out.read_bytes() == b"complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npy"]
+
+
+def test_sha256_of_a_file_read_in_chunks(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert files.sha256(path, chunk=1) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

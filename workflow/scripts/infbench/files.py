@@ -1,0 +1,75 @@
+"""Writing result files so that nothing half-written is ever seen or left behind; sha256.
+
+Every step writes through ``atomic_output``: the data goes to a temporary file beside the
+output, under a fixed name (``.<name>.tmp``), which is renamed onto the output only when
+the write has finished. A step killed mid-write (even by SIGKILL) leaves at most that one
+temporary file, and the next run of the step, writing the same output, truncates it and
+renames it away: no stray file survives a completed rerun, and none piles up. Outputs get
+the permissions the user's umask gives new files (temporary files are not 0600 copies).
+Standard library only: the TensorRT and OneFlow interpreters import this too.
+"""
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+
+def sha256(path, chunk=1 << 20):
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temporary_name(path):
+    """The fixed temporary file beside ``path`` that its writes go through."""
+    path = Path(path)
+    return path.parent / f".{path.name}.tmp"
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield the temporary path to write ``path``'s content to (a file, or a folder the
+    caller creates); on success it replaces ``path`` with the user's umask applied, on
+    failure it is removed and ``path`` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()  # a killed earlier attempt's
+    try:
+        yield str(tmp)
+        mode = 0o777 if tmp.is_dir() else 0o666
+        os.chmod(tmp, mode & ~_umask())
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path, data, fsync=False):
+    """Write ``data`` (bytes or str) to ``path`` atomically (``atomic_output``)."""
+    with atomic_output(path) as tmp:
+        binary = isinstance(data, bytes)
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
