@@ -87,3 +87,16 @@ def test_weights_are_taken_as_trained_unless_the_rule_says_random(tmp_path, file
                       "--reference-name", "torch/fp32")
     assert proc.returncode == 0, proc.stderr
     assert got["random_weights"] is False
+
+
+def test_images_the_index_left_out_are_counted_and_named(tmp_path, files):
+    labels, cell, ref = files
+    bad = tmp_path / "bad_images.tsv"
+    bad.write_text("file\treason\n/data/a.JPEG\tOSError: Truncated File Read\n/data/b.JPEG\tUnidentifiedImageError\n")
+    proc, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference", ref,
+                      "--reference-name", "torch/fp32", "--bad-images", bad)
+    assert proc.returncode == 0, proc.stderr
+    assert (got["skipped_images"], got["skipped_files"]) == (2, ["/data/a.JPEG", "/data/b.JPEG"])
+    assert got["images"] == 4  # the images every cell saw
+    _, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference-name", "torch/fp32")
+    assert (got["skipped_images"], got["skipped_files"]) == (0, [])

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -269,6 +270,21 @@ def test_a_cell_whose_gpu_slowed_while_timed_is_marked(tmp_path):
         row = next(r for r in csv.DictReader(f) if r["kind"] == "speed" and r["runtime"] == "torch"
                    and r["model"] == "alexnet" and r["batch_size"] == "8")
     assert row["clock_drop"] == "SM clock 1980 -> 1500 MHz while timed, 41 -> 87 C"
+
+
+def test_images_left_out_as_unreadable_are_counted_under_the_precision_table(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    for path in accuracy:
+        data = json.loads(Path(path).read_text())
+        data.update(skipped_images=3, skipped_files=["/d/x/a.JPEG", "/d/x/b.JPEG", "/d/x/c.JPEG"])
+        Path(path).write_text(json.dumps(data))
+    out = tmp_path / "results" / "tables"
+    write_tables(CONFIG, speed, accuracy, str(out))
+    assert ("- 3 unreadable images were left out of every cell (`dataset.bad_images: skip`), such as"
+            " a.JPEG, b.JPEG, c.JPEG; all of them are listed in `results/datasets/<set>/bad_images.tsv`."
+            ) in notes(out / "precision.md")
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        assert {r["skipped_images"] for r in csv.DictReader(f) if r["kind"] == "accuracy" and r["status"] == "measured"} == {"3"}
 
 
 def test_cells_csv(tables):

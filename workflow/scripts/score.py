@@ -28,7 +28,15 @@ def load_predictions(path):
         ) from None
 
 
-def summarise(predictions, labels, reference, reference_name, random_weights):
+def read_bad_images(path):
+    """The files the index step left out as unreadable (dataset.bad_images: skip), in order."""
+    if not path:
+        return []
+    lines = open(path).read().splitlines()
+    return [line.split("\t")[0] for line in lines[1:] if line]
+
+
+def summarise(predictions, labels, reference, reference_name, random_weights, bad_images=None):
     """The accuracy summary of one cell, as the score rule writes it (reference may be None)."""
     top5, logits, nonfinite, meta = load_predictions(predictions)
     labels = np.load(labels)
@@ -43,6 +51,9 @@ def summarise(predictions, labels, reference, reference_name, random_weights):
         "reference": reference_name,
         "reference_available": scored_against is not None,
         "random_weights": bool(random_weights),
+        # images of the data set that no cell saw: unreadable, left out by the index step
+        "skipped_images": len(skipped := read_bad_images(bad_images)),
+        "skipped_files": skipped[:20],
         "provenance": {**meta["provenance"], "predictions": str(predictions)},
     }
 
@@ -54,11 +65,13 @@ def main():
     parser.add_argument("--reference", help="the reference cell's .npz (absent: not run)")
     parser.add_argument("--reference-name", required=True, help="e.g. oneflow/fp32")
     parser.add_argument("--random-weights", type=int, choices=[0, 1], default=0)
+    parser.add_argument("--bad-images", help="bad_images.tsv of the index step (images left out)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     write_json(
         args.out,
-        summarise(args.predictions, args.labels, args.reference, args.reference_name, args.random_weights),
+        summarise(args.predictions, args.labels, args.reference, args.reference_name, args.random_weights,
+                  args.bad_images),
     )
 
 

@@ -73,3 +73,24 @@ def atomic_write(path, data, fsync=False):
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def _size(n):
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_free_space(path, needed):
+    """Raise one sentence if the disk that will hold ``path`` has less than ``needed`` bytes
+    free (checked before a large write, so that it does not fail half-way)."""
+    import shutil
+
+    from infbench.errors import UserError
+
+    directory = Path(path).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise UserError(
+            f"writing {path} needs {_size(needed)} but {directory} has {_size(free)} free;"
+            " free space there, or run the workflow from a directory on a larger disk"
+        )

@@ -34,7 +34,7 @@ CSV_FIELDS = [
     "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
     "spread", "flagged", "clock_drop", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
-    "rel_error", "nonfinite_images", "random_weights", "images", "versions", "started",
+    "rel_error", "nonfinite_images", "skipped_images", "random_weights", "images", "versions", "started",
     "finished", "source", "reason",
 ]  # fmt: skip
 
@@ -171,6 +171,8 @@ def read_accuracy(path):
         "cosine": g("cosine", _NUMBER, required=False),
         "rel_error": g("rel_error", _NUMBER, required=False),
         "nonfinite_images": g("nonfinite_images", int, required=False) or 0,
+        "skipped_images": g("skipped_images", int, required=False) or 0,
+        "skipped_files": g("skipped_files", list, required=False) or [],
         "random_weights": bool(g("random_weights", bool, required=False)),
         "source": str(path),
     }
@@ -524,6 +526,14 @@ def precision_section(config, accuracy, failures=None):
         )
     if failed:
         notes.append(failed_note(failed))
+    skipped = max((r for r in shown if r.get("skipped_images")), key=lambda r: r["skipped_images"], default=None)
+    if skipped is not None:
+        names = ", ".join(os.path.basename(f) for f in skipped["skipped_files"][:5])
+        notes.append(
+            f"{skipped['skipped_images']} unreadable images were left out of every cell"
+            f" (`dataset.bad_images: skip`), such as {names}; all of them are listed in"
+            " `results/datasets/<set>/bad_images.tsv`."
+        )
     if any(r.get("nonfinite_images") for r in shown):
         notes.append(
             "non-finite logits: NaN or infinite logits (in fp16, usually activations beyond its"
