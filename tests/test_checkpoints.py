@@ -3,15 +3,17 @@
 import hashlib
 import http.server
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from infbench.checkpoints import download, random_checkpoint
+from infbench.checkpoints import download, part_file, random_checkpoint
 from infbench.errors import UserError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
@@ -20,22 +22,55 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """/file serves PAYLOAD, but the first ``server.drops`` requests close after half of it."""
+    """/file serves PAYLOAD; ``server.ranges`` records each request's Range header (or None).
+
+    A ``Range: bytes=N-`` request is answered 206 from byte N (416 at or past the end) when
+    ``server.honour_range``, else 200 with the whole file. The first ``server.drops``
+    requests close after ``server.drop_after`` bytes of their body (default: half of it);
+    the first ``server.hangs`` requests instead send that much and then hang until the test
+    ends; every request first waits ``server.stall`` seconds (or until the test ends).
+    """
 
     def do_GET(self):
         self.server.requests += 1
+        self.server.ranges.append(self.headers.get("Range"))
+        if self.server.stall:
+            self.server.release.wait(self.server.stall)
         if self.path != "/file":
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
+        start = 0
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if asked and self.server.honour_range:
+            start = int(asked.group(1))
+            if start >= len(PAYLOAD):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+            )
+        else:
+            self.send_response(200)
+        body = PAYLOAD[start:]
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.server.drops > 0:
-            self.server.drops -= 1
-            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+        if self.server.drops > 0 or self.server.hangs > 0:
+            hang = self.server.hangs > 0
+            if hang:
+                self.server.hangs -= 1
+            else:
+                self.server.drops -= 1
+            cut = self.server.drop_after
+            self.wfile.write(body[: len(body) // 2 if cut is None else cut])
+            if hang:
+                self.server.release.wait(60)
             self.close_connection = True
             return
-        self.wfile.write(PAYLOAD)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -45,13 +80,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.drops = 0
+    httpd.hangs = 0
+    httpd.drop_after = None
     httpd.requests = 0
+    httpd.ranges = []
+    httpd.honour_range = True
+    httpd.stall = 0
+    httpd.release = threading.Event()
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -107,15 +149,20 @@ def test_dropped_connection_is_retried(server, tmp_path):
     assert leftovers(tmp_path) == ["model.pth"]
 
 
-def test_always_dropped_connection_fails_cleanly(server, tmp_path):
+def test_always_dropped_connection_fails_cleanly_and_keeps_the_part(server, tmp_path):
     server.drops = 100
     dest = tmp_path / "model.pth"
     with pytest.raises(
         UserError, match=r"after 3 attempts .*closed after \d+ of \d+ bytes"
-    ):
+    ) as err:
         download(server.url + "/file", PAYLOAD_SHA, dest, retries=2, backoff=0.01)
     assert server.requests == 3
-    assert leftovers(tmp_path) == []
+    half, quarter = len(PAYLOAD) // 2, len(PAYLOAD) // 4
+    assert server.ranges == [None, f"bytes={half}-", f"bytes={half + quarter}-"]
+    kept = part_file(dest)
+    assert leftovers(tmp_path) == [kept.name]  # not the destination: Snakemake sees no output
+    assert kept.read_bytes() == PAYLOAD[: kept.stat().st_size]
+    assert f"kept in {kept} and a rerun resumes" in str(err.value)
 
 
 def test_offline_is_a_user_error(tmp_path):
@@ -123,10 +170,20 @@ def test_offline_is_a_user_error(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dest = tmp_path / "model.pth"
-    with pytest.raises(UserError, match="check the network connection"):
+    with pytest.raises(UserError, match="check the network connection") as err:
         download(
-            f"http://127.0.0.1:{port}/file", PAYLOAD_SHA, dest, retries=1, backoff=0.01
+            f"http://127.0.0.1:{port}/file",
+            PAYLOAD_SHA,
+            dest,
+            retries=1,
+            backoff=0.01,
+            model="resnet50",
         )
+    text = str(err.value)
+    # the offline fix is a checkpoint on disk named in the config, not a file put in
+    # resources/ by hand (which the sha256 check would never see)
+    assert "set models.resnet50.checkpoint to {path: " in text
+    assert "by hand" not in text and "kept in" not in text  # nothing received, nothing kept
     assert leftovers(tmp_path) == []
 
 
@@ -160,6 +217,209 @@ def test_cli_prints_one_sentence(server, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "models.resnet50.checkpoint.sha256" in lines[0]
     assert not dest.exists()
+
+
+N = 1_000_003  # where the first answer is cut: not a multiple of the read size
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, capsys):
+    server.drops, server.drop_after = 1, N
+    dest = tmp_path / "model.pth"
+    download(server.url + "/file", PAYLOAD_SHA, dest, retries=1, backoff=0.01)
+    assert server.ranges == [None, f"bytes={N}-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth"]  # no temporary file remains
+    assert f"at byte {N} of {len(PAYLOAD)}" in capsys.readouterr().err
+
+
+def test_rerun_after_a_kill_resumes_the_kept_part(server, tmp_path):
+    """A killed run leaves .model.pth.part; the next run asks only for the rest."""
+    dest = tmp_path / "model.pth"
+    part_file(dest).write_bytes(PAYLOAD[:N])
+    download(server.url + "/file", PAYLOAD_SHA, dest, backoff=0.01)
+    assert server.ranges == [f"bytes={N}-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth"]
+
+
+def test_rerun_after_a_real_kill_resumes(server, tmp_path):
+    """fetch_checkpoint.py killed (SIGKILL) mid-download; the rerun asks for the rest only."""
+    server.hangs, server.drop_after = 1, 2_500_000  # more than two 1 MiB reads, then silence
+    dest = tmp_path / "model.pth"
+    cmd = [sys.executable, str(SCRIPTS / "fetch_checkpoint.py"), "--arch", "resnet50"]
+    cmd += ["--out", str(dest), "--url", server.url + "/file", "--sha256", PAYLOAD_SHA]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    part = part_file(dest)
+    try:
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size >= 2 << 20):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    kept = part.stat().st_size
+    assert not dest.exists()
+    download(server.url + "/file", PAYLOAD_SHA, dest, retries=0)
+    assert server.ranges == [None, f"bytes={kept}-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth"]
+
+
+def test_complete_part_is_verified_and_moved(server, tmp_path):
+    """Killed after the last byte, before the move: the server answers 416, nothing to fetch."""
+    dest = tmp_path / "model.pth"
+    part_file(dest).write_bytes(PAYLOAD)
+    download(server.url + "/file", PAYLOAD_SHA, dest, retries=0)
+    assert server.ranges == [f"bytes={len(PAYLOAD)}-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth"]
+
+
+def test_server_ignoring_range_yields_the_right_file(server, tmp_path, capsys):
+    server.drops, server.drop_after, server.honour_range = 1, N, False
+    dest = tmp_path / "model.pth"
+    download(server.url + "/file", PAYLOAD_SHA, dest, retries=1, backoff=0.01)
+    assert server.ranges == [None, f"bytes={N}-"]  # asked, answered 200 with the whole file
+    assert dest.read_bytes() == PAYLOAD  # not the first N bytes twice
+    assert leftovers(tmp_path) == ["model.pth"]
+    assert "downloading it from the start" in capsys.readouterr().err
+
+
+def test_resumed_file_failing_the_check_is_deleted(server, tmp_path):
+    """A part from elsewhere (another url, a corrupted disk): deleted, and the rerun starts over."""
+    dest = tmp_path / "model.pth"
+    part_file(dest).write_bytes(os.urandom(N))
+    with pytest.raises(UserError) as err:
+        download(server.url + "/file", PAYLOAD_SHA, dest, model="vgg16", backoff=0.01)
+    text = str(err.value)
+    assert f"resumed at byte {N}" in text
+    assert "partial file is deleted, so run again" in text
+    assert "models.vgg16.checkpoint.sha256" in text
+    assert leftovers(tmp_path) == []
+    download(server.url + "/file", PAYLOAD_SHA, dest, backoff=0.01)
+    assert server.ranges == [f"bytes={N}-", None]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_full_sha256_is_printed_when_only_a_prefix_is_given(server, tmp_path, capsys):
+    download(server.url + "/file", PAYLOAD_SHA[:8], tmp_path / "a.pth", model="resnet50")
+    err = capsys.readouterr().err
+    assert f"set models.resnet50.checkpoint.sha256 to {PAYLOAD_SHA}" in err
+    download(server.url + "/file", PAYLOAD_SHA, tmp_path / "b.pth", model="resnet50")
+    assert PAYLOAD_SHA not in capsys.readouterr().err  # pinned already: nothing to say
+
+
+def test_cli_prints_the_full_sha256_for_a_prefix(server, tmp_path):
+    dest = tmp_path / "model.pth"
+    cmd = [sys.executable, str(SCRIPTS / "fetch_checkpoint.py"), "--arch", "resnet50"]
+    cmd += ["--out", str(dest), "--model", "resnet50", "--url", server.url + "/file"]
+    proc = subprocess.run(
+        cmd + ["--sha256", PAYLOAD_SHA[:8]], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"set models.resnet50.checkpoint.sha256 to {PAYLOAD_SHA}" in proc.stderr
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_retries_zero_fails_on_the_first_error_and_a_rerun_resumes(server, tmp_path):
+    server.drops, server.drop_after = 1, N
+    dest = tmp_path / "model.pth"
+    with pytest.raises(UserError) as err:
+        download(server.url + "/file", PAYLOAD_SHA, dest, retries=0, model="alexnet")
+    text = str(err.value)
+    assert f"after 1 attempt (last: connection closed after {N} of {len(PAYLOAD)} bytes)" in text
+    assert "raise models.alexnet.checkpoint.retries or models.alexnet.checkpoint.timeout_s" in text
+    assert server.requests == 1
+    assert leftovers(tmp_path) == [part_file(dest).name]
+    download(server.url + "/file", PAYLOAD_SHA, dest, retries=0)
+    assert server.ranges == [None, f"bytes={N}-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth"]
+
+
+def test_timeout_is_honoured(server, tmp_path):
+    server.stall = 30
+    dest = tmp_path / "model.pth"
+    began = time.monotonic()
+    with pytest.raises(UserError, match=r"after 2 attempts \(last: .*timed out"):
+        download(server.url + "/file", PAYLOAD_SHA, dest, retries=1, timeout=0.3, backoff=0.01)
+    assert time.monotonic() - began < 10
+    assert server.requests == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_takes_retries_and_timeout_s_as_the_rule_passes_them(server, tmp_path):
+    """Rule fetch_checkpoint turns each checkpoint key into --key value."""
+    server.stall = 30
+    dest = tmp_path / "model.pth"
+    cmd = [sys.executable, str(SCRIPTS / "fetch_checkpoint.py"), "--arch", "resnet50"]
+    cmd += ["--model", "resnet50", "--retries", "0", "--sha256", PAYLOAD_SHA]
+    cmd += ["--timeout_s", "0.3", "--url", server.url + "/file", "--out", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "after 1 attempt (last: " in lines[0] and "timed out" in lines[0]
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"retries": -1}, "models.r50.checkpoint.retries is -1"),
+        ({"retries": 1.5}, "models.r50.checkpoint.retries is 1.5"),
+        ({"timeout": 0}, "models.r50.checkpoint.timeout_s is 0"),
+    ],
+)
+def test_bad_retries_or_timeout_is_a_user_error(tmp_path, kwargs, words):
+    with pytest.raises(UserError, match=re.escape(words)):
+        download("http://127.0.0.1:9/file", PAYLOAD_SHA, tmp_path / "m.pth", model="r50", **kwargs)
+    assert leftovers(tmp_path) == []
+
+
+def test_schema_takes_retries_and_timeout_s_with_a_url_only():
+    import yaml
+
+    from infbench.configcheck import check
+
+    schema = yaml.safe_load(
+        (SCRIPTS.parents[0] / "schemas" / "config.schema.yaml").read_text()
+    )
+
+    def config(checkpoint):
+        model = {"arch": "resnet50", "resize": 256, "crop": 224, "checkpoint": checkpoint}
+        return {
+            "dataset": {"kind": "synthetic", "images": 20, "seed": 0},
+            "models": {"r50": model},
+            "runtimes": {"torch": {"device": "cpu", "precisions": ["fp32"]}},
+            "batch_sizes": [8],
+            "calibration": {"images": 10},
+        }
+
+    url = {"url": "https://x/r50.pth", "sha256": "0676ba61"}
+    check(config(url), schema)
+    check(config({**url, "retries": 0, "timeout_s": 2.5}), schema)
+    for bad in (
+        {**url, "retries": -1},
+        {**url, "retries": 1.5},
+        {**url, "timeout_s": 0},
+        {"path": "r50.pth", "retries": 2},
+    ):
+        with pytest.raises(UserError, match=r"models\.r50\.checkpoint"):
+            check(config(bad), schema)
+
+
+def test_a_second_downloader_is_refused(server, tmp_path):
+    import fcntl
+
+    dest = tmp_path / "model.pth"
+    with open(part_file(dest), "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="another process is downloading"):
+            download(server.url + "/file", PAYLOAD_SHA, dest)
+    assert server.requests == 0
 
 
 def test_random_checkpoint_is_seeded_and_loadable(tmp_path):

@@ -3,7 +3,7 @@
 
     fetch_checkpoint.py --arch resnet50 --out resources/checkpoints/resnet50.pth \\
         --url https://download.pytorch.org/models/resnet50-0676ba61.pth --sha256 0676ba61... \\
-        --model resnet50
+        --model resnet50 [--retries 3] [--timeout_s 60]
     fetch_checkpoint.py --arch alexnet --out resources/checkpoints/alexnet.pth --random 0
 """
 
@@ -32,10 +32,18 @@ def parse_args(argv=None):
     )
     parser.add_argument("--model", help="the config's model name, for error messages")
     parser.add_argument(
-        "--retries", type=int, default=3, help="extra attempts on network errors"
+        "--retries",
+        type=int,
+        default=3,
+        help="extra attempts on network errors, each resuming the last (checkpoint.retries)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="socket timeout in seconds"
+        "--timeout",
+        "--timeout_s",
+        dest="timeout",
+        type=float,
+        default=60.0,
+        help="seconds without data before an attempt fails (checkpoint.timeout_s)",
     )
     return parser.parse_args(argv)
 
