@@ -14,6 +14,7 @@ from infbench.data import (
     load_image,
     make_synthetic,
     preprocess,
+    read_devkit_meta,
     read_index,
     write_index,
 )
@@ -170,6 +171,271 @@ def test_index_round_trip(tmp_path):
     assert read_index(tmp_path / "index.tsv") == rows
 
 
+# --- (ii b) the devkit's ground truth, Kaggle's LOC csv, and label files that disagree ---
+
+# Made-up WNIDs whose sorted position is k: class index k in torchvision's order.
+FAKE_WNIDS = [f"n{10000000 + k:08d}" for k in range(1000)]
+
+
+def devkit_wnid(ilsvrc_id):
+    """The fixture devkit's order: ILSVRC2012_ID i is the class 7i mod 1000 (not i - 1)."""
+    return FAKE_WNIDS[7 * ilsvrc_id % 1000]
+
+
+def write_devkit_meta(path, wnid_of_id):
+    """A meta.mat like the devkit's: a synsets struct array (N x 1) with its eight fields.
+
+    Besides the 1,000 leaves (IDs 1-1000) it holds two inner nodes whose WNIDs sort before
+    every leaf, and the entries are shuffled: neither their position nor the inner nodes
+    may move a class index.
+    """
+    from scipy.io import savemat
+
+    entries = [(i, wnid, []) for i, wnid in wnid_of_id.items()]
+    entries += [(1001, "n00001740", [1002]), (1002, "n00002137", [1, 2])]
+    fields = [
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
+    synsets = np.zeros((len(entries), 1), dtype=[(f, object) for f in fields])
+    for row, j in enumerate(np.random.default_rng(0).permutation(len(entries))):
+        ilsvrc_id, wnid, children = entries[j]
+        synsets[row, 0] = (
+            np.uint16(ilsvrc_id),
+            wnid,
+            f"words of {wnid}",
+            f"gloss of {wnid}",
+            np.uint8(len(children)),
+            np.asarray(children, dtype=np.uint16).reshape(1, -1),
+            np.uint8(1 if children else 0),
+            np.uint16(0 if children else 1300),
+        )
+    savemat(str(path), {"synsets": synsets})
+    return path
+
+
+def write_jpegs(folder, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.new("RGB", (24, 16), (40 * i % 256, 90, 160)).save(folder / name)
+    return folder
+
+
+def devkit_names(count):
+    return [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, count + 1)]
+
+
+def labels_of(rows):
+    return [(Path(f).name, label) for f, label in rows]
+
+
+def test_read_devkit_meta(tmp_path):
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
+    )
+    wnid_of = read_devkit_meta(meta)
+    assert list(wnid_of) == list(range(1, 1001))  # leaves only, inner nodes left out
+    assert wnid_of[1] == "n10000007" and wnid_of[1000] == "n10000000"
+    (tmp_path / "not.mat").write_text("1\n2\n")
+    with pytest.raises(UserError, match=r"not\.mat is not the ILSVRC2012 devkit's meta"):
+        read_devkit_meta(tmp_path / "not.mat")
+    short = write_devkit_meta(
+        tmp_path / "short.mat", {i: devkit_wnid(i) for i in range(1, 1000)}
+    )
+    with pytest.raises(UserError, match="gives 999 distinct WNIDs to the ILSVRC2012_IDs"):
+        read_devkit_meta(short)
+
+
+def test_index_devkit_ground_truth(tmp_path):
+    root = write_jpegs(tmp_path / "val", devkit_names(5))
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
+    )
+    truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("1\n2\n143\n1000\n500\n")
+    rows = index_imagenet(root, labels=truth, devkit_meta=meta)
+    # by hand: ID 1 -> n10000007 -> 7, 2 -> 14, 143 -> 1001 mod 1000 = 1, 1000 -> 0, 500 -> 500
+    assert labels_of(rows) == list(zip(devkit_names(5), [7, 14, 1, 0, 500]))
+    assert index_imagenet(root, labels=truth, devkit_meta=meta, images=2) == rows[:2]
+    # dataset.synsets, when given, is the class order (here: reversed)
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in reversed(FAKE_WNIDS)))
+    rows = index_imagenet(root, labels=truth, devkit_meta=meta, synsets=synsets)
+    assert [label for _, label in rows] == [992, 985, 998, 999, 499]
+    with pytest.raises(UserError, match="set dataset.devkit_meta to the devkit's data/meta.mat"):
+        index_imagenet(root, labels=truth)
+
+
+def test_index_loc_csv(tmp_path):
+    names = devkit_names(4)
+    root = write_jpegs(tmp_path / "val", names)
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text(
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00000003,n10000999 1 2 30 40 n10000999 5 6 70 80 \n"
+        "ILSVRC2012_val_00000001,n10000042 10 20 100 200 \n"
+        "ILSVRC2012_val_00000004,n10000000 0 0 10 10 \n"
+        "ILSVRC2012_val_00000002,n10000042 3 3 9 9 \n"
+    )
+    expected = list(zip(names, [42, 42, 999, 0]))
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("".join(f"{w} name {k}\n" for k, w in enumerate(FAKE_WNIDS)))
+    assert labels_of(index_imagenet(root, labels=csv, synsets=synsets)) == expected
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
+    )
+    assert labels_of(index_imagenet(root, labels=csv, devkit_meta=meta)) == expected
+    with pytest.raises(
+        UserError,
+        match=r"LOC_val_solution\.csv names 3 WNIDs, not 1000, .*set dataset\.synsets",
+    ):
+        index_imagenet(root, labels=csv)
+
+
+def test_disagreeing_label_file_is_one_error_listing_every_line(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\nz.JPEG 2\na.JPEG 1\nb.JPEG 1000\nc.JPEG x\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert str(err.value) == (
+        f"dataset.labels {labels} ('<file name> <class index>' lines (val_map.txt))"
+        f" does not match the images in dataset.root {root} in 5 places:"
+        " line 2 names z.JPEG, which is not in dataset.root;"
+        " line 3 repeats a.JPEG (first on line 1);"
+        " line 4 gives class index 1000, outside 0-999;"
+        " line 5 reads 'c.JPEG x', not '<file name> <class index 0-999>';"
+        " d.JPEG in dataset.root has no line;"
+        " fix dataset.labels or dataset.root so that each image has exactly one valid line"
+    )
+
+
+def test_disagreeing_ground_truth_and_loc_csv(tmp_path):
+    root = write_jpegs(tmp_path / "val", devkit_names(3))
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
+    )
+    truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("1\n1001\n0\nseven\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=truth, devkit_meta=meta)
+    assert str(err.value) == (
+        f"dataset.labels {truth} (the ILSVRC2012 devkit's validation ground truth)"
+        f" does not match the images in dataset.root {root} in 3 places:"
+        " line 2 gives ILSVRC2012_ID 1001, outside 1-1000;"
+        " line 3 gives ILSVRC2012_ID 0, outside 1-1000;"
+        " line 4 reads 'seven', not one ILSVRC2012_ID 1-1000;"
+        " fix dataset.labels or dataset.root so that each image has exactly one valid line"
+    )
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text(
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+        "ILSVRC2012_val_00000002,n99999999 1 2 3 4\n"
+        "ILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+        "ILSVRC2012_val_00000009,n10000001 1 2 3 4\n"
+        "ILSVRC2012_val_00000003 n10000001\n"
+    )
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv, devkit_meta=meta)
+    assert (
+        "(Kaggle's LOC_val_solution.csv) does not match the images in dataset.root"
+        f" {root} in 4 places: line 3 gives WNID n99999999, which is not a class of"
+        f" dataset.devkit_meta {meta}; line 4 repeats ILSVRC2012_val_00000001.JPEG"
+        " (first on line 2); line 5 names ILSVRC2012_val_00000009.JPEG, which is not"
+        " in dataset.root; line 6 reads 'ILSVRC2012_val_00000003 n10000001', not"
+        " 'ImageId,WNID ...'; fix"
+    ) in str(err.value)
+
+
+def test_disagreement_lists_twenty_and_counts_the_rest(tmp_path):
+    names = [f"img{i:02d}.JPEG" for i in range(26)]
+    root = write_jpegs(tmp_path / "val", names)
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("img00.JPEG 0\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    message = str(err.value)
+    assert " in 25 places: img01.JPEG in dataset.root has no line;" in message
+    assert "img20.JPEG in dataset.root has no line; and 5 more; fix" in message
+    assert "img21.JPEG" not in message
+    assert "\n" not in message  # one line: launch.sh repeats it where Snakemake shows it
+
+
+@needs_sample
+def test_index_sample_from_ground_truth_and_loc_csv(tmp_path):
+    """The sample's val_map.txt rewritten as the devkit's and Kaggle's files gives its rows."""
+    synsets = [
+        line.split()[0] for line in (SAMPLE / "synsets.txt").read_text().splitlines()
+    ]
+    truth = sample_labels()
+    flat = index_imagenet(SAMPLE / "val", labels=SAMPLE / "val_map.txt")
+    # a devkit whose ID order is a shuffle of the sorted WNIDs
+    shuffled = np.random.default_rng(1).permutation(synsets).tolist()
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i + 1: w for i, w in enumerate(shuffled)}
+    )
+    ground_truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    ground_truth.write_text(
+        "".join(
+            f"{shuffled.index(synsets[truth[name]]) + 1}\n"
+            for name in devkit_names(len(truth))
+        )
+    )
+    rows = index_imagenet(SAMPLE / "val", labels=ground_truth, devkit_meta=meta)
+    assert rows == flat
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text(
+        "ImageId,PredictionString\n"
+        + "".join(
+            f"{Path(name).stem},{synsets[label]} 1 2 3 4 {synsets[label]} 5 6 7 8\n"
+            for name, label in sorted(truth.items(), reverse=True)
+        )
+    )
+    assert index_imagenet(SAMPLE / "val", labels=csv, synsets=SAMPLE / "synsets.txt") == flat
+    assert index_imagenet(SAMPLE / "val", labels=csv, devkit_meta=meta) == flat
+
+
+def test_index_log_names_images_classes_and_layout(tmp_path):
+    root = write_jpegs(tmp_path / "val", devkit_names(3))
+    meta = write_devkit_meta(
+        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
+    )
+    truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("1\n1\n2\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "index_dataset.py"),
+            "--root",
+            str(root),
+            "--labels",
+            str(truth),
+            "--devkit-meta",
+            str(meta),
+            "--out",
+            str(tmp_path / "out" / "index.tsv"),
+            "--labels-out",
+            str(tmp_path / "out" / "labels.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"indexed 3 images (2 classes) from dataset.root {root}, labelled by"
+        f" dataset.labels {truth} (the ILSVRC2012 devkit's validation ground truth)"
+        f" into {tmp_path / 'out' / 'index.tsv'}"
+    ) in proc.stderr
+    assert np.load(tmp_path / "out" / "labels.npy").tolist() == [7, 7, 14]
+
+
 # --- (iii) synthetic data and the cache ---
 
 
@@ -283,7 +549,7 @@ def test_label_file_errors(tmp_path):
     ):
         index_imagenet(tmp_path, labels=labels)
     labels.write_text("")
-    with pytest.raises(UserError, match="no images found"):
+    with pytest.raises(UserError, match=r"dataset\.labels .*val_map\.txt is empty"):
         index_imagenet(tmp_path, labels=labels)
     with pytest.raises(UserError, match="give dataset.labels"):
         index_imagenet(tmp_path)

@@ -211,11 +211,11 @@ def dataset_root():
 
 
 # the dataset keys that name files: inputs of index_dataset, so that editing one re-indexes
-DATASET_FILE_KEYS = ("labels", "synsets")
+DATASET_FILE_KEYS = ("labels", "synsets", "devkit_meta")
 
 
 def dataset_files():
-    """The label and synset files the config names (an ImageNet set's; none for synthetic)."""
+    """The label, synset and devkit files the config names (ImageNet's; none for synthetic)."""
     if DATASET == "synthetic":
         return []
     return [
@@ -236,7 +236,7 @@ def dataset_args():
         )
     for key in DATASET_FILE_KEYS:
         if key in d:
-            args += f" --{key} {shlex.quote(str(d[key]))}"
+            args += f" --{key.replace('_', '-')} {shlex.quote(str(d[key]))}"
     return args
 
 

@@ -6,6 +6,10 @@
     index_dataset.py --kind imagenet --root /data/imagenet/val \\
         --labels /data/imagenet/val_map.txt --images all \\
         --out DIR/index.tsv --labels-out DIR/labels.npy
+    index_dataset.py --root /data/ILSVRC2012/val \
+        --labels /data/ILSVRC2012/devkit/data/ILSVRC2012_validation_ground_truth.txt \
+        --devkit-meta /data/ILSVRC2012/devkit/data/meta.mat \
+        --out DIR/index.tsv --labels-out DIR/labels.npy
 
 --kind defaults to imagenet. A synthetic set writes its JPEGs to --image-dir first.
 """
@@ -18,7 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from infbench.data import index_imagenet, make_synthetic, write_index  # noqa: E402
+from infbench.data import (  # noqa: E402
+    LAYOUTS,
+    index_imagenet,
+    label_layout,
+    make_synthetic,
+    write_index,
+)
 from infbench.errors import UserError, main_guard  # noqa: E402
 
 
@@ -39,11 +49,16 @@ def parse_args(argv=None):
     parser.add_argument("--root", help="imagenet: the validation folder (dataset.root)")
     parser.add_argument(
         "--labels",
-        help="imagenet, flat layout: '<file name> <class index>' file (dataset.labels)",
+        help="imagenet, flat layout: val_map.txt, the devkit's"
+        " ILSVRC2012_validation_ground_truth.txt or LOC_val_solution.csv (dataset.labels)",
     )
     parser.add_argument(
         "--synsets",
-        help="imagenet, folder layout: synsets in label order (dataset.synsets)",
+        help="imagenet: synsets in label order (dataset.synsets)",
+    )
+    parser.add_argument(
+        "--devkit-meta",
+        help="imagenet: the ILSVRC2012 devkit's meta.mat (dataset.devkit_meta)",
     )
     parser.add_argument("--out", required=True, help="index.tsv to write")
     parser.add_argument(
@@ -60,20 +75,32 @@ def main(argv=None):
                 "--image-dir is required for a synthetic data set; give the folder for its JPEGs"
             )
         rows = make_synthetic(args.image_dir, args.images, args.seed)
+        source = f"synthetic images in {args.image_dir}"
     else:
         if not args.root:
             raise UserError(
                 "dataset.root is not set; set it to the ImageNet validation folder"
             )
         rows = index_imagenet(
-            args.root, labels=args.labels, synsets=args.synsets, images=args.images
+            args.root,
+            labels=args.labels,
+            synsets=args.synsets,
+            images=args.images,
+            devkit_meta=args.devkit_meta,
+        )
+        source = (
+            f"dataset.root {args.root}, labelled by dataset.labels {args.labels}"
+            f" ({LAYOUTS[label_layout(args.labels)]})"
+            if args.labels
+            else f"the synset folders of dataset.root {args.root}"
         )
     labels = np.asarray([label for _, label in rows], dtype=np.int64)
     os.makedirs(os.path.dirname(os.path.abspath(args.labels_out)), exist_ok=True)
     np.save(args.labels_out, labels)
     write_index(args.out, rows)
     print(
-        f"indexed {len(rows)} images ({len(set(labels.tolist()))} classes) into {args.out}",
+        f"indexed {len(rows)} images ({len(set(labels.tolist()))} classes) from {source}"
+        f" into {args.out}",
         file=sys.stderr,
     )
 

@@ -82,13 +82,19 @@ def _synthetic_image(rng, grey):
 # --- ImageNet validation directories ---
 
 
-def index_imagenet(root, labels=None, synsets=None, images="all"):
+def index_imagenet(root, labels=None, synsets=None, images="all", devkit_meta=None):
     """Rows [(file, label)] for an ImageNet validation directory, sorted by file name.
 
-    Two layouts: flat files with a ``labels`` file of ``<file name> <class index>`` lines
-    (val_map.txt), or one folder per synset (``n01440764/*.JPEG``) whose label is the
-    synset's position in ``synsets`` (lines ``nXXXXXXXX name``), or in the sorted folder
-    names when all 1,000 are present. Sorting by file name (then path) keeps the first N
+    Two layouts: flat files with a ``labels`` file, or one folder per synset
+    (``n01440764/*.JPEG``). The labels file is one of (told apart by ``label_layout``):
+    ``<file name> <class index>`` lines (val_map.txt); the ILSVRC2012 devkit's
+    ILSVRC2012_validation_ground_truth.txt (line i holds the ILSVRC2012_ID of
+    ILSVRC2012_val_<i, 8 digits>.JPEG, in the devkit's own class order, which
+    ``devkit_meta``, its meta.mat, maps to WNIDs); or Kaggle's LOC_val_solution.csv
+    (``ImageId,PredictionString``, the string starting with the WNID; the file is ImageId
+    + .JPEG). A WNID's label is its position in the class order (``class_order``). Every
+    image of a flat folder needs exactly one valid line: any disagreement stops with one
+    error listing the offending lines. Sorting by file name (then path) keeps the first N
     of either layout the same images. ``images`` is "all" or N (the first N rows).
     """
     root = Path(root)
@@ -97,10 +103,12 @@ def index_imagenet(root, labels=None, synsets=None, images="all"):
             f"dataset.root {root} is not a directory;"
             " set dataset.root to the ImageNet validation folder"
         )
+    synsets = Path(synsets) if synsets else None
+    devkit_meta = Path(devkit_meta) if devkit_meta else None
     if labels:
-        rows = _index_flat(root, Path(labels))
+        rows = _index_flat(root, Path(labels), synsets, devkit_meta)
     else:
-        rows = _index_folders(root, Path(synsets) if synsets else None)
+        rows = _index_folders(root, synsets, devkit_meta)
     if not rows:
         raise UserError(
             f"no images found under dataset.root {root}; point dataset.root at the folder"
@@ -110,35 +118,300 @@ def index_imagenet(root, labels=None, synsets=None, images="all"):
     return select(rows, images, f"dataset.root {root}")
 
 
-def _index_flat(root, labels):
-    """Rows from a ``<file name> <class index>`` labels file, files relative to ``root``."""
+# the label file layouts, as the index log and the errors name them
+LAYOUTS = {
+    "val_map": "'<file name> <class index>' lines (val_map.txt)",
+    "devkit": "the ILSVRC2012 devkit's validation ground truth",
+    "loc_csv": "Kaggle's LOC_val_solution.csv",
+}
+LOC_HEADER = "ImageId,PredictionString"
+DEVKIT_IMAGE = "ILSVRC2012_val_{:08d}.JPEG"  # the image of ground-truth line i
+LISTED = 20  # offending lines a disagreement error lists before counting the rest
+
+
+def label_layout(labels):
+    """The layout of a labels file, a key of LAYOUTS, from its first non-blank line."""
+    with Path(labels).open(encoding="utf-8-sig", errors="replace") as f:
+        first = next((line.strip() for line in f if line.strip()), "")
+    if first.replace(" ", "") == LOC_HEADER:
+        return "loc_csv"
+    if first.isdigit():
+        return "devkit"
+    return "val_map"
+
+
+def _index_flat(root, labels, synsets=None, devkit_meta=None):
+    """Rows from a labels file (any of LAYOUTS), files relative to ``root``.
+
+    Checks the file against the images in ``root`` and raises one UserError listing every
+    disagreement (see _disagreement).
+    """
     if not labels.is_file():
         raise UserError(
-            f"dataset.labels {labels} does not exist;"
-            " set dataset.labels to the '<file name> <class index>' file (val_map.txt)"
+            f"dataset.labels {labels} does not exist; set dataset.labels to the label file"
+            " (val_map.txt, ILSVRC2012_validation_ground_truth.txt or LOC_val_solution.csv)"
         )
-    rows = []
-    for number, line in enumerate(labels.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= NUM_SYNSETS:
-            raise UserError(
-                f"dataset.labels {labels} line {number} reads {line.strip()!r},"
-                " not '<file name> <class index 0-999>'; fix that line"
-            )
-        path = root / fields[0]
-        if not path.is_file():
-            raise UserError(
-                f"dataset.labels {labels} line {number} names {fields[0]},"
-                f" which is not in dataset.root {root}; fix dataset.root or dataset.labels"
-            )
-        rows.append((os.path.abspath(path), int(fields[1])))
+    layout = label_layout(labels)
+    lines = labels.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    if not any(line.strip() for line in lines):
+        raise UserError(
+            f"dataset.labels {labels} is empty; set dataset.labels to the label file"
+            " of the images in dataset.root"
+        )
+    problems = []  # (line number, sentence fragment)
+    if layout == "devkit":
+        entries = _devkit_entries(labels, lines, synsets, devkit_meta, problems)
+    elif layout == "loc_csv":
+        entries = _loc_entries(labels, lines, synsets, devkit_meta, problems)
+    else:
+        entries = _val_map_entries(lines, problems)
+    rows = _match_images(root, entries, problems)
+    if problems:
+        raise _disagreement(labels, layout, root, problems)
     return rows
 
 
-def _index_folders(root, synsets):
-    """Rows from one folder per synset, labelled by the synset's index."""
+def _val_map_entries(lines, problems):
+    """(line number, file name, class index or None) of ``<file name> <class index>`` lines."""
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        label = None
+        if len(fields) != 2 or not fields[1].isdigit():
+            problems.append(
+                (
+                    number,
+                    f"line {number} reads {line.strip()!r}, not '<file name> <class index 0-999>'",
+                )
+            )
+        elif int(fields[1]) >= NUM_SYNSETS:
+            problems.append(
+                (number, f"line {number} gives class index {fields[1]}, outside 0-999")
+            )
+        else:
+            label = int(fields[1])
+        entries.append((number, fields[0], label))
+    return entries
+
+
+def _devkit_entries(labels, lines, synsets, devkit_meta, problems):
+    """Entries of the devkit's ground truth: line i labels ILSVRC2012_val_<i>.JPEG."""
+    if devkit_meta is None:
+        raise UserError(
+            f"dataset.labels {labels} holds ILSVRC2012_IDs (the devkit's"
+            " ILSVRC2012_validation_ground_truth.txt), whose order is the devkit's own;"
+            " set dataset.devkit_meta to the devkit's data/meta.mat, which maps them to WNIDs"
+        )
+    wnid_of = read_devkit_meta(devkit_meta)
+    position = _positions(class_order(synsets, None, wnid_of.values(), None))
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        text, label = line.strip(), None
+        if not text.isdigit():
+            problems.append(
+                (number, f"line {number} reads {text!r}, not one ILSVRC2012_ID 1-1000")
+            )
+        elif int(text) not in wnid_of:
+            problems.append(
+                (number, f"line {number} gives ILSVRC2012_ID {text}, outside 1-1000")
+            )
+        elif wnid_of[int(text)] not in position:
+            problems.append(
+                (
+                    number,
+                    f"line {number} gives ILSVRC2012_ID {text}, whose WNID"
+                    f" {wnid_of[int(text)]} is not in dataset.synsets",
+                )
+            )
+        else:
+            label = position[wnid_of[int(text)]]
+        entries.append((number, DEVKIT_IMAGE.format(number), label))
+    return entries
+
+
+def _loc_entries(labels, lines, synsets, devkit_meta, problems):
+    """Entries of ``ImageId,PredictionString`` lines whose string starts with the WNID."""
+    parsed = []  # (line number, file name, WNID or None)
+    header = True
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or header:
+            header = header and not text
+            continue
+        image_id, comma, prediction = text.partition(",")
+        image_id = (image_id.split() or [""])[0]
+        wnid = (prediction.split() or [""])[0]
+        if not comma or not image_id or not _is_wnid(wnid):
+            problems.append(
+                (number, f"line {number} reads {text!r}, not 'ImageId,WNID ...'")
+            )
+            wnid = None
+        parsed.append((number, f"{image_id}.JPEG" if image_id else None, wnid))
+    found = {wnid for _, _, wnid in parsed if wnid}
+    what = f"dataset.labels {labels} names {len(found)} WNIDs"
+    position = _positions(class_order(synsets, devkit_meta, found, what))
+    source = _order_source(synsets, devkit_meta)
+    entries = []
+    for number, name, wnid in parsed:
+        label = position.get(wnid)
+        if wnid and label is None:
+            problems.append(
+                (
+                    number,
+                    f"line {number} gives WNID {wnid}, which is not a class of {source}",
+                )
+            )
+        entries.append((number, name, label))
+    return entries
+
+
+def _is_wnid(text):
+    return len(text) == 9 and text[0] == "n" and text[1:].isdigit()
+
+
+def _match_images(root, entries, problems):
+    """Rows of the valid entries; adds each missing, repeated and unlabelled image to problems.
+
+    An entry whose label is None was reported already: its file only counts as labelled.
+    """
+    rows, first_line = [], {}
+    for number, name, label in entries:
+        if name is None:
+            continue
+        if name in first_line:
+            problems.append(
+                (
+                    number,
+                    f"line {number} repeats {name} (first on line {first_line[name]})",
+                )
+            )
+            continue
+        first_line[name] = number
+        if label is None:
+            continue
+        path = root / name
+        if not path.is_file():
+            problems.append(
+                (number, f"line {number} names {name}, which is not in dataset.root")
+            )
+            continue
+        rows.append((os.path.abspath(path), label))
+    unlabelled = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.name not in first_line
+        and p.is_file()
+    )
+    problems.sort(key=lambda problem: problem[0])
+    problems += [
+        (math.inf, f"{name} in dataset.root has no line") for name in unlabelled
+    ]
+    return rows
+
+
+def _disagreement(labels, layout, root, problems):
+    """One UserError listing the first LISTED problems and counting the rest."""
+    listed = "; ".join(text for _, text in problems[:LISTED])
+    if len(problems) > LISTED:
+        listed += f"; and {len(problems) - LISTED} more"
+    places = "1 place" if len(problems) == 1 else f"{len(problems)} places"
+    return UserError(
+        f"dataset.labels {labels} ({LAYOUTS[layout]}) does not match the images in"
+        f" dataset.root {root} in {places}: {listed}; fix dataset.labels or dataset.root"
+        " so that each image has exactly one valid line"
+    )
+
+
+def read_devkit_meta(path):
+    """{ILSVRC2012_ID: WNID} of the 1,000 leaf classes (IDs 1-1000) of a devkit meta.mat."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"dataset.devkit_meta {path} does not exist;"
+            " set dataset.devkit_meta to the ILSVRC2012 devkit's data/meta.mat"
+        )
+    try:
+        import scipy.io
+    except ImportError:
+        raise UserError(
+            "dataset.devkit_meta is read with scipy, which is not installed;"
+            " run `make env` (scipy is in envs/requirements-main.txt)"
+        ) from None
+    not_meta = f"dataset.devkit_meta {path} is not the ILSVRC2012 devkit's meta.mat"
+    try:
+        synsets = scipy.io.loadmat(str(path), squeeze_me=True).get("synsets")
+    except (
+        scipy.io.matlab.MatReadError,
+        OSError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ) as err:
+        raise UserError(
+            f"{not_meta} (scipy cannot read it: {err}); set dataset.devkit_meta to the"
+            " devkit's data/meta.mat"
+        ) from None
+    names = getattr(getattr(synsets, "dtype", None), "names", None) or ()
+    if "ILSVRC2012_ID" not in names or "WNID" not in names:
+        raise UserError(
+            f"{not_meta} (it has no 'synsets' struct array with fields ILSVRC2012_ID and"
+            " WNID); set dataset.devkit_meta to the devkit's data/meta.mat"
+        )
+    wnid_of = {}
+    for entry in np.atleast_1d(synsets):
+        ids = np.asarray(entry["ILSVRC2012_ID"]).ravel()
+        wnids = np.asarray(entry["WNID"]).ravel()
+        if ids.size == 1 and wnids.size == 1 and 1 <= int(ids[0]) <= NUM_SYNSETS:
+            wnid_of[int(ids[0])] = str(wnids[0]).strip()
+    if len(wnid_of) != NUM_SYNSETS or len(set(wnid_of.values())) != NUM_SYNSETS:
+        raise UserError(
+            f"{not_meta}: it gives {len(set(wnid_of.values()))} distinct WNIDs to the"
+            f" ILSVRC2012_IDs 1-{NUM_SYNSETS}, not {NUM_SYNSETS};"
+            " set dataset.devkit_meta to the devkit's data/meta.mat"
+        )
+    return dict(sorted(wnid_of.items()))
+
+
+def class_order(synsets, devkit_meta, found, found_what):
+    """The WNIDs in class-index order: dataset.synsets's order, else sorted.
+
+    Sorted are the devkit's 1,000 leaf WNIDs (``devkit_meta``), else the WNIDs ``found``
+    in the data when there are all 1,000 (``found_what`` says where, for the error).
+    """
+    if synsets:
+        return _read_synsets(synsets)
+    if devkit_meta:
+        return sorted(read_devkit_meta(devkit_meta).values())
+    found = sorted(set(found))
+    if len(found) != NUM_SYNSETS:
+        raise UserError(
+            f"{found_what}, not {NUM_SYNSETS}, so their sorted order cannot give the labels;"
+            " set dataset.synsets to the list of the 1,000 synsets"
+            " (or dataset.devkit_meta to the devkit's meta.mat)"
+        )
+    return found
+
+
+def _order_source(synsets, devkit_meta):
+    """What gave the class order, for errors."""
+    if synsets:
+        return f"dataset.synsets {synsets}"
+    if devkit_meta:
+        return f"dataset.devkit_meta {devkit_meta}"
+    return "the 1,000 classes"
+
+
+def _positions(order):
+    return {wnid: i for i, wnid in enumerate(order)}
+
+
+def _index_folders(root, synsets, devkit_meta=None):
+    """Rows from one folder per synset, labelled by the synset's index (class_order)."""
     folders = sorted(
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
@@ -147,20 +420,15 @@ def _index_folders(root, synsets):
             f"dataset.root {root} has no synset folders; for a flat folder of images"
             " give dataset.labels (a '<file name> <class index>' file such as val_map.txt)"
         )
-    order = _read_synsets(synsets) if synsets else folders
-    if len(order) != NUM_SYNSETS:
-        raise UserError(
-            f"dataset.root {root} has {len(folders)} class folders, not {NUM_SYNSETS},"
-            " so their sorted order cannot give the labels;"
-            " set dataset.synsets to the list of the 1,000 synsets"
-        )
-    position = {name: i for i, name in enumerate(order)}
+    what = f"dataset.root {root} has {len(folders)} class folders"
+    position = _positions(class_order(synsets, devkit_meta, folders, what))
     rows = []
     for folder in folders:
         if folder not in position:
             raise UserError(
-                f"folder {folder} in dataset.root {root} is not listed in"
-                f" dataset.synsets {synsets}; remove the folder or fix dataset.synsets"
+                f"folder {folder} in dataset.root {root} is not a class of"
+                f" {_order_source(synsets, devkit_meta)}; remove the folder or fix"
+                f" {'dataset.synsets' if synsets else 'dataset.devkit_meta'}"
             )
         for path in sorted((root / folder).iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
