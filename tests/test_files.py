@@ -77,3 +77,22 @@ def test_sha256_of_a_file_read_in_chunks(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     assert files.sha256(path, chunk=1) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+LAUNCH = SCRIPTS / "launch.sh"
+
+
+def test_the_launcher_shows_a_steps_notes_on_success_and_only_its_error_on_failure(tmp_path):
+    script = tmp_path / "step.py"
+    script.write_text(
+        "import sys\nprint('progress 1 of 2')\nprint('infbench note: pin the sha256 abc')\n"
+        "if sys.argv[1] == 'fail':\n    print('infbench: the step failed; fix it', file=sys.stderr)\n    sys.exit(1)\n"
+    )
+    for how, code in (("ok", 0), ("fail", 1)):
+        log = tmp_path / f"{how}.log"
+        proc = subprocess.run(["bash", str(LAUNCH), sys.executable, "gone", str(script), str(log), how],
+                              capture_output=True, text=True)
+        assert proc.returncode == code
+        assert "progress 1 of 2" in log.read_text() and proc.stdout == ""
+        expected = "infbench note: pin the sha256 abc\n" if code == 0 else "infbench: the step failed; fix it\n"
+        assert proc.stderr == expected

@@ -13,8 +13,9 @@ rule fetch_checkpoint:
     params:
         run=runner("main", "fetch_checkpoint.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
+        # quoted: a URL may hold & or ?, a path spaces
         source=lambda wc: " ".join(
-            f"--{key} {value}"
+            f"--{key} {shlex.quote(str(value))}"
             for key, value in sorted(model_cfg(wc)["checkpoint"].items())
         ),
     shell:

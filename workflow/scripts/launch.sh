@@ -19,5 +19,7 @@ INFBENCH_LAUNCHED=$(date +%s.%N) "$python" "$script" "$@" >"$log" 2>&1
 status=$?
 if [ "$status" -ne 0 ]; then
     grep '^infbench:' "$log" >&2 || tail -n 20 "$log" >&2
+else
+    grep '^infbench note:' "$log" >&2 || true  # what the user should act on, e.g. a digest to pin
 fi
 exit "$status"

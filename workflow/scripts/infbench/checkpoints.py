@@ -118,7 +118,7 @@ def download(url, sha256, dest, retries=3, timeout=60.0, model=None, backoff=1.0
         out.close()
     if len(expected) < 64:
         print(
-            f"{url} has sha256 {actual} (the config gives only its prefix {expected});"
+            f"infbench note: {url} has sha256 {actual} (the config gives only its prefix {expected});"
             f" pin it: set {key}.sha256 to {actual}",
             file=sys.stderr,
         )

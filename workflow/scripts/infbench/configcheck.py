@@ -32,7 +32,8 @@ def schema_sentence(error):
     if "checkpoint" in path:
         return (
             f"config key {_key(path[: path.index('checkpoint') + 1])} must be one of"
-            " {url: ..., sha256: <hex digest or its first 8+ digits>}, {path: ...} or {random: <seed>}"
+            " {url: ..., sha256: <hex digest or its first 8+ digits>} (optionally retries: <whole"
+            " number >= 0>, timeout_s: <seconds > 0>), {path: ...} or {random: <seed>}"
         )
     if error.validator == "required":
         return f"config key {_key(path) or '(top level)'} is incomplete: {error.message}"
