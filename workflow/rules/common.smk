@@ -32,6 +32,8 @@ validate(config, "../schemas/config.schema.yaml")  # fills the schema's defaults
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
 DATASET = config["dataset"]["kind"]
 INDEX = f"results/datasets/{DATASET}/index.tsv"
+# the images the index left out as unreadable (dataset.bad_images: skip), with the reasons
+BAD_IMAGES = f"results/datasets/{DATASET}/bad_images.tsv"
 LABELS = f"results/datasets/{DATASET}/labels.npy"
 MODELS = list(config["models"])
 RUNTIMES = list(config["runtimes"])
@@ -215,12 +217,15 @@ DATASET_FILE_KEYS = ("labels", "synsets", "devkit_meta")
 
 
 def dataset_files():
-    """The label, synset and devkit files the config names (ImageNet's; none for synthetic)."""
+    """The label, synset and devkit files the config names (ImageNet's; none for synthetic)
+    that exist: a missing one is the index step's to report, so that a dry-run of the
+    matrix works on a machine without the data."""
     if DATASET == "synthetic":
         return []
-    return [
+    named = [
         config["dataset"][key] for key in DATASET_FILE_KEYS if key in config["dataset"]
     ]
+    return [path for path in named if os.path.exists(path)]
 
 
 def dataset_args():
@@ -300,6 +305,7 @@ def what_ran_plan():
                             **reference
                         ),
                         "labels": LABELS,
+                        "bad_images": BAD_IMAGES,
                         "reference": config["accuracy"]["reference"],
                         "random_weights": random_weights(model),
                         "logs": [

@@ -27,17 +27,21 @@ rule index_dataset:
     output:
         index=INDEX,
         labels=LABELS,
+        bad=BAD_IMAGES,
     log:
         f"logs/datasets/{DATASET}/index.log",
     conda:
         "../../envs/main.yaml"
+    threads: workflow.cores  # the scan for unreadable images decodes every file once
     params:
         run=runner("main", "index_dataset.py"),
         dataset=canonical(config["dataset"]),
         args=dataset_args(),
+        bad_images=config["dataset"].get("bad_images", "fail"),
     shell:
         "{params.run} {log}"
-        " {params.args} --out {output.index} --labels-out {output.labels}"
+        " {params.args} --bad-images {params.bad_images} --workers {threads}"
+        " --out {output.index} --labels-out {output.labels} --bad-out {output.bad}"
 
 
 rule preprocess:

@@ -82,6 +82,7 @@ rule score:
         predictions="results/accuracy/{runtime}/{model}/{precision}.npz",
         reference=f"results/accuracy/{REF_RUNTIME}/{{model}}/{REF_PRECISION}.npz",
         labels=LABELS,
+        bad=BAD_IMAGES,
     output:
         "results/accuracy/{runtime}/{model}/{precision}.json",
     log:
@@ -96,4 +97,4 @@ rule score:
         "{params.run} {log}"
         " --predictions {input.predictions} --labels {input.labels}"
         " --reference {input.reference} --reference-name {params.reference}"
-        " --random-weights {params.random} --out {output}"
+        " --random-weights {params.random} --bad-images {input.bad} --out {output}"

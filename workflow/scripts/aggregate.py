@@ -74,6 +74,7 @@ def what_ran(plan):
                 write_json(partial, summarise(
                     cell["predictions"], cell["labels"], reference if os.path.exists(reference) else None,
                     cell["reference"], cell["random_weights"],
+                    cell["bad_images"] if os.path.exists(cell.get("bad_images") or "") else None,
                 ))
             except UserError as err:  # one unreadable file costs its cell, not the tables
                 failures[("accuracy", *cell["key"], None)] = str(err)

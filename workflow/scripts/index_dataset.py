@@ -17,16 +17,20 @@
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
+from infbench import files  # noqa: E402
 from infbench.data import (  # noqa: E402
     LAYOUTS,
+    bad_images_error,
     index_imagenet,
     label_layout,
     make_synthetic,
+    scan_images,
     write_index,
 )
 from infbench.errors import UserError, main_guard  # noqa: E402
@@ -60,6 +64,15 @@ def parse_args(argv=None):
         "--devkit-meta",
         help="imagenet: the ILSVRC2012 devkit's meta.mat (dataset.devkit_meta)",
     )
+    parser.add_argument(
+        "--bad-images",
+        default="fail",
+        choices=["fail", "skip"],
+        help="every image is decoded once: fail lists every unreadable one in one error,"
+        " skip leaves them out (dataset.bad_images)",
+    )
+    parser.add_argument("--bad-out", help="bad_images.tsv to write (file, reason)")
+    parser.add_argument("--workers", type=int, default=1, help="decoding processes of the scan")
     parser.add_argument("--out", required=True, help="index.tsv to write")
     parser.add_argument(
         "--labels-out", required=True, help="labels.npy to write (int64, index order)"
@@ -94,9 +107,31 @@ def main(argv=None):
             if args.labels
             else f"the synset folders of dataset.root {args.root}"
         )
+    started = time.perf_counter()
+    bad = scan_images([file for file, _ in rows], workers=args.workers)
+    seconds = time.perf_counter() - started
+    print(f"scanned {len(rows)} images for unreadable files in {seconds:.1f} s"
+          f" ({len(rows) / max(seconds, 1e-9):.0f} images/s, {args.workers} workers): {len(bad)} unreadable",
+          file=sys.stderr)
+    if bad and args.bad_images == "fail":
+        raise UserError(bad_images_error(bad, len(rows)))
+    if args.bad_out:
+        files.atomic_write(args.bad_out, "file\treason\n" + "".join(f"{f}\t{why}\n" for f, why in bad))
+    if bad:
+        skipped = {file for file, _ in bad}
+        rows = [row for row in rows if row[0] not in skipped]
+        print(f"left out {len(bad)} unreadable images (dataset.bad_images: skip), listed in {args.bad_out}",
+              file=sys.stderr)
+        if not rows:
+            file, why = bad[0]
+            raise UserError(
+                f"none of the {len(bad)} images of the data set can be read (the first: {file}, {why});"
+                " check dataset.root and dataset.labels"
+            )
     labels = np.asarray([label for _, label in rows], dtype=np.int64)
-    os.makedirs(os.path.dirname(os.path.abspath(args.labels_out)), exist_ok=True)
-    np.save(args.labels_out, labels)
+    with files.atomic_output(args.labels_out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, labels)
     write_index(args.out, rows)
     print(
         f"indexed {len(rows)} images ({len(set(labels.tolist()))} classes) from {source}"

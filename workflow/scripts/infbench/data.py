@@ -10,7 +10,6 @@ PIL antialiases), centre crop. Runtimes normalise in their ``stage`` step.
 import math
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from infbench.errors import UserError
+from infbench.files import atomic_output, atomic_write, check_free_space
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 CHUNK = 64  # images per preprocessing task
@@ -476,7 +476,7 @@ def write_index(path, rows):
     """Write rows as a TSV with header ``file\\tlabel`` (absolute paths), atomically."""
     lines = ["file\tlabel"]
     lines += [f"{os.path.abspath(file)}\t{int(label)}" for file, label in rows]
-    _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def read_index(path):
@@ -500,19 +500,6 @@ def read_index(path):
     return rows
 
 
-def _atomic_write_text(path, text):
-    """Write ``text`` to a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # --- preprocessing ---
 
 
@@ -528,14 +515,12 @@ def load_image(path, resize, crop):
             f"crop {crop} is larger than resize {resize};"
             " set the model's resize to at least its crop"
         )
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    image, reason = _decode(path)
+    if image is None:
         raise UserError(
-            f"{path} cannot be read as an image ({err});"
-            " replace it, or remove it from the data set"
-        ) from None
+            f"{path} cannot be read as an image ({reason}); replace it, remove it from the"
+            " data set, or set dataset.bad_images: skip to leave unreadable images out"
+        )
     width, height = image.size
     short, long = min(width, height), max(width, height)
     new_short, new_long = resize, int(resize * long / short)
@@ -546,6 +531,39 @@ def load_image(path, resize, crop):
     top = int(round((height - crop) / 2.0))
     left = int(round((width - crop) / 2.0))
     return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def _decode(path):
+    """(RGB image, None), or (None, why) for a file the decoder cannot read: any exception
+    of PIL's decoders counts (truncated, empty, not an image, a decompression bomb...)."""
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB"), None
+    except Exception as err:  # noqa: BLE001 - every decoder failure is the file's
+        return None, f"{err.__class__.__name__}: {err}" if str(err) else err.__class__.__name__
+
+
+def _scan_chunk(files):
+    return [(file, why) for file in files for _, why in [_decode(file)] if why is not None]
+
+
+def scan_images(files, workers=1):
+    """Decode every file once; [(file, why)] for each one that cannot be read, in order."""
+    chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
+    if workers <= 1 or len(chunks) <= 1:
+        return [bad for chunk in chunks for bad in _scan_chunk(chunk)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        return [bad for found in pool.map(_scan_chunk, chunks) for bad in found]
+
+
+def bad_images_error(bad, total, shown=20):
+    """The one sentence that lists every unreadable image (the first ``shown`` and a count)."""
+    listed = "; ".join(f"{file} ({why})" for file, why in bad[:shown])
+    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+    return (
+        f"{len(bad)} of {total} images cannot be read: {listed}{more}. Replace or remove them,"
+        " or set dataset.bad_images: skip to leave them out of every cell"
+    )
 
 
 def preprocess(rows, resize, crop, out_npy, workers=1):
@@ -559,11 +577,8 @@ def preprocess(rows, resize, crop, out_npy, workers=1):
     files = [str(file) for file, _ in rows]
     if not files:
         raise UserError("the data set index is empty; set dataset.images to at least 1")
-    fd, tmp = tempfile.mkstemp(
-        dir=out_npy.parent, prefix=f".{out_npy.name}.", suffix=".part"
-    )
-    os.close(fd)
-    try:
+    check_free_space(out_npy, len(files) * crop * crop * 3 + 4096)  # pixels and .npy header
+    with atomic_output(out_npy) as tmp:
         cache = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(files), crop, crop, 3)
         )
@@ -577,10 +592,6 @@ def preprocess(rows, resize, crop, out_npy, workers=1):
                 _fill_chunk(*chunk)
         else:
             _fill_in_pool(chunks, workers, len(files))
-        os.replace(tmp, out_npy)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_npy
 
 

@@ -1,0 +1,114 @@
+"""Bad images: one pass over every file, every unreadable one named, and a policy for them."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infbench import files
+from infbench.data import bad_images_error, make_synthetic, preprocess, scan_images
+from infbench.errors import UserError
+
+
+@pytest.fixture
+def mixed_set(tmp_path):
+    """6 synthetic JPEGs of which 4 are broken in different ways; returns (rows, broken files)."""
+    rows = make_synthetic(tmp_path / "img", 6, seed=1)
+    paths = [Path(file) for file, _ in rows]
+    paths[1].write_bytes(paths[1].read_bytes()[:300])  # truncated
+    paths[2].write_bytes(b"")  # empty
+    paths[3].write_bytes(os.urandom(2000))  # random bytes
+    paths[5].write_text("not an image\n")  # text named .JPEG
+    return rows, [str(paths[i]) for i in (1, 2, 3, 5)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_scan_finds_every_unreadable_image_in_index_order(mixed_set, workers):
+    rows, broken = mixed_set
+    bad = scan_images([file for file, _ in rows], workers=workers)
+    assert [file for file, _ in bad] == broken
+    reasons = [why for _, why in bad]
+    assert reasons[0] == "OSError: Truncated File Read"
+    assert all(reasons) and all(why.split(":")[0].isidentifier() for why in reasons)
+
+
+def test_the_error_lists_the_first_twenty_and_counts_the_rest():
+    bad = [(f"/data/{i}.JPEG", "OSError: broken") for i in range(23)]
+    sentence = bad_images_error(bad, 1000)
+    assert sentence.startswith("23 of 1000 images cannot be read: /data/0.JPEG (OSError: broken); /data/1.JPEG")
+    assert "/data/19.JPEG (OSError: broken); and 3 more. Replace or remove them," in sentence
+    assert "/data/20.JPEG" not in sentence
+    assert sentence.endswith("or set dataset.bad_images: skip to leave them out of every cell")
+    assert bad_images_error(bad[:1], 5) == (
+        "1 of 5 images cannot be read: /data/0.JPEG (OSError: broken). Replace or remove them,"
+        " or set dataset.bad_images: skip to leave them out of every cell"
+    )
+
+
+def test_preprocessing_checks_the_free_space_first(tmp_path, monkeypatch):
+    rows = make_synthetic(tmp_path / "img", 3, seed=0)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+    out = tmp_path / "cache" / "72-64.npy"
+    with pytest.raises(UserError) as err:
+        preprocess(rows, 72, 64, out)
+    # 3 images x 64 x 64 x 3 bytes and a 4 KiB header: 40,960 bytes
+    assert str(err.value) == (
+        f"writing {out} needs 0.0 MiB but {out.parent} has 0.0 MiB free;"
+        " free space there, or run the workflow from a directory on a larger disk"
+    )
+    assert not out.exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=40_959))
+    with pytest.raises(UserError):
+        files.check_free_space(out, 40_960)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=40_960))
+    files.check_free_space(out, 40_960)
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+
+
+def index(root, out, *policy):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "index_dataset.py"), "--root", str(root), "--labels",
+         str(root / "val_map.txt"), "--out", str(out / "index.tsv"), "--labels-out", str(out / "labels.npy"),
+         "--bad-out", str(out / "bad_images.tsv"), "--workers", "2", *policy],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def labelled_mixed_set(tmp_path, mixed_set):
+    rows, broken = mixed_set
+    root = tmp_path / "img"
+    (root / "val_map.txt").write_text("".join(f"{Path(f).name} {label}\n" for f, label in rows))
+    return rows, broken, root
+
+
+def test_policy_fail_lists_every_unreadable_image_in_one_sentence(tmp_path, mixed_set):
+    rows, broken, root = labelled_mixed_set(tmp_path, mixed_set)
+    proc = index(root, tmp_path / "out")
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("infbench:")]
+    assert len(error) == 1 and error[0].startswith("infbench: 4 of 6 images cannot be read: ")
+    assert all(file in error[0] for file in broken)
+    assert not (tmp_path / "out" / "index.tsv").exists()
+
+
+def test_policy_skip_leaves_them_out_and_lists_them(tmp_path, mixed_set):
+    import numpy as np
+
+    rows, broken, root = labelled_mixed_set(tmp_path, mixed_set)
+    proc = index(root, tmp_path / "out", "--bad-images", "skip")
+    assert proc.returncode == 0, proc.stderr
+    kept = [(f, label) for f, label in rows if f not in broken]
+    lines = (tmp_path / "out" / "index.tsv").read_text().splitlines()[1:]
+    assert [line.split("\t")[0] for line in lines] == [f for f, _ in kept]
+    assert np.load(tmp_path / "out" / "labels.npy").tolist() == [label for _, label in kept]
+    bad = (tmp_path / "out" / "bad_images.tsv").read_text().splitlines()
+    assert bad[0] == "file\treason" and [line.split("\t")[0] for line in bad[1:]] == broken
+    assert "left out 4 unreadable images (dataset.bad_images: skip)" in proc.stderr
+    assert "scanned 6 images for unreadable files in" in proc.stderr
