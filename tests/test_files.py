@@ -96,3 +96,46 @@ def test_the_launcher_shows_a_steps_notes_on_success_and_only_its_error_on_failu
         assert "progress 1 of 2" in log.read_text() and proc.stdout == ""
         expected = "infbench note: pin the sha256 abc\n" if code == 0 else "infbench: the step failed; fix it\n"
         assert proc.stderr == expected
+
+
+EVALUATE = """
+import sys
+sys.path.insert(0, {scripts!r})
+import numpy as np
+from infbench import metrics
+from infbench.runtimes.base import Session, SessionSpec
+
+class Fake(Session):
+    def stage(self, images): return images
+    def run(self, staged): return np.ones((staged.shape[0], 10), np.float32) * staged.reshape(len(staged), -1).mean()
+    def sync(self, output): pass
+    def logits(self, output): return output
+
+if {control!r}:
+    metrics.release_rows = lambda *args: None  # the control: pages are never let go
+cache = np.load({path!r}, mmap_mode="r")
+def peak_kib():  # this process's own peak (ru_maxrss would include the forking parent's)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+
+before = peak_kib()
+metrics.evaluate(Fake(SessionSpec("fake", "m", "resnet50", "fp32", 50, "cpu", "x", 64)), cache, 50, 0)
+print((peak_kib() - before) // 1024)
+"""
+
+
+def test_a_pass_over_a_cache_keeps_about_one_batch_resident(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "cache.npy"
+    cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(8000, 64, 64, 3))  # 94 MiB
+    cache[:] = 7
+    cache.flush()
+    del cache
+    growth = {}
+    for control in (False, True):
+        proc = subprocess.run([sys.executable, "-c", EVALUATE.format(scripts=str(SCRIPTS), path=str(path), control=control)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        growth[control] = int(proc.stdout)
+    assert growth[True] > 64, f"the control should hold most of the 94 MiB cache resident: {growth}"
+    assert growth[False] < 24, f"peak RSS grew by {growth[False]} MiB over a 94 MiB cache"

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from infbench.errors import UserError
-from infbench.files import atomic_output, atomic_write, check_free_space
+from infbench.files import atomic_output, atomic_write, check_free_space, release_rows
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 CHUNK = 64  # images per preprocessing task
@@ -625,3 +625,4 @@ def _fill_chunk(npy, start, files, resize, crop):
     for offset, file in enumerate(files):
         cache[start + offset] = load_image(file, resize, crop)
     cache.flush()
+    release_rows(cache, start, start + len(files))  # written: let the pages go from this worker
