@@ -208,6 +208,31 @@ def test_int8_logits_agree_with_fp32_on_held_out_images(resnet, cache, int8):
     assert cosines(ref, got).min() > 0.98
 
 
+def test_int8_fp16_form_is_int8_where_quantised_and_fp16_elsewhere(resnet, cache, int8, tmp_path):
+    """TensorRT 10/11's int8 file: the S8S8 Q/DQ over an fp16 graph, float32 I/O."""
+    _, fp32 = resnet
+    _, _, images = cache
+    out, listing, _ = int8
+    form = tmp_path / "int8-s8s8-fp16.onnx"
+    precision.to_fp16(out["s8s8"], form)
+    model, s8s8 = onnx.load(form), onnx.load(out["s8s8"])
+    onnx.checker.check_model(model)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [19]
+    for tensor in (*model.graph.input, *model.graph.output):
+        assert tensor.type.tensor_type.elem_type == TensorProto.FLOAT
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == [n.op_type for n in s8s8.graph.node].count("QuantizeLinear") > 0
+    # every float initialiser (scales, biases) is fp16; the quantised weights stay int8
+    kinds = {t.data_type for t in model.graph.initializer}
+    assert TensorProto.FLOAT not in kinds and {TensorProto.FLOAT16, TensorProto.INT8} <= kinds
+    used = {int(line.split("\t")[0]) for line in listing.read_text().splitlines()[1:]}
+    x = normalise_nchw(images[[i for i in range(IMAGES) if i not in used]])
+    got, ref = run_onnx(form, x), run_onnx(fp32, x)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    assert cosines(ref, got).min() > 0.98
+    assert cosines(run_onnx(out["s8s8"], x), got).min() > 0.995  # the same int8, fp16 around it
+
+
 def test_too_few_cached_images_names_the_config_key(resnet, tmp_path):
     _, fp32 = resnet
     cache_npy = tmp_path / "cache.npy"

@@ -232,6 +232,17 @@ def test_a_tactic_source_this_tensorrt_lacks_is_a_config_error():
     )
 
 
+def test_int8_engines_of_strongly_typed_tensorrt_use_the_fp16_form(tmp_path):
+    s8s8 = tmp_path / "int8-s8s8.onnx"
+    s8s8.write_bytes(b"")
+    assert engine.onnx_for_generation(str(s8s8), "int8", 10) == str(s8s8)  # no fp16 form made
+    (tmp_path / "int8-s8s8-fp16.onnx").write_bytes(b"")
+    for generation, expected in ((8, s8s8), (10, tmp_path / "int8-s8s8-fp16.onnx"), (11, tmp_path / "int8-s8s8-fp16.onnx")):
+        assert engine.onnx_for_generation(str(s8s8), "int8", generation) == str(expected)
+    fp16 = tmp_path / "fp16.onnx"
+    assert engine.onnx_for_generation(str(fp16), "fp16", 11) == str(fp16)
+
+
 def test_engine_options_come_from_the_config_block_with_defaults():
     block = {"device": "cuda", "precisions": ["fp16"], "cuda_graphs": True, "python": "x",
              "tactic_sources": ["JIT_CONVOLUTIONS", "EDGE_MASK_CONVOLUTIONS"]}

@@ -149,6 +149,7 @@ def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
         "export_onnx": 4,
         "convert_fp16": 4,
         "calibrate_int8": 4,
+        "int8_fp16_form": 4,  # TensorRT 10/11's int8 form
         "index_dataset": 1,
         "preprocess": 2,  # 256/224 shared by three models, 342/299 for inception_v3
         "build_engine": 4 * 3 * 2,  # per model, precision and batch size
@@ -177,6 +178,7 @@ def test_dry_run_of_the_gpu_config_passes_every_engine_option(tmp_path):
     # TensorRT 3 precisions, ONNX Runtime 3, PyTorch 2: 8 columns
     assert jobs["build_engine"] == 4 * 3 * 2 and jobs["speed"] == 4 * 8 * 2
     assert jobs["evaluate"] == 4 * 8 and jobs["score"] == 4 * 8
+    assert jobs["int8_fp16_form"] == 4  # what TensorRT 10/11 build int8 engines from
     builds = [
         line
         for line in (proc.stdout + proc.stderr).splitlines()

@@ -5,7 +5,13 @@
 
 rule build_engine:
     input:
-        lambda wc: onnx_file(wc.model, wc.precision, "tensorrt"),
+        onnx=lambda wc: onnx_file(wc.model, wc.precision, "tensorrt"),
+        # int8: also the fp16 form, which TensorRT 10/11 build from (engine.onnx_for_generation)
+        int8_fp16=lambda wc: (
+            [f"results/onnx/{wc.model}/int8-s8s8-fp16.onnx"]
+            if wc.precision == "int8"
+            else []
+        ),
     output:
         plan="results/engines/{model}/{precision}-bs{bs}.plan",
         sidecar="results/engines/{model}/{precision}-bs{bs}.json",
@@ -21,7 +27,7 @@ rule build_engine:
         engine=engine_args(),
     shell:
         "{params.run} {log}"
-        " --onnx {input} --batch-size {wildcards.bs} --precision {wildcards.precision}"
+        " --onnx {input.onnx} --batch-size {wildcards.bs} --precision {wildcards.precision}"
         " {params.engine} --timing-cache results/engines/timing.cache"
         " --out {output.plan} --sidecar {output.sidecar}"
 

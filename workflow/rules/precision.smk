@@ -40,3 +40,19 @@ rule calibrate_int8:
         " --onnx {input.onnx} --cache {input.cache} --index {input.index}"
         " --images {params.images} --method {params.method} --seed {params.seed}"
         " --out-s8s8 {output.s8s8} --out-u8s8 {output.u8s8} --out-list {output.images}"
+
+
+rule int8_fp16_form:
+    # int8 for TensorRT 10/11 (strongly typed): the same Q/DQ, the rest of the graph fp16
+    input:
+        "results/onnx/{model}/int8-s8s8.onnx",
+    output:
+        "results/onnx/{model}/int8-s8s8-fp16.onnx",
+    log:
+        "logs/onnx/{model}/int8-fp16.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "convert_fp16.py"),
+    shell:
+        "{params.run} {log}" " --onnx {input} --out {output}"

@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """Index a data set: write index.tsv (file, label) and labels.npy (int64), in the same order.
 
-    index_dataset.py --kind synthetic --images 64 --seed 0 --image-dir DIR/images \\
-        --out DIR/index.tsv --labels-out DIR/labels.npy
-    index_dataset.py --kind imagenet --root /data/imagenet/val \\
+    index_dataset.py --root /data/imagenet/val \\
         --labels /data/imagenet/val_map.txt --images all \\
         --out DIR/index.tsv --labels-out DIR/labels.npy
     index_dataset.py --root /data/ILSVRC2012/val \
@@ -11,7 +9,8 @@
         --devkit-meta /data/ILSVRC2012/devkit/data/meta.mat \
         --out DIR/index.tsv --labels-out DIR/labels.npy
 
---kind defaults to imagenet. A synthetic set writes its JPEGs to --image-dir first.
+A synthetic set is indexed the same way, from the folder and val_map.txt that
+make_synthetic.py writes.
 """
 
 import argparse
@@ -29,7 +28,6 @@ from infbench.data import (  # noqa: E402
     bad_images_error,
     index_imagenet,
     label_layout,
-    make_synthetic,
     scan_images,
     write_index,
 )
@@ -40,15 +38,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--kind", default="imagenet", choices=["synthetic", "imagenet"])
     parser.add_argument(
         "--images", default="all", help="all | N (the first N of the sorted index)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="synthetic: seed of images and labels"
-    )
-    parser.add_argument(
-        "--image-dir", help="synthetic: folder the JPEGs are written to"
     )
     parser.add_argument("--root", help="imagenet: the validation folder (dataset.root)")
     parser.add_argument(
@@ -82,31 +73,21 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.kind == "synthetic":
-        if not args.image_dir:
-            raise UserError(
-                "--image-dir is required for a synthetic data set; give the folder for its JPEGs"
-            )
-        rows = make_synthetic(args.image_dir, args.images, args.seed)
-        source = f"synthetic images in {args.image_dir}"
-    else:
-        if not args.root:
-            raise UserError(
-                "dataset.root is not set; set it to the ImageNet validation folder"
-            )
-        rows = index_imagenet(
-            args.root,
-            labels=args.labels,
-            synsets=args.synsets,
-            images=args.images,
-            devkit_meta=args.devkit_meta,
-        )
-        source = (
-            f"dataset.root {args.root}, labelled by dataset.labels {args.labels}"
-            f" ({LAYOUTS[label_layout(args.labels)]})"
-            if args.labels
-            else f"the synset folders of dataset.root {args.root}"
-        )
+    if not args.root:
+        raise UserError("dataset.root is not set; set it to the ImageNet validation folder")
+    rows = index_imagenet(
+        args.root,
+        labels=args.labels,
+        synsets=args.synsets,
+        images=args.images,
+        devkit_meta=args.devkit_meta,
+    )
+    source = (
+        f"dataset.root {args.root}, labelled by dataset.labels {args.labels}"
+        f" ({LAYOUTS[label_layout(args.labels)]})"
+        if args.labels
+        else f"the synset folders of dataset.root {args.root}"
+    )
     started = time.perf_counter()
     bad = scan_images([file for file, _ in rows], workers=args.workers)
     seconds = time.perf_counter() - started

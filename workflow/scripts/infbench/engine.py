@@ -75,6 +75,19 @@ SIDECAR_FORMAT = 1
 
 # precision -> the ONNX file (results/onnx/{model}/...) its engine is built from
 ONNX_FOR_PRECISION = {"fp32": "fp32.onnx", "fp16": "fp16.onnx", "int8": "int8-s8s8.onnx"}
+# int8 for strongly typed networks (TensorRT 10/11): the same Q/DQ over an fp16 graph, so
+# that what is not quantised runs in fp16 (8.x gets that from its FP16 builder flag)
+INT8_FP16_FORM = "int8-s8s8-fp16.onnx"
+
+
+def onnx_for_generation(onnx_path, precision, generation):
+    """The ONNX an engine of this TensorRT generation is built from: for int8 on 10/11 the
+    fp16 form beside ``onnx_path`` where it exists, else ``onnx_path`` itself."""
+    if precision == "int8" and generation >= 10:
+        sibling = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), INT8_FP16_FORM)
+        if os.path.exists(sibling):
+            return sibling
+    return onnx_path
 
 # environment fields that make an engine unusable when they change, with their words
 ENVIRONMENT_FIELDS = {
@@ -610,10 +623,11 @@ def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspa
     trt = import_tensorrt()
     options = build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sources,
                             builder_optimization_level)
+    generation = api_generation(trt.__version__)
+    onnx_path = onnx_for_generation(onnx_path, precision, generation)
     shapes = profile_shapes(onnx_path, batch_size)
     onnx_sha256 = sha256_file(onnx_path)
     environment = current_environment(trt.__version__)
-    generation = api_generation(trt.__version__)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

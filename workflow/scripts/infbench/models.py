@@ -3,7 +3,7 @@
 inception_v3 is built as torchvision builds it for its ImageNet weights:
 ``transform_input=True`` (it re-normalises inside the model) and ``aux_logits=True``
 (the aux head exists in the checkpoint and is unused in eval). Every runtime must use the
-same flags or the logits differ (reference/facts.md).
+same flags or the logits differ.
 """
 
 from infbench.errors import UserError

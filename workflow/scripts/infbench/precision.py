@@ -1,4 +1,4 @@
-"""Precision as an ONNX transform, shared by every ONNX consumer (DESIGN.md).
+"""Precision as an ONNX transform, shared by every ONNX consumer (docs/architecture.md).
 
 - ``export_fp32``: the torchvision model with the neutral weights -> fp32 ONNX (input
   "input" [batch, 3, crop, crop] float32, already normalised; output "logits").
@@ -92,12 +92,21 @@ def export_fp32(arch, weights, crop, out):
 
 
 def to_fp16(fp32_onnx, out):
-    """Convert weights and arithmetic to fp16, keeping float32 input and output."""
+    """Convert weights and arithmetic to fp16, keeping float32 input and output.
+
+    Given a Q/DQ model (int8-s8s8.onnx), the result is int8 where quantised and fp16
+    elsewhere: the scales become fp16 too, which QuantizeLinear/DequantizeLinear accept from
+    opset 19, so the model is marked opset 19 (nothing else it uses changed meaning).
+    """
     import onnx
     from onnxconverter_common.float16 import convert_float_to_float16
 
     _require_file(fp32_onnx, "run the workflow's ONNX export step first or fix the path")
     model = onnx.load(str(fp32_onnx))
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        for opset in model.opset_import:
+            if opset.domain in ("", "ai.onnx") and opset.version < 19:
+                opset.version = 19
     with warnings.catch_warnings():
         # one warning per weight below fp16's range that is clamped to 1e-7
         warnings.simplefilter("ignore", UserWarning)

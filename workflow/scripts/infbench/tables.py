@@ -1,6 +1,6 @@
 """The aggregate step: every result file -> the report's tables in results/tables/.
 
-The tables have the seed report's shape (reference/seed-benchmark.md): one speed table per
+The tables have the shape of the report infbench descends from: one speed table per
 batch size (rows = models, columns = ``Runtime(precision)`` then the reference figures),
 and one precision table (``top-1 / mismatches``). Every cell is either a figure or a
 marker explained in a footnote under its table, so that no cell is blank by accident.
@@ -94,12 +94,8 @@ LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cu
 
 def _versions(runtime_info):
     """The runtime's library versions as one compact string (``name version, ...``)."""
-    versions = runtime_info.get("versions")
-    if versions is None:  # the runtimes' info() names each library by its own key
-        versions = {k: runtime_info[k] for k in LIBRARY_KEYS if runtime_info.get(k)}
-    if isinstance(versions, dict):
-        return ", ".join(f"{name} {version}" for name, version in versions.items())
-    return str(versions) if versions else ""
+    # the runtimes' info() names each library by its own key
+    return ", ".join(f"{k} {runtime_info[k]}" for k in LIBRARY_KEYS if runtime_info.get(k))
 
 
 def _provenance(data, path, device):

@@ -1,4 +1,4 @@
-"""The timing harness, written once for every runtime (DESIGN.md, measurement rules).
+"""The timing harness, written once for every runtime (docs/architecture.md, measurement rules).
 
 Timed region: ``session.run`` only, on batches already normalised and resident on the
 device, several distinct staged batches in rotation, one ``session.sync`` at the end of

@@ -1,4 +1,4 @@
-"""The one interface every runtime implements (one module per runtime, see DESIGN.md).
+"""The one interface every runtime implements (one module per runtime; docs/architecture.md).
 
 A runtime turns (model artifact, precision, batch size, device) into a Session. The timing
 harness (infbench.timing) and the accuracy evaluator (infbench.metrics) are written once

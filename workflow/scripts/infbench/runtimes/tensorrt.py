@@ -13,8 +13,8 @@ stream, so the harness's one sync per window waits for every enqueued batch.
 
 Runtime options (the config's ``runtimes.tensorrt`` block, spec.options): the engine
 options of ``infbench.engine.DEFAULTS`` (``workspace_mib``, ``allow_tf32``,
-``tactic_sources``, ``builder_optimization_level``), ``cuda_graphs`` (default true) and
-``timing_cache`` (default results/engines/timing.cache).
+``tactic_sources``, ``builder_optimization_level``) and ``cuda_graphs`` (default true). A
+rebuilt engine shares the timing cache beside it (``engine.default_timing_cache``).
 
 Every call used here exists from TensorRT 8.5 on; with TensorRT 8.6.0 (PyPI) this module
 ran on an NVIDIA H200 (docs/results/h200.md). Sources followed (read 2026-11-28):
@@ -99,7 +99,7 @@ def ensure_engine(spec, tensorrt_version):
         options["precision"],
         options["workspace_mib"],
         options["allow_tf32"],
-        spec.options.get("timing_cache") or engines.default_timing_cache(plan),
+        engines.default_timing_cache(plan),
         options["tactic_sources"],
         options["builder_optimization_level"],
     )
