@@ -261,3 +261,22 @@ def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     assert ortrt.run_options(cuda).get_run_config_entry("disable_synchronize_execution_providers") == "1"
     cpu = SessionSpec("onnxruntime", "m", "resnet50", "fp32", 8, "cpu", "x.onnx", 224, {})
     assert ortrt.provider_options(cpu) == (["CPUExecutionProvider"], [{}])
+
+
+def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path):
+    """runtimes.torch.compile on the CPU (inductor, default mode): the same numbers as eager;
+    the compile happens on the first batch, so the harness counts it as warm-up."""
+    weights = tmp_path / "alexnet.safetensors"
+    make_weights("alexnet", weights)
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    opened = {}
+    for compile_option in (False, True):
+        cell = dataclasses.replace(spec("torch", "alexnet", weights, batch_size=2,
+                                        options={"threads": 2, "compile": compile_option}), crop=64)
+        opened[compile_option] = runtimes.load("torch").open_session(cell)
+    eager, compiled = opened[False], opened[True]
+    assert (eager.info()["mode"], compiled.info()["mode"]) == ("eager", "torch.compile default")
+    got = timing.measure(compiled, [x], warmup_batches=1, timed_batches=2, windows=1)
+    assert got["warmup_seconds"] > 10 * got["window_seconds"][0]  # the compile
+    np.testing.assert_allclose(compiled.logits(compiled.run(compiled.stage(x))),
+                               eager.logits(eager.run(eager.stage(x))), rtol=1e-4, atol=1e-5)

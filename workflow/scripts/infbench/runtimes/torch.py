@@ -82,6 +82,16 @@ class TorchSession(Session):
         model = load_torch(spec.arch, spec.artifact)
         self.memory_format = torch.channels_last if on_cuda else torch.contiguous_format
         self.model = model.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
+        # torch.compile: true means reduce-overhead on cuda (it captures CUDA graphs itself,
+        # so the session's own graphs are off) and default on the cpu; a string is the mode.
+        # It compiles on the first batch, so its cost lands in the warm-up, which is recorded.
+        compile_mode = options.get("compile", False)
+        if compile_mode is True:
+            compile_mode = "reduce-overhead" if on_cuda else "default"
+        self.compile_mode = compile_mode or None
+        if self.compile_mode:
+            self.cuda_graphs = False
+            self.model = torch.compile(self.model, mode=self.compile_mode, dynamic=False)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
         # Graphs share one memory pool. The session keeps every graph (and so the pool)
@@ -152,7 +162,8 @@ class TorchSession(Session):
             "cudnn": torch.backends.cudnn.version() if on_cuda else None,
             "driver": nvidia_driver() if on_cuda else None,
             "threads": self.threads if not on_cuda else None,
-            "mode": "cuda_graphs" if self.cuda_graphs else "eager",
+            "mode": f"torch.compile {self.compile_mode}" if self.compile_mode
+            else "cuda_graphs" if self.cuda_graphs else "eager",
             "cuda_graphs": self.cuda_graphs,
             "tf32": self.allow_tf32 if on_cuda else None,
             "cudnn_benchmark": True if on_cuda else None,
