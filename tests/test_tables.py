@@ -49,7 +49,7 @@ VERSIONS = {"oneflow": {"oneflow": "0.9.0"}, "onnxruntime": {"onnxruntime": "1.3
 def provenance(runtime):
     return {
         "runtime": {
-            "versions": VERSIONS[runtime],
+            **VERSIONS[runtime],  # each library under its own key, as the runtimes' info() has it
             "device_name": "Test Xeon 9999",
             "threads": 2,
         },
@@ -435,3 +435,49 @@ def test_int8_note_says_how_each_int8_column_was_quantised():
     assert "; on CUDA emulated: ONNX Runtime's CUDA provider has no int8 convolutions" in int8_note(config)
     config["runtimes"] = {"torch": {"device": "cpu", "precisions": ["fp32"]}}
     assert int8_note(config) is None
+
+
+def test_share_of_peak_from_macs_and_the_devices_dense_peak():
+    from infbench.tables import add_share_of_peak, gpu_peaks
+
+    peaks = gpu_peaks()
+    assert peaks["NVIDIA H200"]["fp16"] == 989.4 and "datasheet" in peaks["NVIDIA H200"]["source"]
+    rows = [
+        {"model": "resnet50", "precision": "fp16", "device_name": "NVIDIA H200", "images_per_s": 31929.0},
+        {"model": "resnet50", "precision": "fp32", "device_name": "NVIDIA H200", "images_per_s": 4249.0},
+        {"model": "resnet50", "precision": "fp32", "device_name": "NVIDIA H200", "images_per_s": 4249.0, "tf32": True},
+        {"model": "resnet50", "precision": "fp32", "device_name": "Test Xeon 9999", "images_per_s": 40.0},
+        {"model": "vgg16", "precision": "fp32", "device_name": "NVIDIA H200", "images_per_s": 10.0},
+    ]
+    add_share_of_peak(rows, {"resnet50": 4_089_184_256}, peaks)
+    # 2 x 4.089 GMACs x 31,929 img/s = 261.1 TFLOPS of 989.4; 34.75 of 66.9 (fp32); of 494.7 (tf32)
+    assert rows[0]["percent_of_peak"] == pytest.approx(26.39, abs=0.01)
+    assert rows[1]["percent_of_peak"] == pytest.approx(51.95, abs=0.01)
+    assert rows[2]["percent_of_peak"] == pytest.approx(7.02, abs=0.01)
+    assert rows[3]["percent_of_peak"] is None and rows[3]["gmacs_per_image"] == pytest.approx(4.089, abs=1e-3)
+    assert rows[4]["percent_of_peak"] is None and rows[4]["gmacs_per_image"] is None  # MACs not given
+
+
+@pytest.mark.parametrize("arch, crop, gmacs", [("alexnet", 224, 0.71), ("vgg16", 224, 15.47),
+                                               ("resnet50", 224, 4.09), ("inception_v3", 299, 5.71)])
+def test_macs_per_image_match_torchvisions_published_figures(arch, crop, gmacs):
+    from infbench.flops import macs_per_image
+
+    assert macs_per_image(arch, crop) / 1e9 == pytest.approx(gmacs, abs=0.005)
+
+
+def test_the_speed_footnote_gives_each_gpu_cells_share_of_peak(tmp_path):
+    speed, accuracy = make_results(tmp_path / "results")
+    path = Path(write_speed(tmp_path / "results", "torch", "resnet50", "fp32", 50, [4249.0, 4250.0, 4251.0]))
+    data = json.loads(path.read_text())
+    data["cell"]["device"], data["provenance"]["runtime"]["device_name"] = "cuda", "NVIDIA H200"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "results" / "tables"
+    write_tables(CONFIG, speed + [str(path)], accuracy, str(out), macs={"resnet50": 4_089_184_256})
+    assert ("- % of peak (2 × MACs per image × images/s ÷ the device's dense peak for the precision;"
+            " NVIDIA H200: workflow/data/gpu_peaks.yaml): resnet50 PyTorch(fp32) 52.0 %.") in notes(out / "speed-bs50.md")
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "speed" and r["model"] == "resnet50"]
+    assert {(r["runtime"], r["batch_size"], r["percent_of_peak"][:5]) for r in rows if r["percent_of_peak"]} == {
+        ("torch", "50", "51.95")}  # 2 x 4.089e9 x 4,250 img/s / 66.9e12
+    assert all(r["gmacs_per_image"].startswith("4.089") for r in rows if r["status"] == "measured")

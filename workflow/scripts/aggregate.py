@@ -87,6 +87,13 @@ def what_ran(plan):
     return speed, accuracy, failures
 
 
+def model_macs(config):
+    """{model: MACs per image} at the model's crop, for the tables' "% of peak"."""
+    from infbench.flops import macs_per_image
+
+    return {name: macs_per_image(m["arch"], m["crop"]) for name, m in (config.get("models") or {}).items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="the workflow's config as JSON (unless --what-ran)")
@@ -103,12 +110,12 @@ def main():
     if args.what_ran:
         plan = read_config(args.what_ran)
         speed, accuracy, failures = what_ran(plan)
-        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures)
+        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, model_macs(plan["config"]))
     elif args.config:
         config = read_config(args.config)
         if args.models:  # the dump's keys are sorted; the rows keep the config file's order
             config["models"] = {m: config["models"][m] for m in json.loads(args.models)}
-        done = write_tables(config, args.speed, args.accuracy, args.out_dir)
+        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=model_macs(config))
         # every cell has its summary now: partial ones from a failed run are stale
         shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:

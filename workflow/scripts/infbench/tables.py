@@ -32,13 +32,39 @@ FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a
 CSV_FIELDS = [
     "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
     "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
-    "spread", "flagged", "clock_drop", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
+    "spread", "flagged", "clock_drop", "gmacs_per_image", "percent_of_peak", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
     "rel_error", "nonfinite_images", "skipped_images", "random_weights", "images", "versions", "started",
     "finished", "source", "reason",
 ]  # fmt: skip
 
 _NUMBER = (int, float)
+
+
+# the GPUs' dense peak rates (workflow/data/gpu_peaks.yaml), for "% of peak"
+PEAKS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "gpu_peaks.yaml")
+
+
+def gpu_peaks(path=PEAKS_FILE):
+    """{device name: {fp32, tf32, fp16, int8: TFLOPS or TOPS, source}} from the data file."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def add_share_of_peak(rows, macs, peaks):
+    """Give each speed row its GMACs per image and, on a GPU with a known peak for the
+    cell's precision, its share of that peak: 2 x MACs x images/s / peak, in percent."""
+    for row in rows:
+        per_image = (macs or {}).get(row["model"])
+        row["gmacs_per_image"] = None if per_image is None else per_image / 1e9
+        rate = (peaks.get(row.get("device_name")) or {}).get(
+            "tf32" if row["precision"] == "fp32" and row.get("tf32") else row["precision"]
+        )
+        row["percent_of_peak"] = (
+            None if per_image is None or not rate else 100 * 2 * per_image * row["images_per_s"] / (rate * 1e12)
+        )
 
 
 # ---------------------------------------------------------------- reading result files
@@ -107,6 +133,7 @@ def _provenance(data, path, device):
         device_name = host.get("cpu")
     return {
         "device_name": str(device_name or ""),
+        "tf32": runtime_info.get("tf32") is True,
         "versions": _versions(runtime_info),
         "started": _get(data, path, "provenance.started", str, required=False),
         "finished": _get(data, path, "provenance.finished", str, required=False),
@@ -374,6 +401,16 @@ def speed_section(config, batch_size, speed, figures, failures=None):
         notes.append(
             f"`{FLAG}`: timing spread ((max − min) / median of the windows){above}; the"
             f" figure is less stable than the others: {listed}."
+        )
+    shares = [r for r in shown if r.get("percent_of_peak") is not None]
+    if shares:
+        devices = _distinct(r["device_name"] for r in shares)
+        notes.append(
+            "% of peak (2 × MACs per image × images/s ÷ the device's dense peak for the"
+            f" precision; {', '.join(devices)}: workflow/data/gpu_peaks.yaml): "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])} {r['percent_of_peak']:.1f} %"
+                        for r in shares)
+            + "."
         )
     if slowed:
         notes.append(
@@ -664,12 +701,13 @@ def _check_reference(config, accuracy):
             )
 
 
-def write_tables(config, speed_files, accuracy_files, out_dir, failures=None):
+def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None):
     """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
 
     ``failures`` maps a cell without a result, ``(kind, runtime, model, precision,
     batch size or None)``, to the one-sentence reason its job failed; those cells show
-    ``failed`` instead of ``not run``. Returns ``{"written": [paths], "unused": [result
+    ``failed`` instead of ``not run``. ``macs`` maps a model to its MACs per image
+    (``infbench.flops``), for each speed cell's share of its GPU's peak. Returns ``{"written": [paths], "unused": [result
     files for cells not in the config]}``.
     """
     models = _config(config, "models", dict)
@@ -678,6 +716,7 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None):
     figures = reference_figures(config)
 
     speed_rows = [read_speed(p) for p in speed_files]
+    add_share_of_peak(speed_rows, macs, gpu_peaks())
     accuracy_rows = [read_accuracy(p) for p in accuracy_files]
 
     def in_matrix(row):
