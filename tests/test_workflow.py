@@ -157,6 +157,7 @@ def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
         "evaluate": 4 * 10,
         "score": 4 * 10,
         "tables": 1,
+        "plots": 1,
         "all": 1,
     }
     outputs = planned_outputs(proc)
@@ -301,6 +302,9 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
     assert result["result"]["windows"] == 2 and result["result"]["timed_batches"] == 3
     assert result["provenance"]["host"]["cpu_count"] >= 1
     assert result["provenance"]["config"]["model"]["crop"] == 64
+    for bs in config["batch_sizes"]:  # the figures, drawn from cells.csv
+        for name in ("throughput", "accuracy-vs-speed"):
+            assert (workdir / f"results/plots/{name}-bs{bs}.png").read_bytes()[:4] == b"\x89PNG"
     # where the process's time went: the timed windows as the result has them, the
     # interpreter's start-up from the launcher's time stamp, the phases adding up
     phases = result["provenance"]["phases"]
@@ -378,7 +382,7 @@ def test_changing_one_model_reruns_only_its_jobs(finished_run):
     others = [
         p
         for p in outputs
-        if "resnet50" not in p and not p.startswith("results/tables/")
+        if "resnet50" not in p and not p.startswith(("results/tables/", "results/plots/"))
     ]
     assert others == [], others
     jobs = planned_jobs(proc)
@@ -413,11 +417,17 @@ def accuracy_outputs(chosen, suffixes=(".npz", ".json")):
 
 
 def table_outputs(config):
+    """The tables and the figures drawn from them (which follow the tables)."""
     return {f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]} | {
         "results/tables/precision.md",
         "results/tables/cells.csv",
         "results/tables/report.md",
         "results/tables/config.json",
+    } | {
+        f"results/plots/{name}-bs{bs}.{ext}"
+        for bs in config["batch_sizes"]
+        for name in ("throughput", "accuracy-vs-speed")
+        for ext in ("png", "svg")
     }
 
 

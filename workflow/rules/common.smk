@@ -204,6 +204,13 @@ TABLES = [f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]] + [
     "results/tables/cells.csv",
     "results/tables/report.md",
 ]
+# the figures (infbench/plots.py): per batch size, as PNG and SVG
+PLOTS = [
+    f"results/plots/{name}-bs{bs}.{ext}"
+    for bs in config["batch_sizes"]
+    for name in ("throughput", "accuracy-vs-speed")
+    for ext in ("png", "svg")
+]
 
 
 def dataset_root():

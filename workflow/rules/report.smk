@@ -25,3 +25,18 @@ rule tables:
         "{params.run} {log}"
         " --config {output.config} --models {params.models:q}"
         " --speed {input.speed} --accuracy {input.accuracy} --out-dir results/tables"
+
+
+rule plots:
+    input:
+        "results/tables/cells.csv",
+    output:
+        PLOTS,
+    log:
+        "logs/plots.log",
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "plot.py"),
+    shell:
+        "{params.run} {log} --cells {input} --out-dir results/plots"
