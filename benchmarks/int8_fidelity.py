@@ -80,6 +80,24 @@ def session(onnx, arch, precision_name, batch_size, crop):
     return runtimes.load("onnxruntime").open_session(spec)
 
 
+def speed_only(args, rounds=4):
+    """The U8S8 forms of each model in --work, before and after, timed in alternation."""
+    print("| model | ORT CPU int8 img/s, before u8s8 | after u8s8 | after / before |")
+    print("|---|---|---|---|")
+    for arch in args.models:
+        work = Path(args.work) / arch
+        crop = SIZES[arch][1]
+        cache = np.load(work / "cache.npy", mmap_mode="r")
+        batches = [np.asarray(cache[i * 8:(i + 1) * 8]) for i in range(4)]
+        sessions = {name: session(work / f"{name}-u8s8.onnx", arch, "int8", 8, crop) for name in ("before", "after")}
+        rates = {name: [] for name in sessions}
+        for r in range(rounds):
+            for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                rates[name].append(timing.measure(sessions[name], batches, 3, 10, 3)["images_per_s"])
+        before, after = (float(np.median(rates[n])) for n in ("before", "after"))
+        print(f"| {arch} | {before:.1f} | {after:.1f} | {after / before:.3f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(SIZES))
@@ -89,7 +107,11 @@ def main():
     parser.add_argument("--method", default="entropy", choices=sorted(precision.METHODS))
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--work", default=None, help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="time the before/after U8S8 files already in --work, alternating, on a quiet machine")
     args = parser.parse_args()
+    if args.speed_only:
+        return speed_only(args)
     rows = index_imagenet(args.root, labels=args.labels)
     print(f"{len(rows)} images of {args.root}; calibration {args.method} on {args.calibration}")
     print("| model | form | mismatches vs fp32 | cosine | rel. error | ORT CPU img/s (bs 8) |")
