@@ -139,3 +139,15 @@ def test_a_pass_over_a_cache_keeps_about_one_batch_resident(tmp_path):
         growth[control] = int(proc.stdout)
     assert growth[True] > 64, f"the control should hold most of the 94 MiB cache resident: {growth}"
     assert growth[False] < 24, f"peak RSS grew by {growth[False]} MiB over a 94 MiB cache"
+
+
+def test_publish_gives_a_kept_temporary_file_the_users_permissions(tmp_path):
+    part = tmp_path / ".x.pth.part"
+    part.write_bytes(b"done")
+    os.chmod(part, 0o600)  # as a download opened it
+    old = os.umask(0o002)
+    try:
+        files.publish(part, tmp_path / "x.pth")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.pth").stat().st_mode & 0o777 == 0o664 and not part.exists()

@@ -39,7 +39,7 @@ def test_score_counts_top1_top5_and_mismatches_against_the_reference():
     logits = np.array([[1.0, 0.0], [0.0, 1.0]])
     ref_logits = np.array([[1.0, 0.0], [1.0, 1.0]])
     got = metrics.score(top5, labels, logits, (reference, ref_logits))
-    assert got["images"] == 7
+    assert got["images"] == 7 and got["classes"] == 7
     assert got["top1"] == pytest.approx(2 / 7)
     assert got["top5"] == pytest.approx(3 / 7)
     assert got["distinct_predictions"] == 7

@@ -276,10 +276,11 @@ def test_images_left_out_as_unreadable_are_counted_under_the_precision_table(tmp
     speed, accuracy = make_results(tmp_path / "results")
     for path in accuracy:
         data = json.loads(Path(path).read_text())
-        data.update(skipped_images=3, skipped_files=["/d/x/a.JPEG", "/d/x/b.JPEG", "/d/x/c.JPEG"])
+        data.update(skipped_images=3, skipped_files=["/d/x/a.JPEG", "/d/x/b.JPEG", "/d/x/c.JPEG"], classes=1000)
         Path(path).write_text(json.dumps(data))
     out = tmp_path / "results" / "tables"
     write_tables(CONFIG, speed, accuracy, str(out))
+    assert "Cells: top-1 accuracy over 500 images of 1000 classes / mismatches" in (out / "precision.md").read_text()
     assert ("- 3 unreadable images were left out of every cell (`dataset.bad_images: skip`), such as"
             " a.JPEG, b.JPEG, c.JPEG; all of them are listed in `results/datasets/<set>/bad_images.tsv`."
             ) in notes(out / "precision.md")

@@ -8,18 +8,17 @@ hidden name beside it (``.<name>.part``), which the next attempt or run resumes.
 """
 
 import fcntl
-import hashlib
 import http.client
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from infbench.errors import UserError
+from infbench.files import atomic_output, publish, sha256
 
 CHUNK = 1 << 20  # bytes read per step of the stream
 TRANSIENT_HTTP = {
@@ -111,7 +110,7 @@ def download(url, sha256, dest, retries=3, timeout=60.0, model=None, backoff=1.0
                 )
                 time.sleep(wait)
                 attempt += 1
-        os.replace(part, dest)
+        publish(part, dest)
     finally:
         if part.exists() and part.stat().st_size == 0:
             part.unlink()  # nothing worth resuming
@@ -176,11 +175,7 @@ def _fetch_once(url, expected, out, part, timeout, key):
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256(path, CHUNK)
 
 
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -307,12 +302,6 @@ def random_checkpoint(arch, seed, dest):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     state = calibrate_random(build_torch(arch, seed=int(seed)), arch, int(seed)).state_dict()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(state, out)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(dest) as tmp, open(tmp, "wb") as out:
+        torch.save(state, out)
     return dest

@@ -36,6 +36,13 @@ def _umask():
     return mask
 
 
+def publish(tmp, path):
+    """Give the finished temporary file ``tmp`` the user's permissions and rename it onto
+    ``path`` (for writers that keep their own temporary file, e.g. a resumable download)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield the temporary path to write ``path``'s content to (a file, or a folder the

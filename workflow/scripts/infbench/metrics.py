@@ -53,6 +53,7 @@ def score(top5, labels, logits, reference=None, nonfinite=None):
     n = len(labels)
     summary = {
         "images": int(n),
+        "classes": int(len(np.unique(labels))),
         "top1": float(np.mean(top5[:, 0] == labels)),
         "top5": float(np.mean((top5 == labels[:, None]).any(axis=1))),
         "distinct_predictions": int(len(np.unique(top5[:, 0]))),

@@ -186,6 +186,7 @@ def read_accuracy(path):
         "batch_size": g("cell.batch_size", int, required=False),
         "device": g("cell.device", str, required=False),
         "images": g("images", int),
+        "classes": g("classes", int, required=False),
         "top1": g("top1", _NUMBER),
         "top5": g("top5", _NUMBER, required=False),
         "reference": g("reference", str),
@@ -547,7 +548,9 @@ def precision_section(config, accuracy, failures=None):
         rows.append(cells)
 
     intro = (
-        f"Cells: top-1 accuracy over {_joined((r['images'] for r in shown), 'no')} images /"
+        f"Cells: top-1 accuracy over {_joined((r['images'] for r in shown), 'no')} images"
+        + (f" of {_joined(r['classes'] for r in shown)} classes" if any(r.get("classes") for r in shown) else "")
+        + " /"
         f" mismatches, the number of images whose top-1 prediction differs from the reference"
         f" cell {ref_label} (`accuracy.reference: {ref_runtime}/{ref_precision}`)."
     )
