@@ -480,20 +480,21 @@ def test_preprocess_writes_the_cache(tmp_path):
     assert np.array_equal(cache[0], load_image(rows[0][0], 72, 64))
     assert np.array_equal(cache[69], load_image(rows[69][0], 72, 64))
     assert sorted(p.name for p in out.parent.iterdir()) == ["72-64.npy"]
-    # The entry points, with a process pool, give the same bytes.
-    index = tmp_path / "index.tsv"
+    # The entry points as the workflow runs them, with a process pool, give the same bytes.
+    index, images = tmp_path / "index.tsv", tmp_path / "img2"
+    subprocess.run(
+        [sys.executable, str(SCRIPTS / "make_synthetic.py"), "--images", "70", "--seed", "0", "--out", str(images)],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(
         [
             sys.executable,
             str(SCRIPTS / "index_dataset.py"),
-            "--kind",
-            "synthetic",
-            "--images",
-            "70",
-            "--seed",
-            "0",
-            "--image-dir",
-            str(tmp_path / "img2"),
+            "--root",
+            str(images),
+            "--labels",
+            str(images / "val_map.txt"),
             "--out",
             str(index),
             "--labels-out",
