@@ -275,3 +275,38 @@ def test_a_clock_that_fell_more_than_ten_percent_while_timed_is_named():
     assert clock_drop(before, {"sm_mhz": 1783.0, "temperature_c": 50.0}) is None
     assert clock_drop(before, {"sm_mhz": 2100.0}) is None
     assert clock_drop(None, {"sm_mhz": 100.0}) is None and clock_drop(before, {"sm_mhz": None}) is None
+
+
+def test_progress_lines_say_how_far_and_how_long_is_left():
+    import io
+
+    from infbench.progress import Progress
+
+    clock, out = Clock(), io.StringIO()
+    progress = Progress("evaluate torch resnet50 fp32", 50_000, every=10.0, clock=clock.perf_counter, stream=out)
+    clock.now = 5.0
+    progress.update(2_000)  # before the first 10 s: nothing
+    clock.now = 12.0
+    progress.update(4_800)  # 400 images/s, 45,200 left: 113 s
+    clock.now = 15.0
+    progress.update(6_000)  # 3 s since the last line: nothing
+    clock.now = 125.0
+    progress.update(50_000)  # done: the end line comes from finish()
+    progress.finish()
+    assert out.getvalue().splitlines() == [
+        "evaluate torch resnet50 fp32: 4,800 of 50,000 images (400.0 images/s, about 1 min 53 s left)",
+        "evaluate torch resnet50 fp32: 50,000 of 50,000 images (400.0 images/s, 2 min 5 s in all)",
+    ]
+
+
+def test_evaluate_reports_its_progress_in_images():
+    class Heard:
+        def __init__(self):
+            self.done = []
+
+        def update(self, done):
+            self.done.append(done)
+
+    heard = Heard()
+    metrics.evaluate(LookupSession(np.zeros((7, 6), np.float32)), images_with_ids(7), 3, 0, heard)
+    assert heard.done == [3, 6, 7]

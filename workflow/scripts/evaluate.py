@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from infbench import files, metrics, provenance, runtimes  # noqa: E402
 from infbench.cli import add_cell_args, cell_of, open_cache, spec_from_args  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
+from infbench.progress import Progress  # noqa: E402
 
 
 def main():
@@ -38,7 +39,9 @@ def main():
     session = runtimes.load(spec.runtime).open_session(spec)
     phases.mark("open_session")
     try:
-        top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits)
+        progress = Progress(f"evaluate {spec.runtime} {spec.model} {spec.precision}", len(cache))
+        top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits, progress)
+        progress.finish()
         phases.mark("evaluate")
         info = session.info()
     finally:

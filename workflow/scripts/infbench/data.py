@@ -9,7 +9,6 @@ PIL antialiases), centre crop. Runtimes normalise in their ``stage`` step.
 
 import math
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from infbench.errors import UserError
 from infbench.files import atomic_output, atomic_write, check_free_space, release_rows
+from infbench.progress import Progress
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 CHUNK = 64  # images per preprocessing task
@@ -550,10 +550,18 @@ def _scan_chunk(files):
 def scan_images(files, workers=1):
     """Decode every file once; [(file, why)] for each one that cannot be read, in order."""
     chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
+    progress, bad = Progress("scan for unreadable images", len(files)), []
     if workers <= 1 or len(chunks) <= 1:
-        return [bad for chunk in chunks for bad in _scan_chunk(chunk)]
+        found_per_chunk = map(_scan_chunk, chunks)
+        for i, found in enumerate(found_per_chunk):
+            bad += found
+            progress.update(min((i + 1) * CHUNK, len(files)))
+        return bad
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        return [bad for found in pool.map(_scan_chunk, chunks) for bad in found]
+        for i, found in enumerate(pool.map(_scan_chunk, chunks)):  # in order
+            bad += found
+            progress.update(min((i + 1) * CHUNK, len(files)))
+    return bad
 
 
 def bad_images_error(bad, total, shown=20):
@@ -588,8 +596,10 @@ def preprocess(rows, resize, crop, out_npy, workers=1):
             for start in range(0, len(files), CHUNK)
         ]
         if workers <= 1:
+            progress = Progress("preprocess", len(files))
             for chunk in chunks:
                 _fill_chunk(*chunk)
+                progress.update(chunk[1] + len(chunk[2]))
         else:
             _fill_in_pool(chunks, workers, len(files))
     return out_npy
@@ -605,15 +615,13 @@ def _fill_in_pool(chunks, workers, total):
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("fork")
     ) as pool:
-        futures = [pool.submit(_fill_chunk, *chunk) for chunk in chunks]
+        futures = {pool.submit(_fill_chunk, *chunk): len(chunk[2]) for chunk in chunks}
+        progress, done = Progress("preprocess", total), 0
         try:
-            for done, future in enumerate(as_completed(futures), start=1):
+            for future in as_completed(futures):
                 future.result()
-                if done % 20 == 0:
-                    print(
-                        f"preprocessed {min(done * CHUNK, total)} of {total} images",
-                        file=sys.stderr,
-                    )
+                done += futures[future]
+                progress.update(done)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -13,12 +13,13 @@ import numpy as np
 from infbench.files import release_rows
 
 
-def evaluate(session, cache, batch_size, keep_logits):
+def evaluate(session, cache, batch_size, keep_logits, progress=None):
     """Top-5 classes (N, 5), the logits of the first ``keep_logits`` images, and which
     images had a non-finite logit (N,) bool.
 
     The last partial batch is padded by repeating its last image (fixed-shape runtimes such
     as TensorRT engines and nn.Graph need whole batches); the padding is discarded.
+    ``progress`` (an ``infbench.progress.Progress``) hears how many images are done.
     """
     n = cache.shape[0]
     top5 = np.empty((n, 5), dtype=np.int32)
@@ -38,6 +39,8 @@ def evaluate(session, cache, batch_size, keep_logits):
         if start < keep_logits:
             kept.append(logits[: keep_logits - start])
         release_rows(cache, start, start + real)  # a pass over the cache keeps one batch resident
+        if progress is not None:
+            progress.update(start + real)
     kept = np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)
     return top5, kept, nonfinite
 

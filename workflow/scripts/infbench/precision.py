@@ -24,6 +24,7 @@ import numpy as np
 
 from infbench import files
 from infbench.errors import UserError
+from infbench.progress import Progress
 from infbench.runtimes.base import normalise_nchw
 
 # ONNX opset of the exported model. The torch.export-based exporter of torch 2.14 writes
@@ -165,12 +166,14 @@ def _calibrate(model_path, cache, picks, method, workdir):
         providers=["CPUExecutionProvider"],
         extra_options=options,
     )
-    batches = 0
+    batches, progress = 0, Progress(f"calibrate ({method})", len(picks))
     for start in range(0, len(picks), CALIBRATION_BATCH):
         rows = picks[start : start + CALIBRATION_BATCH]
         with contextlib.redirect_stdout(io.StringIO()):  # its progress prints, once per slice
             calibrator.collect_data(_Slice(normalise_nchw(cache[rows])))
         batches += 1
+        progress.update(start + len(rows))
+    progress.finish()
     with contextlib.redirect_stdout(io.StringIO()):
         ranges = calibrator.compute_data()
     return calibrate_method, ranges, batches

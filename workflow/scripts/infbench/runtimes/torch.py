@@ -107,7 +107,7 @@ class TorchSession(Session):
         timing harness gets one graph per staged batch, and the accuracy loop, which stages
         every batch anew, reuses two slots instead of capturing a graph per batch.
         """
-        host = torch.from_numpy(np.ascontiguousarray(images))
+        host = torch.from_numpy(np.array(images))  # a writable copy: the cache is a read-only memmap
         x = host.to(self.device).permute(0, 3, 1, 2).float()
         x = ((x - self.mean) / self.std).to(self.dtype).contiguous(memory_format=self.memory_format)
         if not self.cuda_graphs:
