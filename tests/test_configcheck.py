@@ -168,3 +168,21 @@ def test_a_valid_config_passes_unchanged_but_for_defaults():
     before = copy.deepcopy(config)
     check(config, SCHEMA)
     assert {k: v for k, v in config.items() if k != "accuracy"} == before
+
+
+def test_every_registered_runtime_is_in_the_schema_and_has_its_module():
+    """Adding a runtime is a registry entry, its module and its name in the schema."""
+    import importlib.util
+
+    from infbench.runtimes import CAPABILITIES, REGISTRY, STACK, int8_form
+
+    assert list(SCHEMA["properties"]["runtimes"]["properties"]) == list(REGISTRY)
+    for name, runtime in REGISTRY.items():
+        assert importlib.util.find_spec(f"infbench.runtimes.{name}") is not None, name
+        assert runtime.artifact in ("weights", "onnx", "engine")
+        assert (runtime.venv is None) == (runtime.make_target is None) == (STACK[name] == "main")
+        for device, precisions in CAPABILITIES[name].items():
+            if "int8" in precisions:
+                assert device in runtime.int8_forms, f"{name} runs int8 on {device} but names no Q/DQ form"
+    assert (int8_form("onnxruntime", "cpu"), int8_form("onnxruntime", "cuda"), int8_form("tensorrt", "cuda")) == (
+        "u8s8", "s8s8", "s8s8")

@@ -16,7 +16,7 @@ from infbench.configcheck import check
 from infbench.data import PREPROCESS_VERSION
 from infbench.engine import engine_settings
 from infbench.errors import UserError
-from infbench.runtimes import ARTIFACT, int8_form
+from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(
     os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -39,13 +39,8 @@ MODELS = list(config["models"])
 RUNTIMES = list(config["runtimes"])
 REF_RUNTIME, REF_PRECISION = config["accuracy"]["reference"].split("/")
 
-# the software stack (envs/<stack>.yaml, or a venv made by the Makefile) of each runtime
-STACK = {
-    "oneflow": "oneflow",
-    "tensorrt": "tensorrt",
-    "onnxruntime": "main",
-    "torch": "main",
-}
+# each runtime's software stack (envs/<stack>.yaml, or a venv made by the Makefile), its
+# venv and the make target that builds it: from the runtime registry (STACK, VENV, MAKE_ENV)
 # With --software-deployment-method conda every rule runs in its stack's conda env, whose
 # interpreter is plain `python`. Otherwise the main stack is the interpreter running
 # Snakemake and the other stacks are venvs (runtimes.<name>.python overrides either).
@@ -53,16 +48,7 @@ USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_me
 # (sys.prefix/bin/python rather than sys.executable: the same path however snakemake
 # was started, so that the runner params below do not change between invocations)
 MAIN_PYTHON = "python" if USE_CONDA else os.path.join(sys.prefix, "bin", "python")
-DEFAULT_PYTHON = (
-    {}
-    if USE_CONDA
-    else {
-        "oneflow": ".venv-oneflow/bin/python",
-        "tensorrt": ".venv-tensorrt/bin/python",
-    }
-)
-# how to make each venv of DEFAULT_PYTHON (both need a Python 3.10)
-MAKE_ENV = {"oneflow": "make env-oneflow", "tensorrt": "make env-tensorrt"}
+DEFAULT_PYTHON = {} if USE_CONDA else VENV
 
 
 def runner(stack, script):

@@ -15,10 +15,10 @@ import os
 
 from infbench import files
 from infbench.errors import UserError
-from infbench.runtimes import LABELS, int8_form
+from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
-RUNTIME_ORDER = ("oneflow", "tensorrt", "onnxruntime", "torch")
+RUNTIME_ORDER = ORDER  # the registry's order
 PRECISION_ORDER = ("fp32", "fp16", "int8")
 
 # cell markers (each is explained in a footnote under any table that shows it)
