@@ -694,15 +694,20 @@ def test_engine_logits_match_onnxruntime(engine_plan, onnx_path, cuda_graphs):
 
 
 @needs_tensorrt_gpu
-def test_a_stale_engine_is_rebuilt_on_open(engine_plan):
+def test_a_stale_engine_is_refused_on_open_and_left_alone(engine_plan):
+    import tensorrt
+
     path = engine.sidecar_path(engine_plan)
     sidecar = engine.read_sidecar(path)
     sidecar["environment"]["tensorrt"] = "9.0.0"
     with open(path, "w") as f:
         json.dump(sidecar, f)
-    session = load("tensorrt").open_session(spec_for(engine_plan))
-    try:
-        assert session.info()["engine_rebuilt"] == f"TensorRT version changed (9.0.0 -> {session.trt.__version__})"
-    finally:
-        session.close()
-    assert engine.read_sidecar(path)["environment"]["tensorrt"] != "9.0.0"
+    before = engine.sha256_file(engine_plan)
+    with pytest.raises(UserError) as err:
+        load("tensorrt").open_session(spec_for(engine_plan))
+    assert str(err.value) == (
+        f"TensorRT engine {engine_plan} does not fit this cell (TensorRT version changed (9.0.0 ->"
+        f" {tensorrt.__version__})); delete it and run the workflow again, which rebuilds it"
+        " (or: snakemake --forcerun build_engine)"
+    )
+    assert engine.sha256_file(engine_plan) == before  # the build rule's output is not rewritten

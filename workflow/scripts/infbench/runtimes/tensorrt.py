@@ -2,8 +2,8 @@
 
 spec.artifact is the engine ``E.plan``; its sidecar ``E.json`` says what built it. Before
 deserialising, the session checks the sidecar against this machine (TensorRT version,
-GPU, compute capability, driver), the ONNX and the build options, and rebuilds the
-engine in place when anything differs, logging why: a stale engine is never used.
+GPU, compute capability, driver), the ONNX and the build options, and refuses a stale
+engine in one sentence naming what differs: the build_engine rule alone writes engines.
 
 Each staged batch gets its own device input buffer and its own output buffer, uploaded
 once; rotating batches means switching tensor addresses (set before every enqueue). With
@@ -13,8 +13,8 @@ stream, so the harness's one sync per window waits for every enqueued batch.
 
 Runtime options (the config's ``runtimes.tensorrt`` block, spec.options): the engine
 options of ``infbench.engine.DEFAULTS`` (``workspace_mib``, ``allow_tf32``,
-``tactic_sources``, ``builder_optimization_level``) and ``cuda_graphs`` (default true). A
-rebuilt engine shares the timing cache beside it (``engine.default_timing_cache``).
+``tactic_sources``, ``builder_optimization_level``), which must be those the engine was
+built with, and ``cuda_graphs`` (default true).
 
 Every call used here exists from TensorRT 8.5 on; with TensorRT 8.6.0 (PyPI) this module
 ran on an NVIDIA H200 (docs/results/h200.md). Sources followed (read 2026-11-28):
@@ -64,7 +64,7 @@ def engine_options(spec):
 
 
 def _onnx_of(engine_path, precision, sidecar):
-    """The ONNX to check the engine against and rebuild it from: the sidecar's, else by convention."""
+    """The ONNX to check the engine against: the sidecar's, else by convention."""
     recorded = (sidecar or {}).get("onnx")
     if recorded and os.path.exists(recorded):
         return recorded
@@ -72,9 +72,11 @@ def _onnx_of(engine_path, precision, sidecar):
 
 
 def ensure_engine(spec, tensorrt_version):
-    """Check spec.artifact against this machine; rebuild it in place if it does not match.
+    """Check spec.artifact against this machine, its ONNX and the cell's build options.
 
-    Returns (sidecar dict, reason it was rebuilt or None).
+    A stale engine is refused in one sentence, never rebuilt here: the engine is the
+    build_engine rule's output, and a session that rewrote it would leave Snakemake's record
+    and the file disagreeing. Returns (sidecar dict, None).
     """
     plan = spec.artifact
     options = engine_options(spec)
@@ -86,28 +88,14 @@ def ensure_engine(spec, tensorrt_version):
     rebuild, reason = engines.needs_rebuild(plan, environment, onnx_sha256, options)
     if not rebuild:
         return engines.read_sidecar(engines.sidecar_path(plan)), None
-    if onnx_sha256 is None:
-        raise UserError(
-            f"{plan} must be rebuilt ({reason}) but its ONNX {onnx} is missing; run the workflow so that it exports the ONNX again"
-        )
-    log.warning("rebuilding TensorRT engine %s: %s", plan, reason)
-    sidecar = engines.build_engine(
-        onnx,
-        plan,
-        engines.sidecar_path(plan),
-        options["batch_size"],
-        options["precision"],
-        options["workspace_mib"],
-        options["allow_tf32"],
-        engines.default_timing_cache(plan),
-        options["tactic_sources"],
-        options["builder_optimization_level"],
+    raise UserError(
+        f"TensorRT engine {plan} does not fit this cell ({reason}); delete it and run the"
+        " workflow again, which rebuilds it (or: snakemake --forcerun build_engine)"
     )
-    return sidecar, reason
 
 
 def open_session(spec):
-    """A TensorRT session for one cell; the engine is checked (and rebuilt) first."""
+    """A TensorRT session for one cell; the engine is checked first (a stale one is refused)."""
     if spec.device != "cuda":
         raise UserError(
             f"runtimes.tensorrt.device is {spec.device!r}, but TensorRT runs only on NVIDIA GPUs;"
