@@ -152,7 +152,8 @@ def test_each_combination_rule_names_its_key(change, sentence):
 
 def test_defaults_that_depend_on_other_keys():
     config = check(base(), SCHEMA)
-    assert config["accuracy"] == {"reference": "onnxruntime/fp32", "batch_size": 50}  # first cell, largest batch
+    # first cell, largest batch; keep_logits is the schema's default
+    assert config["accuracy"] == {"reference": "onnxruntime/fp32", "batch_size": 50, "keep_logits": 1000}
     with_oneflow = base()
     with_oneflow["runtimes"]["oneflow"] = {"device": "cpu", "precisions": ["fp32"]}
     assert check(with_oneflow, SCHEMA)["accuracy"]["reference"] == "oneflow/fp32"
@@ -167,7 +168,27 @@ def test_a_valid_config_passes_unchanged_but_for_defaults():
     config = base()
     before = copy.deepcopy(config)
     check(config, SCHEMA)
-    assert {k: v for k, v in config.items() if k != "accuracy"} == before
+
+    def kept(now, was):
+        for key, value in was.items():
+            if isinstance(value, dict):
+                kept(now[key], value)
+            else:
+                assert now[key] == value, key
+
+    kept(config, before)
+    # the schema's defaults are filled before the combination checks read them
+    assert (config["timing"]["max_spread"], config["dataset"]["bad_images"], config["accuracy"]["keep_logits"]) == (
+        0.1, "fail", 1000)
+
+
+def test_the_calibration_default_is_the_schemas():
+    """calibration.images left out means the schema's 500, checked against dataset.images."""
+    config = base()
+    config.pop("calibration", None)
+    config["dataset"]["images"] = 100
+    with pytest.raises(UserError, match=r"calibration\.images \(500\) is more than dataset\.images \(100\)"):
+        check(config, SCHEMA)
 
 
 def test_every_registered_runtime_is_in_the_schema_and_has_its_module():

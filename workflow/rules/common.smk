@@ -8,7 +8,6 @@ import sys
 
 import yaml
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
@@ -23,11 +22,10 @@ with open(
 ) as f:
     SCHEMA = yaml.safe_load(f)
 try:
-    check(config, SCHEMA)
+    check(config, SCHEMA)  # the schema, its defaults, then the combinations: once
 except UserError as err:
     print(f"infbench: {err}", file=sys.stderr)
     sys.exit(1)
-validate(config, "../schemas/config.schema.yaml")  # fills the schema's defaults
 
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
 DATASET = config["dataset"]["kind"]

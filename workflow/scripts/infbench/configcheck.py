@@ -6,6 +6,8 @@ reference cell that is not configured, ...). It also fills the defaults that dep
 other keys. Everything raises UserError.
 """
 
+import copy
+
 import jsonschema
 
 from infbench.errors import UserError
@@ -40,12 +42,24 @@ def schema_sentence(error):
     return f"config key {_key(path) or '(top level)'}: {error.message}"
 
 
+def fill_defaults(instance, schema):
+    """Set every absent key that ``schema`` gives a default, in nested objects too (an
+    absent object with a default of {} gets its own keys' defaults)."""
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and "properties" in sub:
+            fill_defaults(instance[key], sub)
+
+
 def check(config, schema):
-    """Validate ``config`` against ``schema`` and the combination rules; fill defaults."""
+    """Validate ``config`` against ``schema``, fill the schema's defaults, then check the
+    combinations the schema cannot express (the one place a config is validated)."""
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise UserError(schema_sentence(error))
+    fill_defaults(config, schema)
 
     for name, rt in config["runtimes"].items():
         supported = CAPABILITIES[name].get(rt["device"])
@@ -77,7 +91,7 @@ def check(config, schema):
     dataset = config["dataset"]
     if dataset["kind"] == "imagenet" and "root" not in dataset:
         raise UserError("config key dataset.root is missing: an imagenet data set needs its folder")
-    if dataset["kind"] == "synthetic" and dataset.get("images", "all") == "all":
+    if dataset["kind"] == "synthetic" and dataset["images"] == "all":
         raise UserError("config key dataset.images must be a number for a synthetic data set")
 
     cells = [f"{r}/{p}" for r, rt in config["runtimes"].items() for p in rt["precisions"]]
@@ -92,8 +106,8 @@ def check(config, schema):
     accuracy.setdefault("batch_size", max(config["batch_sizes"]))
 
     if any("int8" in rt["precisions"] for rt in config["runtimes"].values()):
-        images = dataset.get("images", "all")
-        wanted = config.get("calibration", {}).get("images", 500)
+        images = dataset["images"]
+        wanted = config["calibration"]["images"]
         if images != "all" and wanted > images:
             raise UserError(
                 f"config key calibration.images ({wanted}) is more than dataset.images"
