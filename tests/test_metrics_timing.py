@@ -310,3 +310,15 @@ def test_evaluate_reports_its_progress_in_images():
     heard = Heard()
     metrics.evaluate(LookupSession(np.zeros((7, 6), np.float32)), images_with_ids(7), 3, 0, heard)
     assert heard.done == [3, 6, 7]
+
+
+def test_the_driver_version_comes_from_the_kernel_module_else_nvidia_smi(tmp_path, monkeypatch):
+    from infbench import gpu
+
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder)\n")
+    assert gpu.driver_version(str(proc)) == "580.159.04"
+    monkeypatch.setattr(gpu, "query", lambda fields, index=0: {"driver_version": "590.1"})
+    assert gpu.driver_version(str(tmp_path / "absent")) == "590.1"
+    monkeypatch.setattr(gpu, "query", lambda fields, index=0: None)  # no NVIDIA driver at all
+    assert gpu.driver_version(str(tmp_path / "absent")) is None and gpu.name_and_driver() == (None, None)

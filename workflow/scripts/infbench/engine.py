@@ -61,12 +61,11 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 
-from infbench import files
+from infbench import files, gpu
 from infbench.errors import UserError
 
 log = logging.getLogger("infbench.engine")
@@ -497,23 +496,7 @@ def update_locked(path, merge):
 # --- the environment: needs cuda-python (and TensorRT for its version) -----------------
 
 
-def nvidia_driver_version():
-    """The NVIDIA kernel driver version (e.g. 580.159.04), or None where it cannot be read."""
-    try:
-        with open("/proc/driver/nvidia/version") as f:
-            for word in f.readline().split():
-                if word[:1].isdigit() and "." in word:
-                    return word
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.split()
-        return out[0] if out else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+nvidia_driver_version = gpu.driver_version  # the one home of the driver probe (infbench.gpu)
 
 
 def current_environment(tensorrt_version, device=0):

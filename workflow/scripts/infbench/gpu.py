@@ -1,10 +1,13 @@
-"""The NVIDIA GPU as nvidia-smi sees it, outside any runtime: clocks, temperature, throttling.
+"""The NVIDIA GPU as the machine reports it, outside any runtime: the one home of these facts.
 
-A speed cell reads this just before its first timed window and just after its last
-(``clock_state``), so that its result says whether the GPU kept its clocks while it was
-timed (``clock_drop``). Where there is no nvidia-smi (a CPU machine) every reading is None.
+``driver_version`` (the kernel module's), ``name_and_driver`` (nvidia-smi, for runtimes
+that report neither), and the clocks: a speed cell reads ``clock_state`` just before its
+first timed window and just after its last, so that its result says whether the GPU kept
+its clocks while it was timed (``clock_drop``). Where there is no NVIDIA driver (a CPU
+machine) every reading is None. Standard library only.
 """
 
+import re
 import subprocess
 
 # nvidia-smi --query-gpu fields -> the names a result records
@@ -16,6 +19,26 @@ CLOCK_FIELDS = {
     "clocks_throttle_reasons.active": "throttle_reasons",
 }
 DROP = 0.10  # a fall of the SM clock by more than this fraction while timed flags the cell
+
+
+def driver_version(proc_file="/proc/driver/nvidia/version"):
+    """The NVIDIA kernel driver version (e.g. 580.159.04), or None where it cannot be read."""
+    try:
+        with open(proc_file) as f:
+            # "NVRM version: NVIDIA UNIX [Open] Kernel Module [for x86_64]  580.95.05  ..."
+            found = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", f.readline())
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    raw = query(["driver_version"])
+    return raw["driver_version"] if raw else None
+
+
+def name_and_driver(index=0):
+    """GPU ``index``'s name and the driver version from nvidia-smi, or (None, None)."""
+    raw = query(["name", "driver_version"], index)
+    return (raw["name"] or None, raw["driver_version"] or None) if raw else (None, None)
 
 
 def query(fields, index=0):

@@ -16,6 +16,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from infbench import gpu
 from infbench.errors import UserError
 from infbench.provenance import cpu_name
 from infbench.runtimes.base import Session, SessionSpec, check_cell, normalise_nchw
@@ -125,7 +126,7 @@ class OrtSession(Session):
         return np.asarray(output, dtype=np.float32)
 
     def info(self) -> dict:
-        name, driver = _nvidia_smi() if self.on_cuda else (cpu_name(), None)
+        name, driver = gpu.name_and_driver() if self.on_cuda else (cpu_name(), None)
         return {
             "runtime": "onnxruntime",
             "onnxruntime": ort.__version__,
@@ -142,24 +143,6 @@ class OrtSession(Session):
 
     def close(self):
         self.session = None
-
-
-def _nvidia_smi():
-    """GPU 0's name and driver version from nvidia-smi (ONNX Runtime reports neither)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    name, _, driver = out.stdout.strip().rpartition(", ")
-    return name or None, driver or None
 
 
 def open_session(spec: SessionSpec) -> Session:

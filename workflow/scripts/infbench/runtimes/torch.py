@@ -8,13 +8,12 @@ loop. TF32 is off unless the runtime's options say ``allow_tf32: true``.
 """
 
 import os
-import re
 import weakref
 
 import numpy as np
 import torch
 
-from infbench import MEAN, STD
+from infbench import MEAN, STD, gpu
 from infbench.errors import UserError
 from infbench.models import load_torch
 from infbench.provenance import cpu_name
@@ -22,19 +21,6 @@ from infbench.runtimes.base import Session, SessionSpec, check_cell
 
 # eager runs before a graph is captured: cuDNN picks its algorithms outside the capture
 CAPTURE_WARMUP = 3
-
-
-def nvidia_driver():
-    """The NVIDIA driver version if the kernel module reports it, else None."""
-    try:
-        with open("/proc/driver/nvidia/version") as f:
-            first = (
-                f.readline()
-            )  # "NVRM version: NVIDIA UNIX [Open] Kernel Module [for x86_64]  580.95.05  ..."
-    except OSError:
-        return None
-    found = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", first)
-    return found.group(1) if found else None
 
 
 class _Slot:
@@ -160,7 +146,7 @@ class TorchSession(Session):
             "device_name": torch.cuda.get_device_name(self.device) if on_cuda else cpu_name(),
             "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if on_cuda else None,
-            "driver": nvidia_driver() if on_cuda else None,
+            "driver": gpu.driver_version() if on_cuda else None,
             "threads": self.threads if not on_cuda else None,
             "mode": f"torch.compile {self.compile_mode}" if self.compile_mode
             else "cuda_graphs" if self.cuda_graphs else "eager",
