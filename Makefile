@@ -74,6 +74,7 @@ mutation: env
 lint: env-main
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(VENV)/bin/ruff check workflow benchmarks tests
 
 clean:
 	rm -rf results resources logs .snakemake

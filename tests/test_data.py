@@ -452,7 +452,7 @@ def test_synthetic_is_deterministic_and_varied(tmp_path):
         hashlib.sha256(Path(f).read_bytes()).hexdigest() for f, _ in other
     ]
     assert make_synthetic(tmp_path / "d", 10, seed=3) == [
-        (f.replace("/a/", "/d/"), l) for f, l in rows[:10]
+        (f.replace("/a/", "/d/"), label) for f, label in rows[:10]
     ]
     images = [Image.open(f) for f, _ in rows]
     assert all(im.format == "JPEG" for im in images)
@@ -504,7 +504,7 @@ def test_preprocess_writes_the_cache(tmp_path):
         capture_output=True,
     )
     assert np.array_equal(
-        np.load(tmp_path / "labels.npy"), np.array([l for _, l in rows], dtype=np.int64)
+        np.load(tmp_path / "labels.npy"), np.array([label for _, label in rows], dtype=np.int64)
     )
     pooled = tmp_path / "pooled.npy"
     subprocess.run(

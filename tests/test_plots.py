@@ -3,7 +3,6 @@
 import csv
 from pathlib import Path
 
-import pytest
 
 from infbench import plots
 

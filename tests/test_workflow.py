@@ -7,7 +7,6 @@ would start it, with the repository's Snakefile.
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +128,13 @@ def test_lint_and_format_are_clean():
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations" in lint.stdout + lint.stderr
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "workflow", "benchmarks", "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
     fmt = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
         cwd=REPO,

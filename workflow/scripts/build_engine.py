@@ -40,7 +40,9 @@ def main():
     if not os.path.exists(args.onnx):
         raise UserError(f"{args.onnx} does not exist; run the workflow's ONNX export for this model first")
     if args.batch_size < 1 or args.workspace_mib < 1:
-        raise UserError("--batch-size and --workspace-mib must be positive; fix batch_sizes or runtimes.tensorrt.workspace_mib")
+        raise UserError(
+            "--batch-size and --workspace-mib must be positive; fix batch_sizes or runtimes.tensorrt.workspace_mib"
+        )
     record = engine.build_engine(
         onnx_path=args.onnx,
         engine_path=args.out,

@@ -161,7 +161,8 @@ def _load_onnx(onnx_path):
         return onnx.load(onnx_path, load_external_data=False)
     except (OSError, ValueError, DecodeError) as err:
         raise UserError(
-            f"{onnx_path} is not a readable ONNX file ({err.__class__.__name__}); delete it so the workflow exports it again"
+            f"{onnx_path} is not a readable ONNX file ({err.__class__.__name__});"
+            " delete it so the workflow exports it again"
         ) from None
 
 
@@ -213,11 +214,15 @@ def downgrade_to_opset17(model, where):
             noop = attrs.get("noop_with_empty_axes")
             if noop is not None:
                 if helper.get_attribute_value(noop):
-                    raise UserError(f"{where}: {node.name} reduces nothing when axes are empty, which opset 17 cannot say")
+                    raise UserError(
+                        f"{where}: {node.name} reduces nothing when axes are empty, which opset 17 cannot say"
+                    )
                 node.attribute.remove(noop)
             if len(node.input) > 1 and node.input[1]:
                 if node.input[1] not in constants:
-                    raise UserError(f"{where}: {node.name} takes its axes from a computed tensor; opset 17 needs constant axes")
+                    raise UserError(
+                        f"{where}: {node.name} takes its axes from a computed tensor; opset 17 needs constant axes"
+                    )
                 axes = [int(a) for a in constants[node.input[1]].reshape(-1)]
                 del node.input[1:]
                 node.attribute.append(helper.make_attribute("axes", axes))
@@ -226,7 +231,9 @@ def downgrade_to_opset17(model, where):
             or (node.op_type == "Split" and "num_outputs" in attrs)
             or (node.op_type == "Resize" and attrs.keys() & {"antialias", "axes", "keep_aspect_ratio_policy"})
         ):
-            raise UserError(f"{where}: {node.op_type} node {node.name} uses an opset-18 feature TensorRT 8.x cannot read")
+            raise UserError(
+                f"{where}: {node.op_type} node {node.name} uses an opset-18 feature TensorRT 8.x cannot read"
+            )
     used = {name for node in model.graph.node for name in node.input}
     unused = [init for init in model.graph.initializer if init.name not in used]
     for init in unused:  # the axes tensors just moved into attributes
@@ -568,7 +575,8 @@ def _parse_onnx(trt, network, logger, onnx_path, model_bytes):
     if not parser.parse(model_bytes, os.path.dirname(os.path.abspath(onnx_path))):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise UserError(
-            f"TensorRT's ONNX parser rejected {onnx_path} ({errors or 'no details'}); delete it so the workflow exports it again"
+            f"TensorRT's ONNX parser rejected {onnx_path} ({errors or 'no details'});"
+            " delete it so the workflow exports it again"
         )
     return parser
 

@@ -25,7 +25,8 @@ def macs_per_image(arch, crop):
         else:
             total += output.numel() * module.in_features
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
     try:
         with torch.no_grad():
             model(torch.empty(1, 3, crop, crop, device="meta"))

@@ -46,7 +46,9 @@ def throughput_figure(rows, batch_size):
     width = 0.8 / max(len(columns), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models) + 2), 4.5), layout="constrained")
     for i, (label, precision) in enumerate(columns):
-        cells = {r["model"]: r["images_per_s"] for r in speed if (r["runtime_label"], r["precision"]) == (label, precision)}
+        cells = {
+            r["model"]: r["images_per_s"] for r in speed if (r["runtime_label"], r["precision"]) == (label, precision)
+        }
         xs = [m + (i - (len(columns) - 1) / 2) * width for m in range(len(models)) if models[m] in cells]
         heights = [cells[m] for m in models if m in cells]
         ax.bar(xs, heights, width, label=f"{label}({precision})", color=RUNTIME_COLOURS.get(label, "tab:gray"),

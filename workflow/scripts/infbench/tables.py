@@ -32,7 +32,8 @@ FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a
 CSV_FIELDS = [
     "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
     "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
-    "spread", "flagged", "clock_drop", "gmacs_per_image", "percent_of_peak", "ms_per_batch", "windows", "timed_batches", "warmup_batches",
+    "spread", "flagged", "clock_drop", "gmacs_per_image", "percent_of_peak", "ms_per_batch", "windows",
+    "timed_batches", "warmup_batches",
     "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
     "rel_error", "nonfinite_images", "skipped_images", "random_weights", "images", "versions", "started",
     "finished", "source", "reason",
@@ -710,7 +711,8 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
     ``failures`` maps a cell without a result, ``(kind, runtime, model, precision,
     batch size or None)``, to the one-sentence reason its job failed; those cells show
     ``failed`` instead of ``not run``. ``macs`` maps a model to its MACs per image
-    (``infbench.flops``), for each speed cell's share of its GPU's peak. Returns ``{"written": [paths], "unused": [result
+    (``infbench.flops``), for each speed cell's share of its GPU's peak. Returns
+    ``{"written": [paths], "unused": [result
     files for cells not in the config]}``.
     """
     models = _config(config, "models", dict)
