@@ -35,9 +35,10 @@ rule index_dataset:
     threads: workflow.cores  # the scan for unreadable images decodes every file once
     params:
         run=runner("main", "index_dataset.py"),
+        # not in the command: here so that any change to the dataset block re-indexes
         dataset=canonical(config["dataset"]),
         args=dataset_args(),
-        bad_images=config["dataset"].get("bad_images", "fail"),
+        bad_images=config["dataset"]["bad_images"],
     shell:
         "{params.run} {log}"
         " {params.args} --bad-images {params.bad_images} --workers {threads}"

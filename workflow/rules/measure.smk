@@ -8,7 +8,7 @@ rule build_engine:
         onnx=lambda wc: onnx_file(wc.model, wc.precision, "tensorrt"),
         # int8: also the fp16 form, which TensorRT 10/11 build from (engine.onnx_for_generation)
         int8_fp16=lambda wc: (
-            [f"results/onnx/{wc.model}/int8-s8s8-fp16.onnx"]
+            [rules.int8_fp16_form.output[0].format(model=wc.model)]
             if wc.precision == "int8"
             else []
         ),
@@ -85,7 +85,7 @@ rule evaluate:
 
 rule score:
     input:
-        predictions="results/accuracy/{runtime}/{model}/{precision}.npz",
+        predictions=rules.evaluate.output[0],
         reference=f"results/accuracy/{REF_RUNTIME}/{{model}}/{REF_PRECISION}.npz",
         labels=LABELS,
         bad=BAD_IMAGES,

@@ -41,7 +41,7 @@ rule convert_weights:
 
 rule export_onnx:
     input:
-        "results/weights/{model}.safetensors",
+        rules.convert_weights.output[0],
     output:
         "results/onnx/{model}/fp32.onnx",
     log:

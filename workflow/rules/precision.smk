@@ -4,7 +4,7 @@
 
 rule convert_fp16:
     input:
-        "results/onnx/{model}/fp32.onnx",
+        rules.export_onnx.output[0],
     output:
         "results/onnx/{model}/fp16.onnx",
     log:
@@ -19,7 +19,7 @@ rule convert_fp16:
 
 rule calibrate_int8:
     input:
-        onnx="results/onnx/{model}/fp32.onnx",
+        onnx=rules.export_onnx.output[0],
         cache=lambda wc: cache_file(wc.model),
         index=INDEX,
     output:
@@ -45,7 +45,7 @@ rule calibrate_int8:
 rule int8_fp16_form:
     # int8 for TensorRT 10/11 (strongly typed): the same Q/DQ, the rest of the graph fp16
     input:
-        "results/onnx/{model}/int8-s8s8.onnx",
+        rules.calibrate_int8.output.s8s8,
     output:
         "results/onnx/{model}/int8-s8s8-fp16.onnx",
     log:

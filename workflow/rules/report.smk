@@ -29,7 +29,7 @@ rule tables:
 
 rule plots:
     input:
-        "results/tables/cells.csv",
+        CELLS,
     output:
         PLOTS,
     log:
