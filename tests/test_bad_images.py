@@ -112,3 +112,12 @@ def test_policy_skip_leaves_them_out_and_lists_them(tmp_path, mixed_set):
     assert bad[0] == "file\treason" and [line.split("\t")[0] for line in bad[1:]] == broken
     assert "left out 4 unreadable images (dataset.bad_images: skip)" in proc.stderr
     assert "scanned 6 images for unreadable files in" in proc.stderr
+
+
+def test_a_crop_as_large_as_the_resize_is_allowed_and_one_larger_is_not(tmp_path):
+    from infbench.data import load_image
+
+    rows = make_synthetic(tmp_path / "img", 1, seed=2)
+    assert load_image(rows[0][0], 64, 64).shape == (64, 64, 3)  # the whole shorter side
+    with pytest.raises(UserError, match="crop 65 is larger than resize 64"):
+        load_image(rows[0][0], 64, 65)

@@ -600,3 +600,14 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"{broken} cannot be read as an image" in proc.stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path):
+    root = write_jpegs(tmp_path / "val", devkit_names(2))
+    meta = write_devkit_meta(tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)})
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+                   "ILSVRC2012_val_00000002,dog 1 2 3 4\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv, devkit_meta=meta)
+    assert " in 1 place: line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...'; fix" in str(err.value)
