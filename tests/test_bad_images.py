@@ -34,10 +34,10 @@ def test_one_scan_finds_every_unreadable_image_in_index_order(mixed_set, workers
 
 
 def test_the_error_lists_the_first_twenty_and_counts_the_rest():
-    bad = [(f"/data/{i}.JPEG", "OSError: broken") for i in range(23)]
+    bad = [(f"/data/{i}.JPEG", "OSError: broken") for i in range(25)]
     sentence = bad_images_error(bad, 1000)
-    assert sentence.startswith("23 of 1000 images cannot be read: /data/0.JPEG (OSError: broken); /data/1.JPEG")
-    assert "/data/19.JPEG (OSError: broken); and 3 more. Replace or remove them," in sentence
+    assert sentence.startswith("25 of 1000 images cannot be read: /data/0.JPEG (OSError: broken); /data/1.JPEG")
+    assert "/data/19.JPEG (OSError: broken); and 5 more. Replace or remove them," in sentence
     assert "/data/20.JPEG" not in sentence
     assert sentence.endswith("or set dataset.bad_images: skip to leave them out of every cell")
     assert bad_images_error(bad[:1], 5) == (

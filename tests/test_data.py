@@ -606,8 +606,25 @@ def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_pat
     root = write_jpegs(tmp_path / "val", devkit_names(2))
     meta = write_devkit_meta(tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)})
     csv = tmp_path / "LOC_val_solution.csv"
-    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,m10000001 1 2 3 4\n"
                    "ILSVRC2012_val_00000002,dog 1 2 3 4\n")
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=csv, devkit_meta=meta)
-    assert " in 1 place: line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...'; fix" in str(err.value)
+    assert (" in 2 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
+
+
+def test_an_index_file_without_its_header_is_refused(tmp_path):
+    index = tmp_path / "index.tsv"
+    index.write_text("/data/a.JPEG\t1\n")
+    with pytest.raises(UserError, match="is not an infbench index \\(its header is not 'file<TAB>label'\\)"):
+        read_index(index)
+
+
+def test_dataset_images_counts_from_one():
+    from infbench.data import select
+
+    rows = [("a", 0), ("b", 1)]
+    assert select(rows, 1, "x") == rows[:1] and select(rows, "2", "x") == rows and select(rows, "all", "x") == rows
+    with pytest.raises(UserError, match="dataset.images is 0; set it to all or a positive whole number"):
+        select(rows, 0, "x")
