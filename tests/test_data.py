@@ -252,11 +252,14 @@ def test_read_devkit_meta(tmp_path):
         read_devkit_meta(short)
 
 
+def devkit_set(tmp_path, count):
+    """``count`` devkit-named JPEGs in tmp_path/val and a meta.mat of all 1,000 classes."""
+    root = write_jpegs(tmp_path / "val", devkit_names(count))
+    return root, write_devkit_meta(tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)})
+
+
 def test_index_devkit_ground_truth(tmp_path):
-    root = write_jpegs(tmp_path / "val", devkit_names(5))
-    meta = write_devkit_meta(
-        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
-    )
+    root, meta = devkit_set(tmp_path, 5)
     truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     truth.write_text("1\n2\n143\n1000\n500\n")
     rows = index_imagenet(root, labels=truth, devkit_meta=meta)
@@ -317,10 +320,7 @@ def test_disagreeing_label_file_is_one_error_listing_every_line(tmp_path):
 
 
 def test_disagreeing_ground_truth_and_loc_csv(tmp_path):
-    root = write_jpegs(tmp_path / "val", devkit_names(3))
-    meta = write_devkit_meta(
-        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
-    )
+    root, meta = devkit_set(tmp_path, 3)
     truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     truth.write_text("1\n1001\n0\nseven\n")
     with pytest.raises(UserError) as err:
@@ -403,10 +403,7 @@ def test_index_sample_from_ground_truth_and_loc_csv(tmp_path):
 
 
 def test_index_log_names_images_classes_and_layout(tmp_path):
-    root = write_jpegs(tmp_path / "val", devkit_names(3))
-    meta = write_devkit_meta(
-        tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)}
-    )
+    root, meta = devkit_set(tmp_path, 3)
     truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     truth.write_text("1\n1\n2\n")
     proc = subprocess.run(
@@ -603,8 +600,7 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
 
 
 def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path):
-    root = write_jpegs(tmp_path / "val", devkit_names(2))
-    meta = write_devkit_meta(tmp_path / "meta.mat", {i: devkit_wnid(i) for i in range(1, 1001)})
+    root, meta = devkit_set(tmp_path, 2)
     csv = tmp_path / "LOC_val_solution.csv"
     csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,m10000001 1 2 3 4\n"
                    "ILSVRC2012_val_00000002,dog 1 2 3 4\n")

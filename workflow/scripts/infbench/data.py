@@ -10,6 +10,7 @@ PIL antialiases), centre crop. Runtimes normalise in their ``stage`` step.
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -551,14 +552,9 @@ def scan_images(files, workers=1):
     """Decode every file once; [(file, why)] for each one that cannot be read, in order."""
     chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
     progress, bad = Progress("scan for unreadable images", len(files)), []
-    if workers <= 1 or len(chunks) <= 1:
-        found_per_chunk = map(_scan_chunk, chunks)
-        for i, found in enumerate(found_per_chunk):
-            bad += found
-            progress.update(min((i + 1) * CHUNK, len(files)))
-        return bad
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        for i, found in enumerate(pool.map(_scan_chunk, chunks)):  # in order
+    pooled = workers > 1 and len(chunks) > 1
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) if pooled else nullcontext() as pool:
+        for i, found in enumerate((pool.map if pooled else map)(_scan_chunk, chunks)):  # in order
             bad += found
             progress.update(min((i + 1) * CHUNK, len(files)))
     return bad

@@ -18,7 +18,6 @@ from infbench.errors import UserError
 from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
-RUNTIME_ORDER = ORDER  # the registry's order
 PRECISION_ORDER = ("fp32", "fp16", "int8")
 
 # cell markers (each is explained in a footnote under any table that shows it)
@@ -231,7 +230,7 @@ def columns(config):
     outside the fixed orders goes last, in config order, rather than being dropped.
     """
     runtimes = _config(config, "runtimes", dict)
-    rank = {name: i for i, name in enumerate(RUNTIME_ORDER)}
+    rank = {name: i for i, name in enumerate(ORDER)}
     cols = []
     for runtime in sorted(runtimes, key=lambda r: rank.get(r, len(rank))):
         configured = (runtimes[runtime] or {}).get("precisions") or []
@@ -487,7 +486,7 @@ def int8_note(config):
         f"{label(runtime, 'int8')}: {INT8_FORMS[int8_form(runtime, device)]}"
         + (f"; {INT8_EMULATED[runtime, device]}" if (runtime, device) in INT8_EMULATED else "")
         for runtime, device in sorted(
-            cells, key=lambda c: RUNTIME_ORDER.index(c[0]) if c[0] in RUNTIME_ORDER else 99
+            cells, key=lambda c: ORDER.index(c[0]) if c[0] in ORDER else 99
         )
     )
     return f"int8: one {how}, written per runtime as Q/DQ ONNX. {forms}."
