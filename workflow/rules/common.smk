@@ -153,15 +153,22 @@ def artifact(wildcards, bs):
     return f"results/engines/{wildcards.model}/{wildcards.precision}-bs{bs}.plan"
 
 
-def cell_args(wildcards, bs):
-    """The command-line options that name one cell (see infbench/cli.py)."""
+def cell_args(wildcards, batch_sizes):
+    """The command-line options that name a cell, or the cells of several batch sizes
+    (see infbench/cli.py): an artifact per batch size where it depends on it (engines).
+    """
     m = config["models"][wildcards.model]
     rt = config["runtimes"][wildcards.runtime]
+    artifacts = list(dict.fromkeys(artifact(wildcards, bs) for bs in batch_sizes))
     return (
         f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {m['arch']}"
-        f" --precision {wildcards.precision} --batch-size {bs} --device {rt['device']}"
-        f" --crop {m['crop']} --artifact {artifact(wildcards, bs)}"
+        f" --precision {wildcards.precision} --device {rt['device']} --crop {m['crop']}"
+        f" --batch-size {' '.join(map(str, batch_sizes))} --artifact {' '.join(artifacts)}"
     )
+
+
+BATCH_SIZES = config["batch_sizes"]
+ACCURACY_BS = config["accuracy"]["batch_size"]
 
 
 def speed_files():
@@ -170,7 +177,7 @@ def speed_files():
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
         for precision in rt["precisions"]
-        for bs in config["batch_sizes"]
+        for bs in BATCH_SIZES
     ]
 
 
@@ -185,7 +192,7 @@ def accuracy_files():
 
 # every table cell, tidy (the figures are drawn from it)
 CELLS = "results/tables/cells.csv"
-TABLES = [f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]] + [
+TABLES = [f"results/tables/speed-bs{bs}.md" for bs in BATCH_SIZES] + [
     "results/tables/precision.md",
     CELLS,
     "results/tables/report.md",
@@ -193,7 +200,7 @@ TABLES = [f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]] + [
 # the figures (infbench/plots.py): per batch size, as PNG and SVG
 PLOTS = [
     f"results/plots/{name}-bs{bs}.{ext}"
-    for bs in config["batch_sizes"]
+    for bs in BATCH_SIZES
     for name in ("throughput", "accuracy-vs-speed")
     for ext in ("png", "svg")
 ]
@@ -253,6 +260,8 @@ def engine_args():
 
 
 def cell_threads(wildcards):
+    """An accuracy run's cores: every core for a CPU cell, one for a CUDA cell (so that on
+    a GPU machine run with --cores N, CPU steps such as calibration go on beside it)."""
     return (
         workflow.cores
         if config["runtimes"][wildcards.runtime]["device"] == "cpu"
@@ -278,12 +287,12 @@ def what_ran_plan():
         for model in MODELS:
             for precision in rt["precisions"]:
                 cell = dict(runtime=runtime, model=model, precision=precision)
-                for bs in config["batch_sizes"]:
+                for bs, result in zip(BATCH_SIZES, rules.speed.output):
                     speed.append(
                         {
                             "key": [runtime, model, precision, bs],
-                            "result": rules.speed.output[0].format(**cell, bs=bs),
-                            "log": rules.speed.log[0].format(**cell, bs=bs),
+                            "result": result.format(**cell),
+                            "log": rules.speed.log[0].format(**cell),
                         }
                     )
                 reference = dict(

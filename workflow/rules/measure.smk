@@ -1,6 +1,7 @@
 # The matrix cells: TensorRT engines, timed runs and accuracy runs. Each runs under its
 # runtime's interpreter. Rules that hold a device carry resources gpu=1, so that
-# `--resources gpu=1` keeps timed runs from overlapping; CPU cells also take every core.
+# `--resources gpu=1` keeps timed runs from overlapping; timed runs and CPU cells take
+# every core.
 
 
 rule build_engine:
@@ -32,22 +33,28 @@ rule build_engine:
         " --out {output.plan} --sidecar {output.sidecar}"
 
 
+# One job times a (runtime, model, precision) at every batch size, a session per batch
+# size: the process's start-up and the runtime's imports are paid once, not per cell.
+# It holds every core, so that with --cores N no other job runs beside a timed one.
 rule speed:
     input:
-        artifact=lambda wc: artifact(wc, wc.bs),
+        artifacts=lambda wc: [artifact(wc, bs) for bs in BATCH_SIZES],
         cache=lambda wc: cache_file(wc.model),
     output:
-        "results/speed/{runtime}/{model}/{precision}-bs{bs}.json",
+        expand(
+            "results/speed/{{runtime}}/{{model}}/{{precision}}-bs{bs}.json",
+            bs=BATCH_SIZES,
+        ),
     log:
-        "logs/speed/{runtime}/{model}/{precision}-bs{bs}.log",
+        "logs/speed/{runtime}/{model}/{precision}.log",
     conda:
         stack_env
-    threads: cell_threads
+    threads: workflow.cores
     resources:
         gpu=1,
     params:
         run=lambda wc: runner(wc.runtime, "measure_speed.py"),
-        cell=lambda wc: cell_args(wc, wc.bs),
+        cell=lambda wc: cell_args(wc, BATCH_SIZES),
         model=model_param,
         options=runtime_param,
         timing=canonical(config["timing"]),
@@ -60,7 +67,7 @@ rule speed:
 
 rule evaluate:
     input:
-        artifact=lambda wc: artifact(wc, config["accuracy"]["batch_size"]),
+        artifact=lambda wc: artifact(wc, ACCURACY_BS),
         cache=lambda wc: cache_file(wc.model),
     output:
         "results/accuracy/{runtime}/{model}/{precision}.npz",
@@ -73,7 +80,7 @@ rule evaluate:
         gpu=1,
     params:
         run=lambda wc: runner(wc.runtime, "evaluate.py"),
-        cell=lambda wc: cell_args(wc, config["accuracy"]["batch_size"]),
+        cell=lambda wc: cell_args(wc, [ACCURACY_BS]),
         model=model_param,
         options=runtime_param,
         keep=config["accuracy"]["keep_logits"],

@@ -31,6 +31,7 @@ def main():
     args = parser.parse_args()
 
     phases = provenance.Phases(SCRIPT_STARTED)
+    runtimes.load(args.runtime)  # the runtime's own imports
     phases.mark("imports")
     spec = spec_from_args(args)
     cache = open_cache(args.cache, spec.crop)

@@ -1,6 +1,14 @@
-"""Time one (runtime, model, precision, batch size) cell and write its result JSON.
+"""Time the cells of one (runtime, model, precision) at each batch size, one result JSON each.
 
-Runs under the runtime's own interpreter (OneFlow's is a Python 3.10 environment).
+Runs under the runtime's own interpreter (OneFlow's is a Python 3.10 environment). One
+process times every batch size, one after the other, each in a session of its own: the
+interpreter's start-up and the runtime's imports are paid once, not once per cell.
+
+    python workflow/scripts/measure_speed.py --runtime torch --model resnet50 --arch resnet50 \
+        --precision fp16 --device cuda --crop 224 --artifact results/weights/resnet50.safetensors \
+        --batch-size 8 50 --cache results/cache/synthetic/256-224.npy \
+        --timing '{"warmup_batches": 5, "timed_batches": 500, "windows": 3, "staged_batches": 4, "max_spread": 0.05}' \
+        --out fp16-bs8.json fp16-bs50.json
 """
 
 import time
@@ -17,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 from infbench import gpu, provenance, runtimes, timing  # noqa: E402
-from infbench.cli import add_cell_args, cell_of, open_cache, spec_from_args, write_json  # noqa: E402
+from infbench.cli import add_cell_args, cell_of, open_cache, several_cells, spec_from_args, write_json  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
 
 
@@ -28,19 +36,28 @@ def staged_batches(cache, batch_size, count):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_cell_args(parser)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cell_args(parser, several=True)
     parser.add_argument("--cache", required=True, help="uint8 NHWC .npy tensor cache")
     parser.add_argument("--timing", required=True, help="the config's timing block, JSON")
     parser.add_argument("--config", default="{}", help="config that mattered, JSON (recorded)")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, nargs="+", help="one result JSON per batch size")
     args = parser.parse_args()
 
     phases = provenance.Phases(SCRIPT_STARTED)
+    runtimes.load(args.runtime)  # the runtime's own imports, once for every cell
     phases.mark("imports")
-    spec = spec_from_args(args)
+    cells = several_cells(args, args.out)
     cfg = json.loads(args.timing)
-    cache = open_cache(args.cache, spec.crop)
+    cache = open_cache(args.cache, args.crop)
+    for index, (batch_size, artifact, out) in enumerate(cells):
+        spec = spec_from_args(args, batch_size, artifact)
+        time_cell(spec, cache, cfg, args, out, phases, (index + 1, len(cells)))
+        phases = phases.next()
+
+
+def time_cell(spec, cache, cfg, args, out, phases, place):
+    """Time one cell in a session of its own and write its result JSON."""
     batches = staged_batches(cache, spec.batch_size, cfg["staged_batches"])
     phases.mark("inputs")
 
@@ -63,7 +80,7 @@ def main():
 
     clocks = result.pop("probe")  # the GPU's clocks before and after the timed windows
     write_json(
-        args.out,
+        out,
         {
             "cell": cell_of(spec),
             "result": result,
@@ -74,19 +91,23 @@ def main():
                 "host": provenance.host(),
                 "started": started,
                 "finished": finished,
-                "artifact": args.artifact,
-                "artifact_sha256": provenance.sha256(args.artifact),
+                "artifact": spec.artifact,
+                "artifact_sha256": provenance.sha256(spec.artifact),
                 "command": sys.argv,
                 "config": json.loads(args.config),
-                # where this process's time went, up to writing this file (seconds)
+                # where this process's time went since the previous cell's result (the
+                # first cell: since the process started), up to writing this file (seconds)
                 "phases": phases.record(),
+                # this cell's place among the cells one process timed (1-based, count)
+                "cell_of_process": list(place),
                 "gpu_clocks": clocks,
             },
         },
     )
     print(
         f"{spec.runtime} {spec.model} {spec.precision} bs{spec.batch_size}:"
-        f" {result['images_per_s']:.1f} img/s (spread {result['spread']:.1%})"
+        f" {result['images_per_s']:.1f} img/s (spread {result['spread']:.1%})",
+        flush=True,
     )
 
 

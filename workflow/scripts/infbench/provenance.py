@@ -81,3 +81,10 @@ class Phases:
         """The phases and their total, for a result's provenance."""
         return {**self.seconds, "total_in_script": self.last - self.start}
 
+    def next(self):
+        """A fresh record from now, for the next result of the same process (so that
+        phases summed over results count the shared start-up and imports once)."""
+        following = Phases(self.last, self.clock)
+        following.seconds = {}
+        return following
+
