@@ -259,8 +259,14 @@ def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     tf32 = dataclasses.replace(cuda, options={"allow_tf32": True})
     assert ortrt.provider_options(tf32)[1][0]["use_tf32"] == "1"
     assert ortrt.run_options(cuda).get_run_config_entry("disable_synchronize_execution_providers") == "1"
+    assert "enable_cuda_graph" not in options[0]  # CUDA graphs are an option, off by default
+    graphs = dataclasses.replace(cuda, options={"cuda_graphs": True})
+    assert ortrt.provider_options(graphs)[1][0]["enable_cuda_graph"] == "1"
+    # each staged batch replays its own graph: an annotation id from 1 (0 is ONNX Runtime's own)
+    assert ortrt.run_options(graphs, graph_id=3).get_run_config_entry("gpu_graph_id") == "3"
     cpu = SessionSpec("onnxruntime", "m", "resnet50", "fp32", 8, "cpu", "x.onnx", 224, {})
     assert ortrt.provider_options(cpu) == (["CPUExecutionProvider"], [{}])
+    assert ortrt.provider_options(dataclasses.replace(cpu, options={"cuda_graphs": True}))[1] == [{}]
 
 
 def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path):
