@@ -73,20 +73,41 @@ def torch_hand_loop(spec, batches):
 
 
 def onnxruntime_hand_loop(spec, batches):
-    """The plainest ONNX Runtime loop: ``sess.run(None, {"input": x})`` on float32 arrays."""
+    """The plainest ONNX Runtime loop: on the CPU ``sess.run(None, {"input": x})`` on float32
+    arrays; on CUDA the documented device-resident form, an I/O binding of an input OrtValue
+    already on the GPU and an output left to ONNX Runtime on the GPU,
+    ``sess.run_with_iobinding(binding)`` with its default run options (which synchronise
+    after each run). The provider options are the session's (TF32 as configured)."""
     import onnxruntime as ort
+
+    from infbench.runtimes.onnxruntime import provider_options
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
-    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[spec.device]
-    sess = ort.InferenceSession(spec.artifact, sess_options=options, providers=[provider])
+    providers, provider_opts = provider_options(spec)
+    provider_opts = [{k: v for k, v in o.items() if k != "enable_cuda_graph"} for o in provider_opts]
+    sess = ort.InferenceSession(spec.artifact, sess_options=options, providers=providers,
+                                provider_options=provider_opts)
     xs = [normalise_nchw(b) for b in batches]
+    if spec.device == "cpu":
+        def loop(count):
+            for i in range(count):
+                y = sess.run(None, {"input": xs[i % len(xs)]})
+            return y
+
+        return loop
+    bindings = []
+    for x in xs:
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        binding.bind_output(sess.get_outputs()[0].name, "cuda")
+        bindings.append(binding)
 
     def loop(count):
         for i in range(count):
-            y = sess.run(None, {"input": xs[i % len(xs)]})
-        return y
+            sess.run_with_iobinding(bindings[i % len(bindings)])
+        return bindings
 
     return loop
 
@@ -150,6 +171,8 @@ def time_hand(loop, warmup, timed, windows, batch_size):
 def make_artifact(runtime, args, work):
     """The file the runtime loads: seeded weights, fp32 ONNX or the int8 U8S8/S8S8 ONNX."""
     kind = runtimes.ARTIFACT[runtime]
+    if args.artifact and runtime in args.artifact:
+        return args.artifact[runtime]
     if kind == "engine":
         if not args.engine:
             raise UserError(f"--runtime {runtime} needs --engine PATH, an engine the workflow built")
@@ -264,6 +287,9 @@ def main():
     parser.add_argument("--weights", help="existing .safetensors (else seeded random, made here)")
     parser.add_argument("--onnx", help="existing fp32 .onnx (else exported here)")
     parser.add_argument("--engine", help="existing TensorRT engine (.plan with its sidecar)")
+    parser.add_argument("--artifact", type=json.loads, default=None,
+                        help='the file each runtime loads, as the workflow made it, JSON:'
+                        ' {"onnxruntime": "results/onnx/resnet50/fp16.onnx"} (else made here)')
     parser.add_argument("--work-dir", default="results/bench", help="where made artifacts are kept")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
