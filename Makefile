@@ -11,7 +11,7 @@ VENV := .venv
 OFVENV := .venv-oneflow
 TRTVENV := .venv-tensorrt
 
-.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu demo test lint mutation clean
+.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu wheelhouse demo test lint mutation clean
 
 env: env-main env-oneflow
 
@@ -60,6 +60,15 @@ env-tensorrt-nvidia:
 env-gpu: env-main
 	$(VENV)/bin/pip uninstall --quiet --yes onnxruntime
 	$(VENV)/bin/pip install --quiet -r envs/requirements-gpu.txt
+
+# An air-gapped GPU node: on a connected machine, wheels for the node's Python into
+# wheelhouse/ (WHEELHOUSE_STACK: full, workflow = without PyTorch, snakemake = Snakemake
+# only; envs/wheelhouse.sh); on the node, `bash envs/offline-gpu.sh` installs them and runs
+# config/gpu.yaml.
+WHEEL_PYTHON ?= $(PYTHON)
+WHEELHOUSE_STACK ?= full
+wheelhouse:
+	bash envs/wheelhouse.sh "$(WHEEL_PYTHON)" "$(WHEELHOUSE_STACK)" wheelhouse
 
 demo: env
 	$(VENV)/bin/snakemake --cores 1 --resources gpu=1

@@ -1,5 +1,6 @@
 """The environments `make env` builds: what a user checks before trusting a OneFlow column."""
 
+import os
 import subprocess
 
 import pytest
@@ -71,3 +72,60 @@ def test_the_tensorrt_pins_resolve_for_python310_from_pypi_alone(tmp_path):
     # cuda-python matches TensorRT 8.6's CUDA major (12): 13.x would need a CUDA 13 driver
     assert got["cuda-python"].startswith("12.") and got["cuda-bindings"].startswith("12.")
     assert not any(name.endswith("-cu13") or name.endswith("-cu11") for name in got)
+
+
+def test_an_air_gapped_node_installs_from_the_wheelhouse_and_plans_the_gpu_run(tmp_path):
+    """`make wheelhouse` on a connected machine, then envs/offline-gpu.sh with no index:
+    the node's venv gets Snakemake, ONNX Runtime's CUDA build and the rest from the wheels
+    alone, and plans config/gpu.yaml (a dry-run: `-n`). The `workflow` stack leaves PyTorch
+    to the node; the test's node has none, which the dry-run does not need."""
+    import shutil
+    import sys
+
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in files.stdout.splitlines():
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    made = subprocess.run(
+        ["make", "--no-print-directory", "wheelhouse", f"WHEEL_PYTHON={base}", "WHEELHOUSE_STACK=workflow"],
+        cwd=clone, capture_output=True, text=True, timeout=600,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    wheels = sorted(p.name for p in (clone / "wheelhouse").glob("*.whl"))
+    assert any(w.startswith("onnxruntime_gpu-1.31.1-") for w in wheels)
+    assert any(w.startswith("snakemake-9.27.1-") for w in wheels)
+    assert not any(w.startswith(("torch-", "torchvision-", "onnxruntime-1")) for w in wheels)
+    pulp = next((clone / "wheelhouse").glob("pulp-*.whl"))
+    import zipfile
+
+    assert not [n for n in zipfile.ZipFile(pulp).namelist() if n.startswith("pulp/solverdir/")]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env.update(PYTHON=base, PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
+    proc = subprocess.run(
+        ["bash", "envs/offline-gpu.sh", "wheelhouse", "-n"],
+        cwd=clone, capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.splitlines()[0] == "9.27.1"
+    assert "results/speed/onnxruntime/inception_v3/int8-bs50.json" in proc.stdout
+    version = subprocess.run(
+        [str(clone / ".venv/bin/python"), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert version.stdout.strip() == "1.31.1", version.stderr[-1000:]
+
+
+def test_offline_install_without_a_wheelhouse_says_how_to_make_one(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(REPO / "envs/offline-gpu.sh"), str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"infbench: {tmp_path / 'none'}/requirements.txt does not exist: run"
+        f" `make wheelhouse WHEEL_PYTHON=...` on a connected machine and copy {tmp_path / 'none'}/ here"
+    )
