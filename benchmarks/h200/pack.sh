@@ -15,8 +15,10 @@ cd "$(dirname "$0")/../.."
 PY310=${PY310:-/root/.pyenv/versions/3.10.13/bin/python3.10}
 PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 out=.devpack
-rm -rf "$out" && mkdir -p "$out/pack/w310" "$out/pack/w312" "$out/pack/stubs" "$out/parts"
+rm -rf "$out/pack" "$out/parts" && mkdir -p "$out/pack/w310" "$out/pack/w312" "$out/pack/stubs" "$out/parts"
 
+# WITH_TRT=0 leaves TensorRT, Python 3.10 and the stand-ins out (a run of PyTorch and ONNX Runtime only)
+if [ "${WITH_TRT:-1}" = 1 ]; then
 # Python 3.10, unpacked at the same path there
 prefix=$("$PY310" -c 'import sys; print(sys.prefix)')
 tar -C / -cJf "$out/pack/python310.tar.xz" --exclude="${prefix#/}/lib/python3.10/test" \
@@ -26,24 +28,26 @@ tar -C / -cJf "$out/pack/python310.tar.xz" --exclude="${prefix#/}/lib/python3.10
 grep -vE '^(#|nvidia-|$)' envs/requirements-tensorrt.txt >"$out/req310.txt"
 "$PY310" -m pip download -q --no-deps -d "$out/pack/w310" -r "$out/req310.txt" \
     cuda-pathfinder protobuf ml_dtypes typing_extensions
+fi
 
 # Snakemake (as in envs/requirements-main.txt) for the machine's Python 3.12, less what its image has
-snakemake=$(grep '^snakemake==' envs/requirements-main.txt)
+# (`make wheelhouse WHEELHOUSE_STACK=snakemake`, pulp's solver binaries left out: the run
+# uses Snakemake's greedy scheduler)
+bash envs/wheelhouse.sh "$PY312" snakemake "$out/pack/w312"
 onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
-"$PY312" -m pip wheel -q -w "$out/pack/w312" "$snakemake"
 "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc" platformdirs  # snakemake imports it; its wheel did not come along
-(cd "$out/pack/w312" && rm -f attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
+(cd "$out/pack/w312" && rm -f requirements.txt attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
     packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
 # ONNX Runtime's CUDA build (256 MB, 4 more parts): with WITH_ORT=1; installed before the
 # machine's CPU-only onnxruntime on the path (run.sh), so that the ONNX Runtime cells run on CUDA
 if [ "${WITH_ORT:-0}" = 1 ]; then
     "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" -r envs/requirements-gpu.txt
 fi
-# pulp's solver binaries: the run uses Snakemake's greedy scheduler
-(cd "$out/pack/w312" && zip -q -d pulp-*.whl 'pulp/solverdir/*')
 
 # stand-ins for libcublas.so.12, libcublasLt.so.12 and libcudnn.so.8
-"$PY310" benchmarks/h200/stubs.py "$out/pack/w310"/tensorrt-*.whl "$out/pack/stubs"
+if [ "${WITH_TRT:-1}" = 1 ]; then
+    "$PY310" benchmarks/h200/stubs.py "$out/pack/w310"/tensorrt-*.whl "$out/pack/stubs"
+fi
 
 tar -C "$out/pack" -cf - . | split -b 63M -d -a 2 - "$out/parts/p"
 ls -l "$out/parts"

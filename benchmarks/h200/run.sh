@@ -7,11 +7,17 @@
 #   bash benchmarks/h200/run.sh start             # unpack into /tmp, check, start the job
 #   bash benchmarks/h200/run.sh collect [SECONDS] # wait for the job (at most SECONDS), results to $OUT
 #
-# The job: `snakemake --cores 1 --resources gpu=1` on config/gpu.yaml with MODELS (default
-# resnet50; LEVEL sets builder_optimization_level), TensorRT's interpreter a Python 3.10 holding TensorRT 8.6.0, and tactic sources
-# limited to TensorRT's own kernels (the cuBLAS/cuDNN beside it are stand-ins: pack.sh);
-# then the harness-efficiency check of every TensorRT cell; then the builder-level study (batch 8,
-# levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8; STUDY= skips it).
+# The job: `snakemake --cores CORES --resources gpu=1` (CORES default all: a timed run holds
+# every core, CPU steps such as calibration run side by side) on config/gpu.yaml with MODELS
+# (default resnet50; LEVEL sets builder_optimization_level), TensorRT's interpreter a Python
+# 3.10 holding TensorRT 8.6.0, and tactic sources limited to TensorRT's own kernels (the
+# cuBLAS/cuDNN beside it are stand-ins: pack.sh); without TensorRT in the pack (WITH_TRT=0)
+# its cells are left out. Then the idle ratio (benchmarks/idle_ratio.py); the side studies
+# of SIDE (default 1): ONNX Runtime with CUDA graphs and torch.compile, resnet50 batch 8
+# and 50; the harness-efficiency check of the PyTorch and ONNX Runtime cells of the models
+# in EFFICIENCY (default MODELS) and of every TensorRT cell; then the builder-level study
+# (batch 8, levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8;
+# STUDY= skips it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
@@ -20,6 +26,9 @@ MODELS=${MODELS:-resnet50}
 LEVEL=${LEVEL:-}  # TensorRT builder optimisation level for the run (empty: the project's default)
 LEVELS=${LEVELS:-0 1 2 3 4}
 STUDY=${STUDY-fp32 fp16 int8}
+CORES=${CORES:-all}
+EFFICIENCY=${EFFICIENCY-$MODELS}
+SIDE=${SIDE:-1}
 SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 
 receive() {
@@ -32,28 +41,34 @@ receive() {
 start() {
     mkdir -p /tmp/pack "$RUN"
     cat /tmp/parts/p* | tar -x -C /tmp/pack
-    tar -xJf /tmp/pack/python310.tar.xz -C /
-    python3 - "$SITE310" /tmp/pack/w310 <<'PY'
+    if [ -e /tmp/pack/python310.tar.xz ]; then
+        tar -xJf /tmp/pack/python310.tar.xz -C /
+        python3 - "$SITE310" /tmp/pack/w310 <<'PY'
 import glob, sys, zipfile
 for wheel in sorted(glob.glob(sys.argv[2] + "/*.whl")):
     zipfile.ZipFile(wheel).extractall(sys.argv[1])
 PY
-    mkdir -p "$SITE310/nvidia/cublas/lib" "$SITE310/nvidia/cudnn/lib"
-    cp /tmp/pack/stubs/libcublas*.so.12 "$SITE310/nvidia/cublas/lib/"
-    cp /tmp/pack/stubs/libcudnn.so.8 "$SITE310/nvidia/cudnn/lib/"
+        mkdir -p "$SITE310/nvidia/cublas/lib" "$SITE310/nvidia/cudnn/lib"
+        cp /tmp/pack/stubs/libcublas*.so.12 "$SITE310/nvidia/cublas/lib/"
+        cp /tmp/pack/stubs/libcudnn.so.8 "$SITE310/nvidia/cudnn/lib/"
+        printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$SITE310" "$PY310" >"$TRTPY"
+        chmod +x "$TRTPY"
+        "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE312" /tmp/pack/w312/*.whl
-    printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$SITE310" "$PY310" >"$TRTPY"
-    chmod +x "$TRTPY"
-    "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
     PYTHONPATH=$SITE312 python3 -m snakemake --version
     PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" "$LEVEL" <<'PY'
-import sys, yaml
+import os, sys, yaml
 models, python, sources, out, level = sys.argv[1:]
 config = yaml.safe_load(open("config/gpu.yaml"))
 config["models"] = {m: config["models"][m] for m in models.split()}
-config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
-if level:
-    config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
+if os.path.exists(python):
+    config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
+    if level:
+        config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
+else:
+    print("TensorRT did not travel (WITH_TRT=0): its cells are left out")
+    config["runtimes"].pop("tensorrt")
 import onnxruntime
 if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
     print(f"onnxruntime {onnxruntime.__version__} here has no CUDA provider: its cells are left out"
@@ -74,6 +89,10 @@ phase() {
     echo "$(date -u +%H:%M:%S) $*" | tee -a "$RUN/phases.txt"
 }
 
+have_trt() {
+    [ -x "$TRTPY" ]
+}
+
 job() {
     export PYTHONPATH=$SITE312 PYTHONUNBUFFERED=1
     local model=${MODELS%% *}
@@ -81,11 +100,78 @@ job() {
     phase "workflow${LEVEL:+, level $LEVEL}"
     t0=$(date +%s)
     rc=0
-    python3 -m snakemake --cores 1 --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
+    python3 -m snakemake --cores "$CORES" --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
         >"$RUN/snakemake.log" 2>&1 || rc=$?
-    echo "snakemake exit $rc, wall $(($(date +%s) - t0)) s" | tee "$RUN/snakemake.rc"
+    wall=$(($(date +%s) - t0))
+    echo "snakemake exit $rc, wall $wall s" | tee "$RUN/snakemake.rc"
+    python3 benchmarks/idle_ratio.py results --wall "$wall" >"$RUN/idle.md" 2>&1 || true
     gpu_state
+    if [ "$SIDE" = 1 ]; then
+        phase "side studies"
+        side
+    fi
     phase "harness efficiency"
+    for model in $EFFICIENCY; do
+        efficiency_torch_ort "$model"
+    done
+    if have_trt; then
+        efficiency_trt
+    fi
+    gpu_state
+    if have_trt; then
+        for precision in $STUDY; do
+            onnx=$precision.onnx
+            [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
+            phase "level study $precision"
+            "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/$model/$onnx" --precision "$precision" \
+                --batch-size 8 --levels $LEVELS --tactic-sources "$SOURCES" --budget-s 240 \
+                --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
+        done
+    fi
+    gpu_state
+    phase "done"
+    touch "$RUN/done"
+}
+
+# the step script by hand on resnet50 at batch 8 and 50, with an option the workflow's run did not use
+side_cell() {
+    local runtime=$1 precision=$2 artifact=$3 options=$4 name=$5
+    python3 workflow/scripts/measure_speed.py --runtime "$runtime" --model resnet50 --arch resnet50 \
+        --precision "$precision" --device cuda --crop 224 --artifact "$artifact" --batch-size 8 50 \
+        --cache results/cache/synthetic/256-224.npy --options "$options" \
+        --timing '{"warmup_batches": 5, "timed_batches": 500, "windows": 3, "staged_batches": 4, "max_spread": 0.1}' \
+        --out "$RUN/side/$name-bs8.json" "$RUN/side/$name-bs50.json" >>"$RUN/side.log" 2>&1 || echo "$name failed" >>"$RUN/side.log"
+}
+
+side() {
+    mkdir -p "$RUN/side"
+    for precision in fp32 fp16; do
+        side_cell onnxruntime $precision results/onnx/resnet50/$precision.onnx \
+            '{"device": "cuda", "allow_tf32": false, "cuda_graphs": true}' "ort-graphs-$precision"
+    done
+    side_cell torch fp16 results/weights/resnet50.safetensors \
+        '{"device": "cuda", "allow_tf32": false, "compile": true}' "torch-compile-fp16"
+}
+
+efficiency_torch_ort() {
+    local model=$1 crop=224 int8
+    [ "$model" = inception_v3 ] && crop=299
+    int8=$(python3 -c 'import sys; sys.path.insert(0, "workflow/scripts"); from infbench.runtimes import int8_form; print(int8_form("onnxruntime", "cuda"))')
+    for precision in fp32 fp16 int8; do
+        local onnx=$precision runtimes="torch onnxruntime"
+        [ "$precision" = int8 ] && onnx=int8-$int8 && runtimes=onnxruntime
+        for bs in 8 50; do
+            echo "## $model $precision bs$bs" >>"$RUN/efficiency-torch-ort.md"
+            python3 benchmarks/harness_efficiency.py --runtime $runtimes --device cuda --arch "$model" --crop "$crop" \
+                --precision "$precision" --batch-size "$bs" \
+                --artifact "{\"torch\": \"results/weights/$model.safetensors\", \"onnxruntime\": \"results/onnx/$model/$onnx.onnx\"}" \
+                --options '{"cuda_graphs": false, "allow_tf32": false}' \
+                --warmup 5 --timed 200 --windows 1 --rounds 3 >>"$RUN/efficiency-torch-ort.md" 2>&1 || true
+        done
+    done
+}
+
+efficiency_trt() {
     for model in $MODELS; do
         for precision in fp32 fp16 int8; do
             for bs in 8 50; do
@@ -100,18 +186,6 @@ job() {
             done
         done
     done
-    gpu_state
-    for precision in $STUDY; do
-        onnx=$precision.onnx
-        [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
-        phase "level study $precision"
-        "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/$model/$onnx" --precision "$precision" \
-            --batch-size 8 --levels $LEVELS --tactic-sources "$SOURCES" --budget-s 240 \
-            --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
-    done
-    gpu_state
-    phase "done"
-    touch "$RUN/done"
 }
 
 collect() {
@@ -122,8 +196,9 @@ collect() {
         --exclude='results/datasets' --exclude='results/weights' results logs "$RUN" 2>/dev/null || true
     ls -l "$OUT"
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
-    cat results/tables/speed-bs*.md results/tables/precision.md 2>/dev/null || true
-    grep -E '^## |^\| median|rror' "$RUN/efficiency.md" 2>/dev/null | head -40 || true
+    cat results/tables/speed-bs*.md results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
+    grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
+    grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" 2>/dev/null | cut -c1-160 | head -80 || true
     cat "$RUN/levels.md" "$RUN/phases.txt" 2>/dev/null || true
     tail -n 5 "$RUN/job.log"
 }
