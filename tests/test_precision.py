@@ -289,3 +289,44 @@ def test_entropy_clips_the_tail_that_minmax_keeps(tmp_path):
         relu_scale[method] = float(scale)
     assert relu_scale["entropy"] < 0.9 * relu_scale["minmax"]
     assert relu_scale["percentile"] < relu_scale["minmax"]
+
+
+def test_fp16_keeps_global_pooling_in_float32(tmp_path):
+    """The fp16 ONNX pools in float32 (as PyTorch fp16 accumulates): a ReduceMean or
+    GlobalAveragePool reads a Cast to float32 and hands a Cast to fp16 on, while the Gemm
+    after it runs in fp16 on fp16 weights. A feature map whose channel sums pass fp16's
+    65,504 (64 positions of 2,000) pools to exactly 2,000."""
+    from onnx import helper
+
+    for pool in ("ReduceMean", "GlobalAveragePool"):
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 8, 8])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])
+        weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [0.5, 0.25, 1.0, 0.0, 0.0, 1.0])
+        axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
+        nodes = [helper.make_node("Relu", ["input"], ["features"])]  # an fp16 layer before the pool
+        if pool == "ReduceMean":
+            nodes.append(helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0))
+            inits = [weight, axes]
+        else:
+            nodes += [helper.make_node("GlobalAveragePool", ["features"], ["pooled4"]),
+                      helper.make_node("Flatten", ["pooled4"], ["pooled"])]
+            inits = [weight]
+        nodes.append(helper.make_node("Gemm", ["pooled", "w"], ["logits"], transB=1))
+        model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                                  opset_imports=[helper.make_opsetid("", 18)])
+        fp32, fp16 = tmp_path / f"{pool}-fp32.onnx", tmp_path / f"{pool}-fp16.onnx"
+        onnx.save(model, str(fp32))
+        precision.to_fp16(fp32, fp16)
+        converted = onnx.load(str(fp16))
+        producers = {o: n for n in converted.graph.node for o in n.output}
+        node = next(n for n in converted.graph.node if n.op_type == pool)
+        cast_in = producers[node.input[0]]
+        assert cast_in.op_type == "Cast"
+        assert helper.get_attribute_value(cast_in.attribute[0]) == TensorProto.FLOAT
+        consumers = [n for n in converted.graph.node if node.output[0] in n.input]
+        assert [n.op_type for n in consumers] == ["Cast"]
+        assert producers[cast_in.input[0]].op_type == "Relu"  # which runs in fp16
+        assert helper.get_attribute_value(consumers[0].attribute[0]) == TensorProto.FLOAT16
+        assert {t.name: t.data_type for t in converted.graph.initializer}["w"] == TensorProto.FLOAT16
+        got = run_onnx(fp16, np.full((1, 2, 8, 8), 2000.0, np.float32))
+        np.testing.assert_array_equal(got, [[1500.0, 2000.0, 2000.0]])

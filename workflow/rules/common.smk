@@ -15,6 +15,7 @@ from infbench.configcheck import check
 from infbench.data import PREPROCESS_VERSION
 from infbench.engine import engine_settings
 from infbench.errors import UserError
+from infbench.precision import FP16_VERSION
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(

@@ -92,15 +92,27 @@ def export_fp32(arch, weights, crop, out):
         program.save(tmp, external_data=False)
 
 
+# Reductions over many activations stay float32 in the fp16 ONNX, as PyTorch accumulates
+# them in float32 in fp16: summed in fp16 they overflow at 65,504. The global average pool
+# of inception_v3 with random weights sums up to 181,000 per channel on config/gpu.yaml's
+# synthetic images, and ONNX Runtime's CUDA provider returned non-finite logits for 19 of
+# 500 images from an fp16 ONNX that pooled in fp16 (docs/results/h200.md).
+FP32_REDUCTIONS = ("ReduceMean", "ReduceSum", "GlobalAveragePool")
+# the fp16 form's version: raise it with any change to what to_fp16 writes, so that the
+# workflow converts every model again (a param of rules convert_fp16 and int8_fp16_form)
+FP16_VERSION = 2
+
+
 def to_fp16(fp32_onnx, out):
-    """Convert weights and arithmetic to fp16, keeping float32 input and output.
+    """Convert weights and arithmetic to fp16, keeping float32 input and output, and the
+    reductions of FP32_REDUCTIONS in float32 (with casts around them).
 
     Given a Q/DQ model (int8-s8s8.onnx), the result is int8 where quantised and fp16
     elsewhere: the scales become fp16 too, which QuantizeLinear/DequantizeLinear accept from
     opset 19, so the model is marked opset 19 (nothing else it uses changed meaning).
     """
     import onnx
-    from onnxconverter_common.float16 import convert_float_to_float16
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     _require_file(fp32_onnx, "run the workflow's ONNX export step first or fix the path")
     model = onnx.load(str(fp32_onnx))
@@ -111,7 +123,9 @@ def to_fp16(fp32_onnx, out):
     with warnings.catch_warnings():
         # one warning per weight below fp16's range that is clamped to 1e-7
         warnings.simplefilter("ignore", UserWarning)
-        model16 = convert_float_to_float16(model, keep_io_types=True)
+        model16 = convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_REDUCTIONS)
+        )
     with atomic_output(out) as tmp:
         onnx.save(model16, tmp)
 
