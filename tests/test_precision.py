@@ -330,3 +330,31 @@ def test_fp16_keeps_global_pooling_in_float32(tmp_path):
         assert {t.name: t.data_type for t in converted.graph.initializer}["w"] == TensorProto.FLOAT16
         got = run_onnx(fp16, np.full((1, 2, 8, 8), 2000.0, np.float32))
         np.testing.assert_array_equal(got, [[1500.0, 2000.0, 2000.0]])
+
+
+def test_entropy_threshold_is_onnx_runtimes_to_the_last_bit():
+    """infbench's entropy threshold (array operations) against ONNX Runtime's own
+    HistogramCollector.get_entropy_threshold on the histograms calibration makes: two-sided
+    with outliers, one-sided (after ReLU), sparse, and a single occupied bin; at the
+    project's 2,048 bins / 128 quantised bins and at a smaller size."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    rng = np.random.default_rng(0)
+    normal = np.concatenate([rng.standard_normal(20000) * 1.7, rng.standard_normal(40) * 25])
+    cases = {
+        "two-sided with outliers": normal,
+        "one-sided": np.abs(normal),
+        "sparse": rng.choice([0.0, 0.5, 3.0, -2.0], size=5000, p=[0.9, 0.05, 0.03, 0.02]),
+        "one bin": np.full(100, 2.5),
+    }
+    for (bins, quantized) in ((precision.HISTOGRAM_BINS, precision.QUANTIZED_BINS), (512, 64)):
+        collector = HistogramCollector("entropy", True, bins, quantized, 99.99, "same")
+        for name, data in cases.items():
+            data = data.astype(np.float32)
+            bound = float(np.abs(data).max())
+            hist, edges = np.histogram(data, bins, range=(-bound, bound))
+            histogram = (hist, edges.astype(np.float32), data.min(), data.max())
+            theirs = collector.get_entropy_threshold(histogram, quantized)
+            ours = precision.entropy_threshold(histogram, quantized)
+            assert [float(v) for v in ours] == [float(v) for v in theirs], (name, bins)
+            assert [v.dtype for v in ours] == [v.dtype for v in theirs]

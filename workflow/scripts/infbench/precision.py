@@ -160,6 +160,65 @@ def _quantisable_op_types():
     return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
 
 
+def entropy_threshold(histogram, num_quantized_bins):
+    """ONNX Runtime's entropy threshold of one tensor's histogram, computed as its
+    ``HistogramCollector.get_entropy_threshold`` does, with the same result, but with the
+    per-bin Python loops of each candidate threshold written as array operations.
+
+    ONNX Runtime's own takes about 1.4 ms per candidate (960 candidates per tensor at 2,048
+    bins): inception_v3's 233 tensors took 315 s of a 349 s calibration on the H200's host.
+    The KL divergence of each candidate still comes from ONNX Runtime's ``entropy`` and
+    ``smooth_distribution``, so that the choice is the same to the last bit
+    (tests/test_precision.py compares the two).
+    """
+    from onnxruntime.quantization.calibrate import entropy
+    from onnxruntime.quantization.quant_utils import smooth_distribution
+
+    hist, hist_edges = histogram[0], histogram[1]
+    num_bins = hist.size
+    zero_bin_index = num_bins // 2
+    num_half_quantized_bin = num_quantized_bins // 2
+    dtype = hist_edges.dtype
+    # outliers left of index k: the sum of hist[:k], summed in order as Python's sum() does
+    before = np.concatenate([np.zeros(1, dtype=hist.dtype), np.cumsum(hist)])
+    total = before[-1]
+    candidates = range(num_half_quantized_bin, zero_bin_index + 1)
+    kl_divergence = np.zeros(len(candidates))
+    thresholds = []
+    for i in candidates:
+        start_index = zero_bin_index - i
+        end_index = min(zero_bin_index + i + 1, num_bins)
+        thresholds.append((hist_edges[start_index], hist_edges[end_index]))
+        sliced = hist[start_index:end_index]
+        p = sliced.copy()
+        p[0] += before[start_index]
+        p[-1] += total - before[end_index]
+        nonzeros = (p != 0).astype(np.int64)
+        merged = sliced.size // num_quantized_bins
+        body = num_quantized_bins * merged
+        quantized_bins = sliced[:body].reshape(num_quantized_bins, merged).sum(axis=1).astype(np.int64)
+        quantized_bins[-1] += sliced[body:].sum()
+        norm = nonzeros[:body].reshape(num_quantized_bins, merged).sum(axis=1)
+        q = np.zeros(p.size, dtype=np.int64)
+        spread = np.zeros(num_quantized_bins, dtype=np.int64)
+        filled = norm != 0
+        spread[filled] = quantized_bins[filled] / norm[filled]  # truncated, as ONNX Runtime's
+        q[:body] = np.repeat(spread, merged)
+        p, q = smooth_distribution(p), smooth_distribution(q)
+        if p is None or q is None:
+            div = np.array(np.inf, dtype=dtype)
+        else:
+            div = np.array(entropy(p, q), dtype=dtype)
+        kl_divergence[i - num_half_quantized_bin] = div
+    optimal_threshold = thresholds[int(np.argmin(kl_divergence))]
+    min_value, max_value = histogram[2], histogram[3]
+    if optimal_threshold[0] < min_value:
+        optimal_threshold = (min_value, optimal_threshold[1])
+    if optimal_threshold[1] > max_value:
+        optimal_threshold = (optimal_threshold[0], max_value)
+    return optimal_threshold
+
+
 def _calibrate(model_path, cache, picks, method, workdir):
     """Run ONNX Runtime's calibrator once over the picked cache images; return its ranges."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
@@ -188,6 +247,8 @@ def _calibrate(model_path, cache, picks, method, workdir):
         batches += 1
         progress.update(start + len(rows))
     progress.finish()
+    if method == "entropy":  # the same thresholds, found about ten times faster
+        calibrator.collector.get_entropy_threshold = entropy_threshold
     with contextlib.redirect_stdout(io.StringIO()):
         ranges = calibrator.compute_data()
     return calibrate_method, ranges, batches
