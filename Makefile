@@ -84,6 +84,7 @@ lint: env-main
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/ruff check workflow benchmarks tests
+	$(VENV)/bin/ruff format --check workflow benchmarks tests
 
 clean:
 	rm -rf results resources logs .snakemake

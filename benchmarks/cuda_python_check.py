@@ -86,8 +86,10 @@ def main():
         stream.synchronize()
         total = time.perf_counter() - t0
         gbps = 20 * 2 * nbytes / total / 1e9
-        print(f"      20 x {nbytes >> 20} MiB d2d copies: enqueue {enqueued * 1e3:.2f} ms,"
-              f" until sync {total * 1e3:.1f} ms, {gbps:.0f} GB/s read+write")
+        print(
+            f"      20 x {nbytes >> 20} MiB d2d copies: enqueue {enqueued * 1e3:.2f} ms,"
+            f" until sync {total * 1e3:.1f} ms, {gbps:.0f} GB/s read+write"
+        )
         expect(total > enqueued, "stream synchronize waited for the enqueued copies")
 
     # CUDA graph of a trivial copy, replayed after its source changes
@@ -138,8 +140,9 @@ def main():
         expect(np.array_equal(round_trip(stream, first), first), "stream still works after failed captures")
 
     # errors map to their names
-    expect_cuda_error(lambda: cudart.check(cudart.rt.cudaFree(0xDEAD0000)), "cudaErrorInvalidValue",
-                      "cudaFree of an invalid pointer")
+    expect_cuda_error(
+        lambda: cudart.check(cudart.rt.cudaFree(0xDEAD0000)), "cudaErrorInvalidValue", "cudaFree of an invalid pointer"
+    )
     cudart.clear_last_error()
     expect_cuda_error(lambda: cudart.DeviceBuffer(1 << 50), "cudaErrorMemoryAllocation", "cudaMalloc of 1 PiB")
     cudart.clear_last_error()

@@ -71,8 +71,10 @@ def main():
     top5, kept, _ = metrics.evaluate(ConstantSession(spec), cache, args.batch_size, keep_logits=1000)
     seconds = time.perf_counter() - started
     size_gib = os.path.getsize(path) / 2**30
-    print(f"evaluated {len(top5)} images of {args.size} px ({size_gib:.1f} GiB) in {seconds:.0f} s"
-          f" ({len(top5) / seconds:.0f} images/s); peak RSS {peak_rss_mib():.0f} MiB")
+    print(
+        f"evaluated {len(top5)} images of {args.size} px ({size_gib:.1f} GiB) in {seconds:.0f} s"
+        f" ({len(top5) / seconds:.0f} images/s); peak RSS {peak_rss_mib():.0f} MiB"
+    )
 
 
 def write_cache(path, args):

@@ -35,9 +35,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workflow", "scripts")
-)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workflow", "scripts"))
 
 import numpy as np  # noqa: E402
 
@@ -56,10 +54,7 @@ def torch_hand_loop(spec, batches):
     dtype = torch.float16 if spec.precision == "fp16" else torch.float32
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = load_torch(spec.arch, spec.artifact).to(device, dtype=dtype, memory_format=layout)
-    xs = [
-        torch.from_numpy(normalise_nchw(b)).to(device, dtype).contiguous(memory_format=layout)
-        for b in batches
-    ]
+    xs = [torch.from_numpy(normalise_nchw(b)).to(device, dtype).contiguous(memory_format=layout) for b in batches]
 
     def loop(count):
         with torch.inference_mode():
@@ -87,10 +82,12 @@ def onnxruntime_hand_loop(spec, batches):
     options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
     providers, provider_opts = provider_options(spec)
     provider_opts = [{k: v for k, v in o.items() if k != "enable_cuda_graph"} for o in provider_opts]
-    sess = ort.InferenceSession(spec.artifact, sess_options=options, providers=providers,
-                                provider_options=provider_opts)
+    sess = ort.InferenceSession(
+        spec.artifact, sess_options=options, providers=providers, provider_options=provider_opts
+    )
     xs = [normalise_nchw(b) for b in batches]
     if spec.device == "cpu":
+
         def loop(count):
             for i in range(count):
                 y = sess.run(None, {"input": xs[i % len(xs)]})
@@ -203,26 +200,20 @@ def make_artifact(runtime, args, work):
             precision.to_fp16(fp32, out)
         return out
     form = runtimes.int8_form(runtime, args.device)
-    outs = {
-        f: os.path.join(work, f"{args.arch}-{args.crop}-int8-{f}.onnx") for f in ("s8s8", "u8s8")
-    }
+    outs = {f: os.path.join(work, f"{args.arch}-{args.crop}-int8-{f}.onnx") for f in ("s8s8", "u8s8")}
     if not os.path.exists(outs[form]):
         rng = np.random.default_rng(0)
         cache = os.path.join(work, f"random-{args.crop}.npy")
         np.save(cache, rng.integers(0, 256, (16, args.crop, args.crop, 3), dtype=np.uint8))
         rows = [(f"random{i}", 0) for i in range(16)]
         listing = os.path.join(work, "calibration.tsv")
-        precision.calibrate_int8(
-            fp32, cache, rows, 16, "minmax", outs["s8s8"], outs["u8s8"], listing
-        )
+        precision.calibrate_int8(fp32, cache, rows, 16, "minmax", outs["s8s8"], outs["u8s8"], listing)
     return outs[form]
 
 
 def bench(runtime, args, work):
     if runtime not in HAND_LOOPS:
-        raise UserError(
-            f"no hand loop for --runtime {runtime}; add one to HAND_LOOPS in {__file__}"
-        )
+        raise UserError(f"no hand loop for --runtime {runtime}; add one to HAND_LOOPS in {__file__}")
     options = json.loads(args.options)
     if runtime == "tensorrt" and args.engine:
         # time the engine as the workflow built it: its build options come from its sidecar
@@ -242,8 +233,7 @@ def bench(runtime, args, work):
     )
     rng = np.random.default_rng(1)
     batches = [
-        rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8)
-        for _ in range(args.staged)
+        rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8) for _ in range(args.staged)
     ]
     session = runtimes.load(runtime).open_session(spec)
     hand = HAND_LOOPS[runtime](spec, batches)
@@ -254,13 +244,9 @@ def bench(runtime, args, work):
             rates = {}
             for who in order:
                 if who == "harness":
-                    rates[who] = timing.measure(
-                        session, batches, args.warmup, args.timed, args.windows
-                    )["images_per_s"]
+                    rates[who] = timing.measure(session, batches, args.warmup, args.timed, args.windows)["images_per_s"]
                 else:
-                    rates[who] = time_hand(
-                        hand, args.warmup, args.timed, args.windows, args.batch_size
-                    )
+                    rates[who] = time_hand(hand, args.warmup, args.timed, args.windows, args.batch_size)
             rows.append(rates)
         info = session.info()
     finally:
@@ -269,9 +255,7 @@ def bench(runtime, args, work):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
@@ -287,9 +271,13 @@ def main():
     parser.add_argument("--weights", help="existing .safetensors (else seeded random, made here)")
     parser.add_argument("--onnx", help="existing fp32 .onnx (else exported here)")
     parser.add_argument("--engine", help="existing TensorRT engine (.plan with its sidecar)")
-    parser.add_argument("--artifact", type=json.loads, default=None,
-                        help='the file each runtime loads, as the workflow made it, JSON:'
-                        ' {"onnxruntime": "results/onnx/resnet50/fp16.onnx"} (else made here)')
+    parser.add_argument(
+        "--artifact",
+        type=json.loads,
+        default=None,
+        help="the file each runtime loads, as the workflow made it, JSON:"
+        ' {"onnxruntime": "results/onnx/resnet50/fp16.onnx"} (else made here)',
+    )
     parser.add_argument("--work-dir", default="results/bench", help="where made artifacts are kept")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)

@@ -34,13 +34,18 @@ def stamp(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", default="results")
-    parser.add_argument("--wall", type=float, help="the whole run's wall time in seconds (default: the span"
-                        " from the first speed/accuracy step's launch to the last one's end)")
+    parser.add_argument(
+        "--wall",
+        type=float,
+        help="the whole run's wall time in seconds (default: the span"
+        " from the first speed/accuracy step's launch to the last one's end)",
+    )
     args = parser.parse_args()
     rows = load(args.results)
     if not rows:
         raise SystemExit(f"no speed or accuracy results under {args.results}")
     timed = sum(sum(d["result"]["window_seconds"]) for k, _, d in rows if k == "speed")
+
     def launched(d):  # "started" is stamped after start-up, imports and inputs
         phases = d["provenance"].get("phases") or {}
         return stamp(d["provenance"]["started"]) - sum(phases.get(p) or 0 for p in ("start_up", "imports", "inputs"))
@@ -52,11 +57,16 @@ def main():
         for name, seconds in (d["provenance"].get("phases") or {}).items():
             if seconds is not None and name != "total_in_script":
                 phases[f"{kind}: {name}"] += seconds
-    print(f"{sum(k == 'speed' for k, _, _ in rows)} speed and {sum(k == 'accuracy' for k, _, _ in rows)}"
-          f" accuracy results under {args.results}")
+    print(
+        f"{sum(k == 'speed' for k, _, _ in rows)} speed and {sum(k == 'accuracy' for k, _, _ in rows)}"
+        f" accuracy results under {args.results}"
+    )
     print(f"speed and accuracy steps span {span:.1f} s")
-    print(f"timed windows {timed:.1f} s; wall {wall:.1f} s; wall / timed {wall / timed:.2f}"
-          if timed else f"wall {wall:.1f} s; no timed windows")
+    print(
+        f"timed windows {timed:.1f} s; wall {wall:.1f} s; wall / timed {wall / timed:.2f}"
+        if timed
+        else f"wall {wall:.1f} s; no timed windows"
+    )
     print("| phase (summed over steps) | seconds |")
     print("|---|---|")
     for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):

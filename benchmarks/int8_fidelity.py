@@ -44,14 +44,31 @@ def forms():
 
     weighted = precision.WEIGHTED_OPS
     return {
-        "before s8s8": (QuantType.QInt8, None, {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                "QuantizeBias": False}),
-        "after s8s8": (QuantType.QInt8, weighted, {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                   "QuantizeBias": False,
-                                                   "OpTypesToExcludeOutputQuantization": weighted}),
+        "before s8s8": (
+            QuantType.QInt8,
+            None,
+            {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        ),
+        "after s8s8": (
+            QuantType.QInt8,
+            weighted,
+            {
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "OpTypesToExcludeOutputQuantization": weighted,
+            },
+        ),
         "before u8s8": (QuantType.QUInt8, None, {"ActivationSymmetric": False, "WeightSymmetric": True}),
-        "after u8s8": (QuantType.QUInt8, None, {"ActivationSymmetric": False, "WeightSymmetric": True,
-                                                "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]}),
+        "after u8s8": (
+            QuantType.QUInt8,
+            None,
+            {
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
+            },
+        ),
     }
 
 
@@ -68,10 +85,20 @@ def quantise(fp32, cache, picks, method, work):
     out = {}
     for name, (activation, op_types, extra) in forms().items():
         out[name] = work / f"{name.replace(' ', '-')}.onnx"
-        quantize_static(str(prepared), str(out[name]), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-                        activation_type=activation, op_types_to_quantize=op_types, extra_options=extra,
-                        calibrate_method=calibrate_method, calibration_cache_path=ranges_json)
+        quantize_static(
+            str(prepared),
+            str(out[name]),
+            calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,
+            weight_type=QuantType.QInt8,
+            activation_type=activation,
+            op_types_to_quantize=op_types,
+            extra_options=extra,
+            calibrate_method=calibrate_method,
+            calibration_cache_path=ranges_json,
+        )
     return out
 
 
@@ -88,11 +115,11 @@ def speed_only(args, rounds=4):
         work = Path(args.work) / arch
         crop = SIZES[arch][1]
         cache = np.load(work / "cache.npy", mmap_mode="r")
-        batches = [np.asarray(cache[i * 8:(i + 1) * 8]) for i in range(4)]
+        batches = [np.asarray(cache[i * 8 : (i + 1) * 8]) for i in range(4)]
         sessions = {name: session(work / f"{name}-u8s8.onnx", arch, "int8", 8, crop) for name in ("before", "after")}
         rates = {name: [] for name in sessions}
         for r in range(rounds):
-            for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+            for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
                 rates[name].append(timing.measure(sessions[name], batches, 3, 10, 3)["images_per_s"])
         before, after = (float(np.median(rates[n])) for n in ("before", "after"))
         print(f"| {arch} | {before:.1f} | {after:.1f} | {after / before:.3f} |", flush=True)
@@ -107,8 +134,11 @@ def main():
     parser.add_argument("--method", default="entropy", choices=sorted(precision.METHODS))
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--work", default=None, help="keep the files here (default: a temporary folder)")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="time the before/after U8S8 files already in --work, alternating, on a quiet machine")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="time the before/after U8S8 files already in --work, alternating, on a quiet machine",
+    )
     args = parser.parse_args()
     if args.speed_only:
         return speed_only(args)
@@ -133,19 +163,24 @@ def main():
             started = time.perf_counter()
             files = quantise(fp32, cache, picks, args.method, work)
             print(f"<!-- {arch}: calibration and four forms in {time.perf_counter() - started:.0f} s -->", flush=True)
-            ref_top5, ref_logits, _ = metrics.evaluate(session(fp32, arch, "fp32", args.batch_size, crop), cache,
-                                                       args.batch_size, len(cache))
+            ref_top5, ref_logits, _ = metrics.evaluate(
+                session(fp32, arch, "fp32", args.batch_size, crop), cache, args.batch_size, len(cache)
+            )
             for name, path in files.items():
-                top5, logits, nonfinite = metrics.evaluate(session(path, arch, "int8", args.batch_size, crop), cache,
-                                                           args.batch_size, len(cache))
+                top5, logits, nonfinite = metrics.evaluate(
+                    session(path, arch, "int8", args.batch_size, crop), cache, args.batch_size, len(cache)
+                )
                 got = metrics.score(top5, np.zeros(len(cache), int), logits, (ref_top5, ref_logits), nonfinite)
                 speed = ""
                 if "u8s8" in name:
-                    batches = [np.asarray(cache[i * 8:(i + 1) * 8]) for i in range(4)]
+                    batches = [np.asarray(cache[i * 8 : (i + 1) * 8]) for i in range(4)]
                     timed = timing.measure(session(path, arch, "int8", 8, crop), batches, 3, 10, 3)
                     speed = f"{timed['images_per_s']:.1f} (spread {timed['spread']:.1%})"
-                print(f"| {arch} | {name} | {got['mismatches']} of {got['images']} | {got['cosine']:.5f} |"
-                      f" {got['rel_error']:.3f} | {speed} |", flush=True)
+                print(
+                    f"| {arch} | {name} | {got['mismatches']} of {got['images']} | {got['cosine']:.5f} |"
+                    f" {got['rel_error']:.3f} | {speed} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from infbench.timing import measure  # noqa: E402
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["alexnet", "resnet50"],
-                        choices=["alexnet", "vgg16", "resnet50"])
+    parser.add_argument("--archs", nargs="+", default=["alexnet", "resnet50"], choices=["alexnet", "vgg16", "resnet50"])
     parser.add_argument("--modes", nargs="+", default=["eager", "graph"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=224)
@@ -114,8 +113,7 @@ def main():
     runtime = load("oneflow")
     rng = np.random.default_rng(args.seed)
     batches = [
-        rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8)
-        for _ in range(args.staged)
+        rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8) for _ in range(args.staged)
     ]
     rows = []
     for arch in args.archs:
@@ -124,8 +122,7 @@ def main():
             options = {"mode": mode}
             if args.threads is not None:
                 options["threads"] = args.threads
-            spec = SessionSpec("oneflow", arch, arch, "fp32", args.batch_size, "cpu",
-                               weights, args.crop, options)
+            spec = SessionSpec("oneflow", arch, arch, "fp32", args.batch_size, "cpu", weights, args.crop, options)
             session = runtime.open_session(spec)
             model = hand_model(arch, weights, mode)
             staged = [session.stage(b) for b in batches]
@@ -139,23 +136,27 @@ def main():
                 harness.append(result["images_per_s"])
                 hand.append(hand_window(model, xs, args.batch_size))
             rows.append((arch, mode, harness, hand))
-            print(f"{arch} {mode}: harness {['%.2f' % r for r in harness]},"
-                  f" hand {['%.2f' % r for r in hand]} img/s", flush=True)
+            print(
+                f"{arch} {mode}: harness {['%.2f' % r for r in harness]}, hand {['%.2f' % r for r in hand]} img/s",
+                flush=True,
+            )
             info = session.info()
             session.close()
 
     print()
-    print(f"OneFlow {info['oneflow']} ({info['oneflow_git_commit']}), {info['device_name']},"
-          f" {os.cpu_count()} cores, threads {info['threads']}; batch {args.batch_size},"
-          f" crop {args.crop}, fp32 cpu; warm-up {args.warmup}, {args.timed} timed batches,"
-          f" {args.windows} windows of each, alternating (median)")
+    print(
+        f"OneFlow {info['oneflow']} ({info['oneflow_git_commit']}), {info['device_name']},"
+        f" {os.cpu_count()} cores, threads {info['threads']}; batch {args.batch_size},"
+        f" crop {args.crop}, fp32 cpu; warm-up {args.warmup}, {args.timed} timed batches,"
+        f" {args.windows} windows of each, alternating (median)"
+    )
     print()
     print("| model | mode | harness img/s | hand loop img/s | harness / hand | spread harness / hand |")
     print("|---|---|---|---|---|---|")
     for arch, mode, harness, hand in rows:
         h, m = statistics.median(harness), statistics.median(hand)
-        print(f"| {arch} | {mode} | {h:.2f} | {m:.2f} | {h / m:.3f} |"
-              f" {spread(harness):.3f} / {spread(hand):.3f} |")
+        print(f"| {arch} | {mode} | {h:.2f} | {m:.2f} | {h / m:.3f} | {spread(harness):.3f} / {spread(hand):.3f} |")
+
 
 if __name__ == "__main__":
     main_guard(main)

@@ -58,23 +58,43 @@ def main():
                 continue
             plan = os.path.join(work, f"level{level}.plan")
             record = engine.build_engine(
-                args.onnx, plan, engine.sidecar_path(plan), args.batch_size, args.precision, 4096, False,
-                os.path.join(work, f"level{level}.cache"), sources, level,
+                args.onnx,
+                plan,
+                engine.sidecar_path(plan),
+                args.batch_size,
+                args.precision,
+                4096,
+                False,
+                os.path.join(work, f"level{level}.cache"),
+                sources,
+                level,
             )
-            options = {"cuda_graphs": bool(args.cuda_graphs), "tactic_sources": sources,
-                       "builder_optimization_level": level}
-            spec = SessionSpec("tensorrt", "bench", "bench", args.precision, args.batch_size, "cuda", plan,
-                               args.crop, options)
+            options = {
+                "cuda_graphs": bool(args.cuda_graphs),
+                "tactic_sources": sources,
+                "builder_optimization_level": level,
+            }
+            spec = SessionSpec(
+                "tensorrt", "bench", "bench", args.precision, args.batch_size, "cuda", plan, args.crop, options
+            )
             session = runtimes.load("tensorrt").open_session(spec)
             try:
                 result = timing.measure(session, batches, args.warmup, args.timed, args.windows)
             finally:
                 session.close()
-            row = {"level": level, "build_seconds": record["build_seconds"], "images_per_s": result["images_per_s"],
-                   "spread": result["spread"], "flags": record["flags"], "environment": record["environment"]}
+            row = {
+                "level": level,
+                "build_seconds": record["build_seconds"],
+                "images_per_s": result["images_per_s"],
+                "spread": result["spread"],
+                "flags": record["flags"],
+                "environment": record["environment"],
+            }
             rows.append(row)
-            print(f"| {level} | {row['build_seconds']:.1f} | {row['images_per_s']:,.0f} | {row['spread']:.1%} |",
-                  flush=True)
+            print(
+                f"| {level} | {row['build_seconds']:.1f} | {row['images_per_s']:,.0f} | {row['spread']:.1%} |",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

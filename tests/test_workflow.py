@@ -135,6 +135,13 @@ def test_lint_and_format_are_clean():
         text=True,
     )
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    ruff_format = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "workflow", "benchmarks", "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert ruff_format.returncode == 0, ruff_format.stdout + ruff_format.stderr
     fmt = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
         cwd=REPO,

@@ -50,8 +50,21 @@ def build(soname, symbols, outdir, work):
     script = os.path.join(work, soname + ".map")
     with open(script, "w") as f:
         f.write(f"{soname} {{ global: *; }};\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-O1", f"-Wl,-soname,{soname}",
-                    f"-Wl,--version-script,{script}", "-o", os.path.join(outdir, soname), source], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-nostdlib",
+            "-O1",
+            f"-Wl,-soname,{soname}",
+            f"-Wl,--version-script,{script}",
+            "-o",
+            os.path.join(outdir, soname),
+            source,
+        ],
+        check=True,
+    )
 
 
 def main():

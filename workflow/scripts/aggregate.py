@@ -29,13 +29,10 @@ def read_config(path):
             config = json.load(f)
     except (OSError, ValueError) as err:
         raise UserError(
-            f"config dump {path} cannot be read ({err.__class__.__name__}); delete it so the"
-            " workflow writes it again"
+            f"config dump {path} cannot be read ({err.__class__.__name__}); delete it so the workflow writes it again"
         ) from None
     if not isinstance(config, dict):
-        raise UserError(
-            f"config dump {path} is not a JSON object; delete it so the workflow writes it again"
-        )
+        raise UserError(f"config dump {path} is not a JSON object; delete it so the workflow writes it again")
     return config
 
 
@@ -71,11 +68,17 @@ def what_ran(plan):
             reference = cell["reference_predictions"]
             partial = os.path.join(plan["partial_dir"], cell["result"].replace(os.sep, "-"))
             try:
-                write_json(partial, summarise(
-                    cell["predictions"], cell["labels"], reference if os.path.exists(reference) else None,
-                    cell["reference"], cell["random_weights"],
-                    cell["bad_images"] if os.path.exists(cell.get("bad_images") or "") else None,
-                ))
+                write_json(
+                    partial,
+                    summarise(
+                        cell["predictions"],
+                        cell["labels"],
+                        reference if os.path.exists(reference) else None,
+                        cell["reference"],
+                        cell["random_weights"],
+                        cell["bad_images"] if os.path.exists(cell.get("bad_images") or "") else None,
+                    ),
+                )
             except UserError as err:  # one unreadable file costs its cell, not the tables
                 failures[("accuracy", *cell["key"], None)] = str(err)
                 continue
@@ -99,12 +102,8 @@ def main():
     parser.add_argument("--config", help="the workflow's config as JSON (unless --what-ran)")
     parser.add_argument("--what-ran", metavar="PLAN", help="tables from the result files that exist (JSON plan)")
     parser.add_argument("--models", help="the models in the config file's order, JSON (rows follow it)")
-    parser.add_argument(
-        "--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)"
-    )
-    parser.add_argument(
-        "--accuracy", nargs="*", default=[], metavar="F", help="accuracy summaries (.json)"
-    )
+    parser.add_argument("--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)")
+    parser.add_argument("--accuracy", nargs="*", default=[], metavar="F", help="accuracy summaries (.json)")
     parser.add_argument("--out-dir", required=True, help="where the tables go")
     args = parser.parse_args()
     if args.what_ran:

@@ -24,11 +24,20 @@ def parse_args(argv=None):
     parser.add_argument("--precision", required=True, choices=sorted(engine.ONNX_FOR_PRECISION))
     parser.add_argument("--workspace-mib", type=int, required=True, help="builder workspace limit in MiB")
     parser.add_argument("--allow-tf32", type=int, choices=(0, 1), required=True, help="1 lets fp32 layers use TF32")
-    parser.add_argument("--tactic-sources", default=None,
-                        help="comma-separated TacticSource names (e.g. EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS);"
-                        " omitted: TensorRT's default")
-    parser.add_argument("--builder-optimization-level", type=int, default=None, choices=range(6),
-                        metavar="0-5", help="TensorRT 8.6+ builder optimisation level; omitted: TensorRT's default (3)")
+    parser.add_argument(
+        "--tactic-sources",
+        default=None,
+        help="comma-separated TacticSource names (e.g. EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS);"
+        " omitted: TensorRT's default",
+    )
+    parser.add_argument(
+        "--builder-optimization-level",
+        type=int,
+        default=None,
+        choices=range(6),
+        metavar="0-5",
+        help="TensorRT 8.6+ builder optimisation level; omitted: TensorRT's default (3)",
+    )
     parser.add_argument("--timing-cache", required=True, help="timing cache file shared by all builds (locked, merged)")
     parser.add_argument("--out", required=True, help="the engine file to write (.plan)")
     parser.add_argument("--sidecar", required=True, help="the sidecar JSON to write beside it")

@@ -24,9 +24,7 @@ def main():
     parser.add_argument("--images", required=True, type=int, help="how many images to calibrate on")
     parser.add_argument("--method", default="entropy", choices=METHODS)
     parser.add_argument("--out-s8s8", required=True, help="symmetric int8 Q/DQ .onnx (TensorRT)")
-    parser.add_argument(
-        "--out-u8s8", required=True, help="uint8/int8 Q/DQ .onnx (ONNX Runtime CPU)"
-    )
+    parser.add_argument("--out-u8s8", required=True, help="uint8/int8 Q/DQ .onnx (ONNX Runtime CPU)")
     parser.add_argument("--out-list", required=True, help="TSV of the calibration images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image sample")
     args = parser.parse_args()

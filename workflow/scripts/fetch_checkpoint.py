@@ -18,18 +18,12 @@ from infbench.errors import UserError, main_guard  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--arch", required=True, help="alexnet | vgg16 | resnet50 | inception_v3"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", required=True, help="alexnet | vgg16 | resnet50 | inception_v3")
     parser.add_argument("--out", required=True, help="where the .pth file goes")
     parser.add_argument("--url", help="checkpoint url (with --sha256)")
     parser.add_argument("--sha256", help="expected sha256 of the file at --url")
-    parser.add_argument(
-        "--random", type=int, metavar="SEED", help="write seeded random weights instead"
-    )
+    parser.add_argument("--random", type=int, metavar="SEED", help="write seeded random weights instead")
     parser.add_argument("--model", help="the config's model name, for error messages")
     parser.add_argument(
         "--retries",
@@ -53,9 +47,7 @@ def main(argv=None):
     key = f"models.{args.model}.checkpoint" if args.model else "the model's checkpoint"
     if args.random is not None:
         if args.url or args.sha256:
-            raise UserError(
-                f"{key} gives both random and url/sha256; keep only one of them"
-            )
+            raise UserError(f"{key} gives both random and url/sha256; keep only one of them")
         path = random_checkpoint(args.arch, args.random, args.out)
         print(
             f"wrote random {args.arch} weights (seed {args.random}) to {path}",

@@ -35,12 +35,8 @@ from infbench.errors import UserError, main_guard  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--images", default="all", help="all | N (the first N of the sorted index)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="all", help="all | N (the first N of the sorted index)")
     parser.add_argument("--root", help="imagenet: the validation folder (dataset.root)")
     parser.add_argument(
         "--labels",
@@ -65,9 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--bad-out", help="bad_images.tsv to write (file, reason)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes of the scan")
     parser.add_argument("--out", required=True, help="index.tsv to write")
-    parser.add_argument(
-        "--labels-out", required=True, help="labels.npy to write (int64, index order)"
-    )
+    parser.add_argument("--labels-out", required=True, help="labels.npy to write (int64, index order)")
     return parser.parse_args(argv)
 
 
@@ -83,17 +77,18 @@ def main(argv=None):
         devkit_meta=args.devkit_meta,
     )
     source = (
-        f"dataset.root {args.root}, labelled by dataset.labels {args.labels}"
-        f" ({LAYOUTS[label_layout(args.labels)]})"
+        f"dataset.root {args.root}, labelled by dataset.labels {args.labels} ({LAYOUTS[label_layout(args.labels)]})"
         if args.labels
         else f"the synset folders of dataset.root {args.root}"
     )
     started = time.perf_counter()
     bad = scan_images([file for file, _ in rows], workers=args.workers)
     seconds = time.perf_counter() - started
-    print(f"scanned {len(rows)} images for unreadable files in {seconds:.1f} s"
-          f" ({len(rows) / max(seconds, 1e-9):.0f} images/s, {args.workers} workers): {len(bad)} unreadable",
-          file=sys.stderr)
+    print(
+        f"scanned {len(rows)} images for unreadable files in {seconds:.1f} s"
+        f" ({len(rows) / max(seconds, 1e-9):.0f} images/s, {args.workers} workers): {len(bad)} unreadable",
+        file=sys.stderr,
+    )
     if bad and args.bad_images == "fail":
         raise UserError(bad_images_error(bad, len(rows)))
     if args.bad_out:
@@ -101,8 +96,10 @@ def main(argv=None):
     if bad:
         skipped = {file for file, _ in bad}
         rows = [row for row in rows if row[0] not in skipped]
-        print(f"left out {len(bad)} unreadable images (dataset.bad_images: skip), listed in {args.bad_out}",
-              file=sys.stderr)
+        print(
+            f"left out {len(bad)} unreadable images (dataset.bad_images: skip), listed in {args.bad_out}",
+            file=sys.stderr,
+        )
         if not rows:
             file, why = bad[0]
             raise UserError(
@@ -115,8 +112,7 @@ def main(argv=None):
             np.save(f, labels)
     write_index(args.out, rows)
     print(
-        f"indexed {len(rows)} images ({len(set(labels.tolist()))} classes) from {source}"
-        f" into {args.out}",
+        f"indexed {len(rows)} images ({len(set(labels.tolist()))} classes) from {source} into {args.out}",
         file=sys.stderr,
     )
 

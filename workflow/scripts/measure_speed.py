@@ -66,7 +66,11 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
     phases.mark("open_session")
     try:
         result = timing.measure(
-            session, batches, cfg["warmup_batches"], cfg["timed_batches"], cfg["windows"],
+            session,
+            batches,
+            cfg["warmup_batches"],
+            cfg["timed_batches"],
+            cfg["windows"],
             probe=gpu.clock_state if spec.device == "cuda" else None,
         )
         phases.mark("measure")
@@ -74,8 +78,14 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
     finally:
         session.close()
     finished = provenance.now()
-    phases.split("measure", {"staging": result["staging_seconds"], "warmup": result["warmup_seconds"],
-                             "timed_windows": sum(result["window_seconds"])})
+    phases.split(
+        "measure",
+        {
+            "staging": result["staging_seconds"],
+            "warmup": result["warmup_seconds"],
+            "timed_windows": sum(result["window_seconds"]),
+        },
+    )
     phases.mark("close")
 
     clocks = result.pop("probe")  # the GPU's clocks before and after the timed windows

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Draw the report's figures from cells.csv into results/plots/ (see infbench.plots).
 
-    plot.py --cells results/tables/cells.csv --out-dir results/plots
+plot.py --cells results/tables/cells.csv --out-dir results/plots
 """
 
 import argparse

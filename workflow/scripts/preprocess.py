@@ -17,21 +17,11 @@ from infbench.errors import main_guard  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--index", required=True, help="index.tsv from index_dataset.py"
-    )
-    parser.add_argument(
-        "--resize", required=True, type=int, help="shorter side after resizing"
-    )
-    parser.add_argument(
-        "--crop", required=True, type=int, help="side of the centre crop"
-    )
-    parser.add_argument(
-        "--out", required=True, help=".npy file to write (uint8, N x crop x crop x 3)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, help="index.tsv from index_dataset.py")
+    parser.add_argument("--resize", required=True, type=int, help="shorter side after resizing")
+    parser.add_argument("--crop", required=True, type=int, help="side of the centre crop")
+    parser.add_argument("--out", required=True, help=".npy file to write (uint8, N x crop x crop x 3)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     return parser.parse_args(argv)
 

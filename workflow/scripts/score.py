@@ -70,8 +70,9 @@ def main():
     args = parser.parse_args()
     write_json(
         args.out,
-        summarise(args.predictions, args.labels, args.reference, args.reference_name, args.random_weights,
-                  args.bad_images),
+        summarise(
+            args.predictions, args.labels, args.reference, args.reference_name, args.random_weights, args.bad_images
+        ),
     )
 
 

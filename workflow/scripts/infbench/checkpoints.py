@@ -64,18 +64,11 @@ def download(url, sha256, dest, retries=3, timeout=60.0, model=None, backoff=1.0
     key = _key(model)
     expected = str(sha256).strip().lower()
     if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
-        raise UserError(
-            f"{key}.sha256 is {sha256!r}, not 8 to 64 hex digits;"
-            f" set it to the sha256 of {url}"
-        )
+        raise UserError(f"{key}.sha256 is {sha256!r}, not 8 to 64 hex digits; set it to the sha256 of {url}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise UserError(
-            f"{key}.retries is {retries!r}; set it to a whole number, 0 or more"
-        )
+        raise UserError(f"{key}.retries is {retries!r}; set it to a whole number, 0 or more")
     if not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise UserError(
-            f"{key}.timeout_s is {timeout!r}; set it to a number of seconds above 0"
-        )
+        raise UserError(f"{key}.timeout_s is {timeout!r}; set it to a number of seconds above 0")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_file(dest)
     out = _open_part(part, url, dest)
@@ -90,10 +83,7 @@ def download(url, sha256, dest, retries=3, timeout=60.0, model=None, backoff=1.0
                 if attempt == attempts:
                     kept = out.seek(0, os.SEEK_END)
                     keep = (
-                        f" the {kept} bytes received are kept in {part} and a rerun resumes"
-                        " from there;"
-                        if kept
-                        else ""
+                        f" the {kept} bytes received are kept in {part} and a rerun resumes from there;" if kept else ""
                     )
                     raise UserError(
                         f"could not download {url} to {dest} after {attempts}"
@@ -104,8 +94,7 @@ def download(url, sha256, dest, retries=3, timeout=60.0, model=None, backoff=1.0
                     ) from None
                 wait = backoff * 2 ** (attempt - 1)
                 print(
-                    f"download attempt {attempt} of {attempts} failed ({err});"
-                    f" retrying in {wait:g} s",
+                    f"download attempt {attempt} of {attempts} failed ({err}); retrying in {wait:g} s",
                     file=sys.stderr,
                 )
                 time.sleep(wait)
@@ -129,17 +118,13 @@ def _open_part(part, url, dest):
     try:
         out = open(part, "a+b")
     except OSError as err:
-        raise UserError(
-            f"cannot write the download to {dest.parent} ({err.strerror});"
-            " make it writable"
-        ) from None
+        raise UserError(f"cannot write the download to {dest.parent} ({err.strerror}); make it writable") from None
     try:
         fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         out.close()
         raise UserError(
-            f"another process is downloading {url} into {part}; wait for it to finish"
-            " (or stop it) and run again"
+            f"another process is downloading {url} into {part}; wait for it to finish (or stop it) and run again"
         ) from None
     return out
 
@@ -167,10 +152,7 @@ def _fetch_once(url, expected, out, part, timeout, key):
                 " deleted, so run again to download it from the start (if that fails"
                 f" too, fix {key}.sha256 or the url)"
             )
-        raise UserError(
-            f"{url} has sha256 {actual}, config says {expected}:"
-            f" fix {key}.sha256 or the url"
-        )
+        raise UserError(f"{url} has sha256 {actual}, config says {expected}: fix {key}.sha256 or the url")
     return actual
 
 
@@ -197,20 +179,17 @@ def _stream(url, out, offset, part, timeout, key):
             if start is None or start not in (0, offset):
                 _truncate(out, part)
                 raise _Transient(
-                    f"asked for bytes {offset}- the server sent"
-                    f" {resp.headers.get('Content-Range')!r}; starting over"
+                    f"asked for bytes {offset}- the server sent {resp.headers.get('Content-Range')!r}; starting over"
                 )
             if offset and start == 0:
                 print(
-                    f"{url} cannot be resumed (HTTP {resp.status} to a Range request);"
-                    " downloading it from the start",
+                    f"{url} cannot be resumed (HTTP {resp.status} to a Range request); downloading it from the start",
                     file=sys.stderr,
                 )
                 _truncate(out, part)
             elif offset:
                 print(
-                    f"resuming the download of {url} at byte {offset}"
-                    + (f" of {total}" if total is not None else ""),
+                    f"resuming the download of {url} at byte {offset}" + (f" of {total}" if total is not None else ""),
                     file=sys.stderr,
                 )
             while True:
@@ -221,26 +200,18 @@ def _stream(url, out, offset, part, timeout, key):
     except urllib.error.HTTPError as err:
         # 416: nothing after ``offset``; the part is complete (killed before the move) or stale
         if err.code == 416 and offset:
-            total = re.fullmatch(
-                r"bytes\s+\*/(\d+)", err.headers.get("Content-Range") or ""
-            )
+            total = re.fullmatch(r"bytes\s+\*/(\d+)", err.headers.get("Content-Range") or "")
             if total and int(total.group(1)) == offset:
                 return offset, offset
             _truncate(out, part)
-            raise _Transient(
-                f"cannot resume at byte {offset} (HTTP 416); starting over"
-            ) from None
+            raise _Transient(f"cannot resume at byte {offset} (HTTP 416); starting over") from None
         if 400 <= err.code < 500 and err.code not in TRANSIENT_HTTP:
-            raise UserError(
-                f"{url} answered HTTP {err.code} {err.reason}: fix {key}.url"
-            ) from None
+            raise UserError(f"{url} answered HTTP {err.code} {err.reason}: fix {key}.url") from None
         raise _Transient(f"HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
         if isinstance(err.reason, OSError):  # refused, unreachable, no DNS, timed out
             raise _Transient(str(err.reason)) from None
-        raise UserError(
-            f"{url} cannot be opened ({err.reason}): fix {key}.url"
-        ) from None
+        raise UserError(f"{url} cannot be opened ({err.reason}): fix {key}.url") from None
     except (OSError, http.client.HTTPException) as err:
         raise _Transient(f"{err.__class__.__name__}: {err}") from None
     except ValueError as err:  # urllib's "unknown url type"
@@ -271,9 +242,7 @@ def _truncate(out, part):
         out.seek(0)
         out.truncate()
     except OSError as err:
-        raise UserError(
-            f"cannot rewrite {part} ({err.strerror}); delete it and run again"
-        ) from None
+        raise UserError(f"cannot rewrite {part} ({err.strerror}); delete it and run again") from None
 
 
 def _write(out, chunk, part):

@@ -18,9 +18,7 @@ MIN_CROP = {"alexnet": 63, "vgg16": 32, "resnet50": 32, "inception_v3": 75}
 
 
 def _key(path):
-    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(
-        ".[", "["
-    )
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
 
 
 def schema_sentence(error):
@@ -117,7 +115,6 @@ def check(config, schema):
     for i, ref in enumerate(config.get("reference_results", [])):
         if ref["model"] not in config["models"]:
             raise UserError(
-                f"config key reference_results[{i}].model: {ref['model']} is not in models;"
-                " name a configured model"
+                f"config key reference_results[{i}].model: {ref['model']} is not in models; name a configured model"
             )
     return config

@@ -42,10 +42,7 @@ def make_synthetic(out_dir, images, seed, classes=1000):
     ``range(classes)``.
     """
     if not str(images).isdigit() or int(images) < 1:
-        raise UserError(
-            f"dataset.images is {images!r};"
-            " a synthetic data set needs a positive whole number"
-        )
+        raise UserError(f"dataset.images is {images!r}; a synthetic data set needs a positive whole number")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -73,9 +70,7 @@ def _synthetic_image(rng, grey):
         fill = tuple(int(v) for v in rng.integers(0, 256, size=3))
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape((x0, y0, x1, y1), fill=fill)
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(
-        0, 12, size=(height, width, 3)
-    )
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, 12, size=(height, width, 3))
     image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
     return image.convert("L") if grey else image
 
@@ -100,10 +95,7 @@ def index_imagenet(root, labels=None, synsets=None, images="all", devkit_meta=No
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(
-            f"dataset.root {root} is not a directory;"
-            " set dataset.root to the ImageNet validation folder"
-        )
+        raise UserError(f"dataset.root {root} is not a directory; set dataset.root to the ImageNet validation folder")
     synsets = Path(synsets) if synsets else None
     devkit_meta = Path(devkit_meta) if devkit_meta else None
     if labels:
@@ -156,8 +148,7 @@ def _index_flat(root, labels, synsets=None, devkit_meta=None):
     lines = labels.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     if not any(line.strip() for line in lines):
         raise UserError(
-            f"dataset.labels {labels} is empty; set dataset.labels to the label file"
-            " of the images in dataset.root"
+            f"dataset.labels {labels} is empty; set dataset.labels to the label file of the images in dataset.root"
         )
     problems = []  # (line number, sentence fragment)
     if layout == "devkit":
@@ -188,9 +179,7 @@ def _val_map_entries(lines, problems):
                 )
             )
         elif int(fields[1]) >= NUM_SYNSETS:
-            problems.append(
-                (number, f"line {number} gives class index {fields[1]}, outside 0-999")
-            )
+            problems.append((number, f"line {number} gives class index {fields[1]}, outside 0-999"))
         else:
             label = int(fields[1])
         entries.append((number, fields[0], label))
@@ -213,13 +202,9 @@ def _devkit_entries(labels, lines, synsets, devkit_meta, problems):
     for number, line in enumerate(lines, start=1):
         text, label = line.strip(), None
         if not text.isdigit():
-            problems.append(
-                (number, f"line {number} reads {text!r}, not one ILSVRC2012_ID 1-1000")
-            )
+            problems.append((number, f"line {number} reads {text!r}, not one ILSVRC2012_ID 1-1000"))
         elif int(text) not in wnid_of:
-            problems.append(
-                (number, f"line {number} gives ILSVRC2012_ID {text}, outside 1-1000")
-            )
+            problems.append((number, f"line {number} gives ILSVRC2012_ID {text}, outside 1-1000"))
         elif wnid_of[int(text)] not in position:
             problems.append(
                 (
@@ -247,9 +232,7 @@ def _loc_entries(labels, lines, synsets, devkit_meta, problems):
         image_id = (image_id.split() or [""])[0]
         wnid = (prediction.split() or [""])[0]
         if not comma or not image_id or not _is_wnid(wnid):
-            problems.append(
-                (number, f"line {number} reads {text!r}, not 'ImageId,WNID ...'")
-            )
+            problems.append((number, f"line {number} reads {text!r}, not 'ImageId,WNID ...'"))
             wnid = None
         parsed.append((number, f"{image_id}.JPEG" if image_id else None, wnid))
     found = {wnid for _, _, wnid in parsed if wnid}
@@ -296,22 +279,16 @@ def _match_images(root, entries, problems):
             continue
         path = root / name
         if not path.is_file():
-            problems.append(
-                (number, f"line {number} names {name}, which is not in dataset.root")
-            )
+            problems.append((number, f"line {number} names {name}, which is not in dataset.root"))
             continue
         rows.append((os.path.abspath(path), label))
     unlabelled = sorted(
         p.name
         for p in root.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.name not in first_line
-        and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in first_line and p.is_file()
     )
     problems.sort(key=lambda problem: problem[0])
-    problems += [
-        (math.inf, f"{name} in dataset.root has no line") for name in unlabelled
-    ]
+    problems += [(math.inf, f"{name} in dataset.root has no line") for name in unlabelled]
     return rows
 
 
@@ -354,8 +331,7 @@ def read_devkit_meta(path):
         NotImplementedError,
     ) as err:
         raise UserError(
-            f"{not_meta} (scipy cannot read it: {err}); set dataset.devkit_meta to the"
-            " devkit's data/meta.mat"
+            f"{not_meta} (scipy cannot read it: {err}); set dataset.devkit_meta to the devkit's data/meta.mat"
         ) from None
     names = getattr(getattr(synsets, "dtype", None), "names", None) or ()
     if "ILSVRC2012_ID" not in names or "WNID" not in names:
@@ -413,9 +389,7 @@ def _positions(order):
 
 def _index_folders(root, synsets, devkit_meta=None):
     """Rows from one folder per synset, labelled by the synset's index (class_order)."""
-    folders = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise UserError(
             f"dataset.root {root} has no synset folders; for a flat folder of images"
@@ -440,10 +414,7 @@ def _index_folders(root, synsets, devkit_meta=None):
 def _read_synsets(path):
     """The synset ids, in file order, of a ``nXXXXXXXX name...`` file."""
     if not path.is_file():
-        raise UserError(
-            f"dataset.synsets {path} does not exist;"
-            " set dataset.synsets to the list of the 1,000 synsets"
-        )
+        raise UserError(f"dataset.synsets {path} does not exist; set dataset.synsets to the list of the 1,000 synsets")
     order = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if len(order) != NUM_SYNSETS or len(set(order)) != NUM_SYNSETS:
         raise UserError(
@@ -458,14 +429,11 @@ def select(rows, images, where):
     if str(images) == "all":
         return rows
     if not str(images).isdigit() or int(images) < 1:
-        raise UserError(
-            f"dataset.images is {images!r}; set it to all or a positive whole number"
-        )
+        raise UserError(f"dataset.images is {images!r}; set it to all or a positive whole number")
     count = int(images)
     if count > len(rows):
         raise UserError(
-            f"dataset.images is {count} but {where} holds only {len(rows)} images;"
-            " lower dataset.images or use all"
+            f"dataset.images is {count} but {where} holds only {len(rows)} images; lower dataset.images or use all"
         )
     return rows[:count]
 
@@ -486,17 +454,13 @@ def read_index(path):
     lines = path.read_text().splitlines()
     if not lines or lines[0] != "file\tlabel":
         raise UserError(
-            f"{path} is not an infbench index (its header is not 'file<TAB>label');"
-            " delete it so that it is rebuilt"
+            f"{path} is not an infbench index (its header is not 'file<TAB>label'); delete it so that it is rebuilt"
         )
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         file, _, label = line.rpartition("\t")
         if not file or not label.isdigit():
-            raise UserError(
-                f"{path} line {number} is not '<file><TAB><label>';"
-                " delete it so that it is rebuilt"
-            )
+            raise UserError(f"{path} line {number} is not '<file><TAB><label>'; delete it so that it is rebuilt")
         rows.append((file, int(label)))
     return rows
 
@@ -512,10 +476,7 @@ def load_image(path, resize, crop):
     PIL antialiases), then a ``crop`` square at top = round((h - crop) / 2), likewise left.
     """
     if crop > resize:
-        raise UserError(
-            f"crop {crop} is larger than resize {resize};"
-            " set the model's resize to at least its crop"
-        )
+        raise UserError(f"crop {crop} is larger than resize {resize}; set the model's resize to at least its crop")
     image, reason = _decode(path)
     if image is None:
         raise UserError(
@@ -583,14 +544,9 @@ def preprocess(rows, resize, crop, out_npy, workers=1):
         raise UserError("the data set index is empty; set dataset.images to at least 1")
     check_free_space(out_npy, len(files) * crop * crop * 3 + 4096)  # pixels and .npy header
     with atomic_output(out_npy) as tmp:
-        cache = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(files), crop, crop, 3)
-        )
+        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), crop, crop, 3))
         del cache  # header and size are on disk; workers open it themselves
-        chunks = [
-            (tmp, start, files[start : start + CHUNK], resize, crop)
-            for start in range(0, len(files), CHUNK)
-        ]
+        chunks = [(tmp, start, files[start : start + CHUNK], resize, crop) for start in range(0, len(files), CHUNK)]
         if workers <= 1:
             progress = Progress("preprocess", len(files))
             for chunk in chunks:
@@ -608,9 +564,7 @@ def _fill_in_pool(chunks, workers, total):
     re-import the caller's main module (which breaks ``python -`` and Snakemake script
     directives). preprocess.py starts no threads before forking.
     """
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("fork")
-    ) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         futures = {pool.submit(_fill_chunk, *chunk): len(chunk[2]) for chunk in chunks}
         progress, done = Progress("preprocess", total), 0
         try:

@@ -88,6 +88,7 @@ def onnx_for_generation(onnx_path, precision, generation):
             return sibling
     return onnx_path
 
+
 # environment fields that make an engine unusable when they change, with their words
 ENVIRONMENT_FIELDS = {
     "tensorrt": "TensorRT version",
@@ -180,8 +181,18 @@ def io_names(onnx_path):
 
 # the newest ONNX opset TensorRT 8.x's ONNX parser knows (8.6 release notes: opset 17)
 PARSER_MAX_OPSET = {8: 17}
-REDUCE_OPS = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+REDUCE_OPS = {
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+}
 
 
 def default_opset(model):
@@ -268,8 +279,10 @@ def profile_shapes(onnx_path, batch_size):
     """
     shapes = {}
     for tensor in _graph_inputs(_load_onnx(onnx_path).graph):
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in tensor.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor.type.tensor_type.shape.dim
+        ]
         if not dims:
             raise UserError(f"{onnx_path}: input {tensor.name!r} has no shape; re-export it with a static NCHW shape")
         if dims[0] is not None and dims[0] != batch_size:
@@ -287,8 +300,9 @@ def profile_shapes(onnx_path, batch_size):
     return shapes
 
 
-def build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sources=None,
-                  builder_optimization_level=None):
+def build_options(
+    precision, batch_size, workspace_mib, allow_tf32, tactic_sources=None, builder_optimization_level=None
+):
     """The options an engine is built with; a change to any of them needs a new engine.
 
     ``tactic_sources`` is a list of TacticSource member names (kept sorted) or None for
@@ -304,9 +318,7 @@ def build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sourc
         "workspace_mib": int(workspace_mib),
         "allow_tf32": bool(allow_tf32),
         "tactic_sources": None if tactic_sources is None else sorted(set(tactic_sources)),
-        "builder_optimization_level": (
-            None if builder_optimization_level is None else int(builder_optimization_level)
-        ),
+        "builder_optimization_level": (None if builder_optimization_level is None else int(builder_optimization_level)),
     }
 
 
@@ -603,8 +615,18 @@ def _configure_tactics(trt, config, tactic_sources, builder_optimization_level):
     )
 
 
-def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspace_mib, allow_tf32, timing_cache,
-                 tactic_sources=None, builder_optimization_level=None):
+def build_engine(
+    onnx_path,
+    engine_path,
+    sidecar,
+    batch_size,
+    precision,
+    workspace_mib,
+    allow_tf32,
+    timing_cache,
+    tactic_sources=None,
+    builder_optimization_level=None,
+):
     """Build an engine for one batch size; write it and its sidecar atomically.
 
     The network is strongly typed from TensorRT 10 on; on 8.x/9.x the cell's precision is
@@ -612,8 +634,9 @@ def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspa
     Returns the sidecar dict.
     """
     trt = import_tensorrt()
-    options = build_options(precision, batch_size, workspace_mib, allow_tf32, tactic_sources,
-                            builder_optimization_level)
+    options = build_options(
+        precision, batch_size, workspace_mib, allow_tf32, tactic_sources, builder_optimization_level
+    )
     generation = api_generation(trt.__version__)
     onnx_path = onnx_for_generation(onnx_path, precision, generation)
     shapes = profile_shapes(onnx_path, batch_size)
@@ -623,8 +646,10 @@ def build_engine(onnx_path, engine_path, sidecar, batch_size, precision, workspa
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     creation = trt.NetworkDefinitionCreationFlag
-    bits = {name: (int(getattr(creation, name)) if hasattr(creation, name) else None)
-            for name in ("STRONGLY_TYPED", "EXPLICIT_BATCH")}
+    bits = {
+        name: (int(getattr(creation, name)) if hasattr(creation, name) else None)
+        for name in ("STRONGLY_TYPED", "EXPLICIT_BATCH")
+    }
     flags = network_creation_flags(trt.__version__, bits["STRONGLY_TYPED"], bits["EXPLICIT_BATCH"])
     network = builder.create_network(flags)
     model_bytes, rewritten = onnx_for_parser(onnx_path, generation)

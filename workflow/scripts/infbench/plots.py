@@ -51,8 +51,16 @@ def throughput_figure(rows, batch_size):
         }
         xs = [m + (i - (len(columns) - 1) / 2) * width for m in range(len(models)) if models[m] in cells]
         heights = [cells[m] for m in models if m in cells]
-        ax.bar(xs, heights, width, label=f"{label}({precision})", color=RUNTIME_COLOURS.get(label, "tab:gray"),
-               hatch=PRECISION_HATCHES.get(precision, ""), edgecolor="black", linewidth=0.5)
+        ax.bar(
+            xs,
+            heights,
+            width,
+            label=f"{label}({precision})",
+            color=RUNTIME_COLOURS.get(label, "tab:gray"),
+            hatch=PRECISION_HATCHES.get(precision, ""),
+            edgecolor="black",
+            linewidth=0.5,
+        )
     ax.set_xticks(range(len(models)), models)
     ax.set_yscale("log")
     ax.set_ylabel("images/s (log scale)")
@@ -69,16 +77,34 @@ def accuracy_vs_speed_figure(rows, batch_size):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speed = {(r["runtime"], r["model"], r["precision"]): r for r in rows
-             if r["kind"] == "speed" and r["batch_size"] == batch_size}
-    points = [(speed[key], r) for r in rows if r["kind"] == "accuracy" and r["mismatches"] is not None
-              for key in [(r["runtime"], r["model"], r["precision"])] if key in speed]
+    speed = {
+        (r["runtime"], r["model"], r["precision"]): r
+        for r in rows
+        if r["kind"] == "speed" and r["batch_size"] == batch_size
+    }
+    points = [
+        (speed[key], r)
+        for r in rows
+        if r["kind"] == "accuracy" and r["mismatches"] is not None
+        for key in [(r["runtime"], r["model"], r["precision"])]
+        if key in speed
+    ]
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for s, a in points:
-        ax.scatter(s["images_per_s"], a["mismatches"], color=RUNTIME_COLOURS.get(s["runtime_label"], "tab:gray"),
-                   marker={"fp32": "o", "fp16": "s", "int8": "^"}.get(s["precision"], "o"), s=40)
-        ax.annotate(f"{s['model']} {s['runtime_label']}({s['precision']})", (s["images_per_s"], a["mismatches"]),
-                    fontsize="x-small", xytext=(4, 3), textcoords="offset points")
+        ax.scatter(
+            s["images_per_s"],
+            a["mismatches"],
+            color=RUNTIME_COLOURS.get(s["runtime_label"], "tab:gray"),
+            marker={"fp32": "o", "fp16": "s", "int8": "^"}.get(s["precision"], "o"),
+            s=40,
+        )
+        ax.annotate(
+            f"{s['model']} {s['runtime_label']}({s['precision']})",
+            (s["images_per_s"], a["mismatches"]),
+            fontsize="x-small",
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     reference = next((a["reference"] for _, a in points if a.get("reference")), "the reference cell")
     ax.set_xlabel("images/s (log scale)")

@@ -270,17 +270,11 @@ def _input_crop(model_path):
     """The (height, width) of the ONNX model's input."""
     import onnx
 
-    dims = (
-        onnx.load(str(model_path), load_external_data=False)
-        .graph.input[0]
-        .type.tensor_type.shape.dim
-    )
+    dims = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     return tuple(d.dim_value for d in dims[2:])
 
 
-def calibrate_int8(
-    fp32_onnx, cache_npy, rows, images, method, out_s8s8, out_u8s8, out_list, seed=0
-):
+def calibrate_int8(fp32_onnx, cache_npy, rows, images, method, out_s8s8, out_u8s8, out_list, seed=0):
     """Calibrate once, then write the S8S8 and U8S8 Q/DQ models and the calibration list.
 
     ``cache_npy`` is the uint8 NHWC cache in dataset-index order and ``rows`` the index's

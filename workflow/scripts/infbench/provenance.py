@@ -87,4 +87,3 @@ class Phases:
         following = Phases(self.last, self.clock)
         following.seconds = {}
         return following
-

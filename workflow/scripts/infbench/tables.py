@@ -72,9 +72,7 @@ def add_share_of_peak(rows, macs, peaks):
 
 def _unreadable(path, why):
     """The one sentence for a result file that cannot be used."""
-    return UserError(
-        f"result file {path} cannot be parsed ({why}); delete it so the workflow regenerates it"
-    )
+    return UserError(f"result file {path} cannot be parsed ({why}); delete it so the workflow regenerates it")
 
 
 def _load_json(path):
@@ -83,9 +81,7 @@ def _load_json(path):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise UserError(
-            f"result file {path} does not exist; pass only files the workflow produced"
-        ) from None
+        raise UserError(f"result file {path} does not exist; pass only files the workflow produced") from None
     except (OSError, ValueError) as err:
         raise _unreadable(path, err.__class__.__name__ + ": " + str(err)) from None
     if not isinstance(data, dict):
@@ -249,8 +245,7 @@ def reference_figures(config):
         for key in ("label", "model", "precision", "batch_size", "images_per_s"):
             if key not in ref:
                 raise UserError(
-                    f"config key {where} lacks {key!r}; give label, model, precision,"
-                    " batch_size and images_per_s"
+                    f"config key {where} lacks {key!r}; give label, model, precision, batch_size and images_per_s"
                 )
         if not isinstance(ref["images_per_s"], _NUMBER) or isinstance(ref["images_per_s"], bool):
             raise UserError(f"config key {where}.images_per_s must be a number of images/s")
@@ -314,8 +309,7 @@ def _per_runtime(rows, describe):
     for runtime in _distinct(r["runtime"] for r in rows):
         mine = [r for r in rows if r["runtime"] == runtime]
         parts.append(
-            f"{LABELS.get(runtime, runtime)}: "
-            + " / ".join(_distinct(map(describe, mine)) or ["not recorded"])
+            f"{LABELS.get(runtime, runtime)}: " + " / ".join(_distinct(map(describe, mine)) or ["not recorded"])
         )
     return "; ".join(parts) or "no result files"
 
@@ -388,9 +382,7 @@ def speed_section(config, batch_size, speed, figures, failures=None):
     if failed:
         notes.append(failed_note(failed))
     if NO_FIGURE in markers:
-        notes.append(
-            f"`{NO_FIGURE}`: the reference source gives no figure for this model and precision."
-        )
+        notes.append(f"`{NO_FIGURE}`: the reference source gives no figure for this model and precision.")
     if flagged:
         limit = timing.get("max_spread")
         above = f" above timing.max_spread = {limit:.0%}" if isinstance(limit, _NUMBER) else ""
@@ -409,8 +401,9 @@ def speed_section(config, batch_size, speed, figures, failures=None):
         notes.append(
             "% of peak (2 × MACs per image × images/s ÷ the device's dense peak for the"
             f" precision; {', '.join(devices)}: workflow/data/gpu_peaks.yaml): "
-            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])} {r['percent_of_peak']:.1f} %"
-                        for r in shares)
+            + "; ".join(
+                f"{r['model']} {label(r['runtime'], r['precision'])} {r['percent_of_peak']:.1f} %" for r in shares
+            )
             + "."
         )
     if slowed:
@@ -440,12 +433,9 @@ def speed_section(config, batch_size, speed, figures, failures=None):
     if int8_note(config):
         notes.append(int8_note(config))
     for lab in _distinct(lab for lab, _ in ref_cols):
-        refs = [
-            f for k, f in figures.items() if k[0] == lab and k[3] == batch_size and k[1] in models
-        ]
+        refs = [f for k, f in figures.items() if k[0] == lab and k[3] == batch_size and k[1] in models]
         notes.append(
-            f"{lab}: device {_joined(f.get('device') for f in refs)};"
-            f" source {_joined(f.get('source') for f in refs)}."
+            f"{lab}: device {_joined(f.get('device') for f in refs)}; source {_joined(f.get('source') for f in refs)}."
         )
     return markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
@@ -485,9 +475,7 @@ def int8_note(config):
     forms = "; ".join(
         f"{label(runtime, 'int8')}: {INT8_FORMS[int8_form(runtime, device)]}"
         + (f"; {INT8_EMULATED[runtime, device]}" if (runtime, device) in INT8_EMULATED else "")
-        for runtime, device in sorted(
-            cells, key=lambda c: ORDER.index(c[0]) if c[0] in ORDER else 99
-        )
+        for runtime, device in sorted(cells, key=lambda c: ORDER.index(c[0]) if c[0] in ORDER else 99)
     )
     return f"int8: one {how}, written per runtime as Q/DQ ONNX. {forms}."
 
@@ -518,9 +506,7 @@ def reference_cell(config):
     """The accuracy reference cell as (runtime, precision) from ``accuracy.reference``."""
     ref = (config.get("accuracy") or {}).get("reference")
     if not isinstance(ref, str) or ref.count("/") != 1:
-        raise UserError(
-            "config key accuracy.reference must be 'runtime/precision', e.g. oneflow/fp32"
-        )
+        raise UserError("config key accuracy.reference must be 'runtime/precision', e.g. oneflow/fp32")
     return tuple(ref.split("/"))
 
 
@@ -602,14 +588,7 @@ def precision_section(config, accuracy, failures=None):
         "Devices: " + _per_runtime(shown, _device) + ".",
         "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
     ]
-    return (
-        intro
-        + "\n\n"
-        + markdown_table(header, rows)
-        + "\n\n"
-        + "\n".join(f"- {n}" for n in notes)
-        + "\n"
-    )
+    return intro + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
 # ---------------------------------------------------------------- cells.csv
@@ -726,9 +705,7 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
     def in_matrix(row):
         return row["model"] in models and (row["runtime"], row["precision"]) in cols
 
-    unused = [
-        r["source"] for r in speed_rows if not (in_matrix(r) and r["batch_size"] in batch_sizes)
-    ]
+    unused = [r["source"] for r in speed_rows if not (in_matrix(r) and r["batch_size"] in batch_sizes)]
     unused += [r["source"] for r in accuracy_rows if not in_matrix(r)]
     speed = _index(
         (r for r in speed_rows if r["source"] not in unused),

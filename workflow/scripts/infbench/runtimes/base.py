@@ -82,8 +82,7 @@ def check_cell(spec):
     devices = CAPABILITIES[spec.runtime]
     if spec.device not in devices:
         raise UserError(
-            f"runtimes.{spec.runtime}.device is {spec.device!r}; {spec.runtime} runs on"
-            f" {' or '.join(devices)}"
+            f"runtimes.{spec.runtime}.device is {spec.device!r}; {spec.runtime} runs on {' or '.join(devices)}"
         )
     if spec.precision not in devices[spec.device]:
         raise UserError(

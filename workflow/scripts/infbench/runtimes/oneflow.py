@@ -158,9 +158,7 @@ def build_model(arch):
     import flowvision.models
 
     if arch == "inception_v3":
-        return flowvision.models.inception_v3(
-            aux_logits=True, transform_input=True, init_weights=False
-        )
+        return flowvision.models.inception_v3(aux_logits=True, transform_input=True, init_weights=False)
     if arch in ("alexnet", "vgg16", "resnet50"):
         return getattr(flowvision.models, arch)()
     raise UserError(
@@ -191,18 +189,14 @@ def load_weights(model, weights, path, arch):
 
 def _check_mode(mode):
     if mode not in MODES:
-        raise UserError(
-            f"runtimes.oneflow.mode is {mode!r}; set it to one of {', '.join(MODES)}"
-        )
+        raise UserError(f"runtimes.oneflow.mode is {mode!r}; set it to one of {', '.join(MODES)}")
     return mode
 
 
 def _check_device_precision(device, precision):
     allowed = CAPABILITIES["oneflow"]
     if device not in allowed:
-        raise UserError(
-            f"runtimes.oneflow.device is {device!r}; set it to one of {', '.join(allowed)}"
-        )
+        raise UserError(f"runtimes.oneflow.device is {device!r}; set it to one of {', '.join(allowed)}")
     if precision == "fp16" and device == "cpu":
         raise UserError(
             "OneFlow has no fp16 kernels on the CPU; remove fp16 from"
@@ -235,7 +229,5 @@ def _check_threads(threads):
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UserError(
-            f"runtimes.oneflow.threads is {threads!r}; set it to a positive integer or remove it"
-        )
+        raise UserError(f"runtimes.oneflow.threads is {threads!r}; set it to a positive integer or remove it")
     return threads

@@ -148,8 +148,11 @@ class TorchSession(Session):
             "cudnn": torch.backends.cudnn.version() if on_cuda else None,
             "driver": gpu.driver_version() if on_cuda else None,
             "threads": self.threads if not on_cuda else None,
-            "mode": f"torch.compile {self.compile_mode}" if self.compile_mode
-            else "cuda_graphs" if self.cuda_graphs else "eager",
+            "mode": f"torch.compile {self.compile_mode}"
+            if self.compile_mode
+            else "cuda_graphs"
+            if self.cuda_graphs
+            else "eager",
             "cuda_graphs": self.cuda_graphs,
             "tf32": self.allow_tf32 if on_cuda else None,
             "cudnn_benchmark": True if on_cuda else None,
