@@ -50,15 +50,8 @@ def main():
     phases.mark("close")
     meta = {
         "cell": cell_of(spec),
-        "provenance": {
-            "runtime": info,
-            "host": provenance.host(),
-            "started": started,
-            "finished": provenance.now(),
-            "artifact": args.artifact,
-            "command": sys.argv,
-            "phases": phases.record(),  # where this process's time went (seconds)
-        },
+        # phases: where this process's time went (seconds)
+        "provenance": provenance.result_block(info, started, provenance.now(), args.artifact, phases),
     }
     with files.atomic_output(args.out) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a name

@@ -96,22 +96,19 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
             "result": result,
             "flagged": result["spread"] > cfg["max_spread"],
             "clock_drop": gpu.clock_drop(clocks["before"], clocks["after"]) if clocks else None,
-            "provenance": {
-                "runtime": info,
-                "host": provenance.host(),
-                "started": started,
-                "finished": finished,
-                "artifact": spec.artifact,
-                "artifact_sha256": provenance.sha256(spec.artifact),
-                "command": sys.argv,
-                "config": json.loads(args.config),
-                # where this process's time went since the previous cell's result (the
-                # first cell: since the process started), up to writing this file (seconds)
-                "phases": phases.record(),
+            # phases: where this process's time went since the previous cell's result (the
+            # first cell: since the process started), up to writing this file (seconds)
+            "provenance": provenance.result_block(
+                info,
+                started,
+                finished,
+                spec.artifact,
+                phases,
+                config=json.loads(args.config),
                 # this cell's place among the cells one process timed (1-based, count)
-                "cell_of_process": list(place),
-                "gpu_clocks": clocks,
-            },
+                cell_of_process=list(place),
+                gpu_clocks=clocks,
+            ),
         },
     )
     print(

@@ -41,6 +41,24 @@ def host():
 sha256 = files.sha256
 
 
+def result_block(info, started, finished, artifact, phases, **extra):
+    """The provenance of one cell's result, the same for every step that writes one: the
+    session's own ``info`` (runtime, versions, device, modes), the host, when, the
+    artifact and its sha256, the command line, where the process's time went (``phases``,
+    a ``Phases``) and what the step adds (``extra``: config, GPU clocks, ...)."""
+    return {
+        "runtime": info,
+        "host": host(),
+        "started": started,
+        "finished": finished,
+        "artifact": artifact,
+        "artifact_sha256": sha256(artifact),
+        "command": sys.argv,
+        "phases": phases.record(),
+        **extra,
+    }
+
+
 LAUNCHED = "INFBENCH_LAUNCHED"  # set by launch.sh: when the step's process was started
 
 
