@@ -1,4 +1,4 @@
-"""Exercise infbench.cudart on a real GPU: buffers, copies, stream sync, CUDA graphs, errors.
+"""Exercise infbench.runtimes.tensorrt.cudart on a real GPU: buffers, copies, stream sync, CUDA graphs, errors.
 
 This is the part of the TensorRT runtime that can run without TensorRT. Run it on a GPU
 machine with cuda-python installed:
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from infbench import cudart, engine
+from infbench.runtimes.tensorrt import build as engine, cudart
 
 
 def expect(condition, what):
@@ -34,7 +34,7 @@ def expect_cuda_error(call, name, what):
 
 
 def round_trip(stream, array):
-    """Host -> device -> host through infbench.cudart; returns the copy."""
+    """Host -> device -> host through infbench.runtimes.tensorrt.cudart; returns the copy."""
     back = np.empty_like(array)
     with cudart.DeviceBuffer(array.nbytes) as buf:
         cudart.memcpy_htod_async(buf, array, stream)

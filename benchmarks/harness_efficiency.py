@@ -113,7 +113,7 @@ def tensorrt_hand_loop(spec, batches):
     """The plainest TensorRT loop: enqueue after enqueue on one stream, one sync at the end."""
     import tensorrt as trt
 
-    from infbench import cudart
+    from infbench.runtimes.tensorrt import cudart
 
     logger = trt.Logger(trt.Logger.WARNING)
     with open(spec.artifact, "rb") as f:
@@ -217,7 +217,7 @@ def bench(runtime, args, work):
     options = json.loads(args.options)
     if runtime == "tensorrt" and args.engine:
         # time the engine as the workflow built it: its build options come from its sidecar
-        from infbench import engine
+        from infbench.runtimes.tensorrt import build as engine
 
         options = {**engine.settings_of_sidecar(engine.read_sidecar(engine.sidecar_path(args.engine))), **options}
     spec = SessionSpec(

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from infbench import engine, runtimes, timing  # noqa: E402
+from infbench import runtimes, timing  # noqa: E402
+from infbench.runtimes.tensorrt import build as engine  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
 from infbench.runtimes.base import SessionSpec  # noqa: E402
 

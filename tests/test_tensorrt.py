@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(os.path.dirname(HERE), "workflow", "scripts")
 sys.path.insert(0, SCRIPTS)
 
-from infbench import engine  # noqa: E402
+from infbench.runtimes.tensorrt import build as engine  # noqa: E402
 from infbench.errors import UserError  # noqa: E402
 from infbench.runtimes import load  # noqa: E402
 from infbench.runtimes.base import SessionSpec  # noqa: E402
@@ -32,7 +32,7 @@ NO_TENSORRT = "TensorRT is not installed in this interpreter (it lives in .venv-
 
 def _cudart():
     try:
-        from infbench import cudart
+        from infbench.runtimes.tensorrt import cudart
     except ImportError:
         return None
     return cudart
@@ -275,7 +275,7 @@ def test_the_installed_tensorrt_has_every_name_its_generation_uses():
     script = """
 import sys, tensorrt as trt
 sys.path.insert(0, sys.argv[1])
-from infbench import engine
+from infbench.runtimes.tensorrt import build as engine
 g = engine.api_generation(trt.__version__)
 creation = trt.NetworkDefinitionCreationFlag
 bits = [int(getattr(creation, n)) if hasattr(creation, n) else None for n in ("STRONGLY_TYPED", "EXPLICIT_BATCH")]
@@ -491,7 +491,7 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporaries(tmp_path):
 
 APPEND_ENTRIES = """
 import sys
-from infbench import engine
+from infbench.runtimes.tensorrt import build as engine
 path, writer = sys.argv[1], sys.argv[2]
 for i in range(25):
     engine.update_locked(path, lambda old: (old or b"") + f"{writer}:{i}\\n".encode())

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from infbench.configcheck import check
 from infbench.data import PREPROCESS_VERSION
-from infbench.engine import engine_settings
+from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form

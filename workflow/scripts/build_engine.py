@@ -1,4 +1,4 @@
-"""Build a TensorRT engine from one precision's ONNX, with its sidecar (see infbench.engine).
+"""Build a TensorRT engine from one precision's ONNX, with its sidecar (see infbench.runtimes.tensorrt.build).
 
 Example:
     python workflow/scripts/build_engine.py --onnx results/onnx/resnet50/fp16.onnx \\
@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from infbench import engine  # noqa: E402
+from infbench.runtimes.tensorrt import build as engine  # noqa: E402
 from infbench.errors import UserError, main_guard  # noqa: E402
 
 

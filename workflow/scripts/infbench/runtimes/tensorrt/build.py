@@ -3,56 +3,16 @@
 An engine is tied to the TensorRT version and the GPU that built it. Each engine
 ``E.plan`` has a sidecar ``E.json`` recording what produced it (TensorRT, GPU, compute
 capability, driver, ONNX hash, build options); an engine whose sidecar does not match the
-current environment is rebuilt, never silently used (``needs_rebuild``).
+current environment is rebuilt by the build_engine rule, never silently used
+(``needs_rebuild``; the session refuses it).
 
 The functions above ``build_engine`` need neither TensorRT nor a GPU; they are tested on
-any machine. ``build_engine`` speaks three generations of NVIDIA's TensorRT Python API,
-chosen by the installed version (``api_generation``): 8.5 to 9.x (TensorRT 8.6.0 is the
-newest on PyPI; it ran on an NVIDIA H200, docs/results/h200.md), 10.x and 11.x (written from
-the pages below; never executed here, their wheels being on NVIDIA's index only).
-
-- TensorRT 8.6: networks are weakly typed and need the EXPLICIT_BATCH creation flag for
-  ONNX; precision is chosen by builder flags: FP16 for the fp16 ONNX, INT8 (with FP16, so
-  that layers outside the Q/DQ pairs may run in half precision, as NVIDIA's int8 recipe
-  does) for the explicit Q/DQ ONNX. ``builder_optimization_level`` (0-5, default 3) is new
-  in 8.6; ``set_tactic_sources`` takes a bit mask of TacticSource members.
-  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/api/python_api/infer/Core/BuilderConfig.html
-  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/developer-guide/index.html#work-with-qat-networks
-
-- Network creation: TensorRT 10.x builds a strongly typed network only when asked,
-  ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``; in 11.0 the flag is
-  "[DEPRECATED] ... Strongly typed mode is always enabled. This flag is retained for API
-  compatibility but is ignored", so no flag is passed there (``network_creation_flags``).
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html
-  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
-- 10.x -> 11.x migration: BuilderFlag.FP16/INT8/FP8/BF16/INT4/FP4, the precision
-  constraint flags, DIRECT_IO and the int8 calibrator are removed; precision lives in the
-  ONNX (fp16 ONNX, Q/DQ int8 ONNX). BuilderFlag.TF32 is not on the removed list.
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
-  https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/api/migration/tensorrt-10x-to-11x-python-api.html
-  https://docs.nvidia.com/deeplearning/tensorrt/11.3.0/api/migration/tensorrt-10x-to-11x.html
-- BuilderFlag.TF32: "Allow (but not require) computations on tensors of type
-  DataType.FLOAT to use TF32 ... Enabled by default." It survives in 11.x's BuilderFlag
-  (kTF32 = 6) while the type flags are gone: TF32 is a math mode, not a tensor type, so a
-  strongly typed network still honours it, and strict fp32 must clear it explicitly, as
-  trtexec --noTF32 and Polygraphy's CreateConfig(tf32=False) do with clear_flag(TF32).
-  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-713/api/python_api/infer/Core/NetworkConfig.html
-  https://docs.rs/trtx-sys/latest/trtx_sys/nvinfer1/enum.BuilderFlag.html (11.x header)
-  https://github.com/NVIDIA/TensorRT/blob/main/tools/Polygraphy/polygraphy/backend/trt/config.py
-  https://github.com/NVIDIA/TensorRT/blob/main/samples/common/sampleEngines.cpp
-- IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes), clear_flag /
-  set_flag, add_optimization_profile, create_timing_cache(bytes), set_timing_cache(cache,
-  ignore_mismatch), get_timing_cache(); Builder.create_optimization_profile,
-  IOptimizationProfile.set_shape(name, min, opt, max), build_serialized_network:
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/index.html
-- ITimingCache.combine(input_cache, ignore_mismatch): "The input cache must be generated
-  by a TensorRT build of exact same version, otherwise combine will be skipped and return
-  false"; serialize():
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/TimingCache.html
-- OnnxParser(network, logger).parse(model bytes, path), num_errors, get_error(i).desc();
-  TensorRT 8.6's parser knows ONNX opsets up to 17 (release notes, "ONNX opset 17"):
-  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/release-notes/index.html
-  https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-843/api/python_api/parsers/Onnx/pyOnnx.html
+any machine. ``build_engine`` speaks three generations of TensorRT's Python API, chosen by
+the installed version (``api_generation``): 8.5 to 9.x (explicit-batch networks, precision
+by builder flags: FP16, or INT8 with FP16 for the Q/DQ ONNX), 10.x (strongly typed on
+request) and 11.x (always strongly typed, no precision flags: precision lives in the
+ONNX). TF32 is cleared for strict fp32 unless ``allow_tf32``. The API facts and their
+sources: docs/tensorrt-api-notes.md.
 """
 
 import contextlib
@@ -68,7 +28,7 @@ from datetime import datetime, timezone
 from infbench import files, gpu
 from infbench.errors import UserError
 
-log = logging.getLogger("infbench.engine")
+log = logging.getLogger("infbench.runtimes.tensorrt.build")
 
 SIDECAR_FORMAT = 1
 
@@ -520,7 +480,7 @@ nvidia_driver_version = gpu.driver_version  # the one home of the driver probe (
 
 def current_environment(tensorrt_version, device=0):
     """This machine's fingerprint for ``device`` (cuda-python reads the GPU)."""
-    from infbench import cudart
+    from infbench.runtimes.tensorrt import cudart
 
     info = cudart.device_info(device)
     return environment_fingerprint(

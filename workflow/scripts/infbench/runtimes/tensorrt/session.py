@@ -1,4 +1,4 @@
-"""TensorRT runtime: run an engine built from the precision's ONNX (infbench.engine).
+"""TensorRT runtime: run an engine built from the precision's ONNX (``build``).
 
 spec.artifact is the engine ``E.plan``; its sidecar ``E.json`` says what built it. Before
 deserialising, the session checks the sidecar against this machine (TensorRT version,
@@ -12,25 +12,11 @@ CUDA graph and replayed by ``run``; ``sync`` is cudaStreamSynchronize on the ses
 stream, so the harness's one sync per window waits for every enqueued batch.
 
 Runtime options (the config's ``runtimes.tensorrt`` block, spec.options): the engine
-options of ``infbench.engine.DEFAULTS`` (``workspace_mib``, ``allow_tf32``,
+options of ``build.DEFAULTS`` (``workspace_mib``, ``allow_tf32``,
 ``tactic_sources``, ``builder_optimization_level``), which must be those the engine was
 built with, and ``cuda_graphs`` (default true).
 
-Every call used here exists from TensorRT 8.5 on; with TensorRT 8.6.0 (PyPI) this module
-ran on an NVIDIA H200 (docs/results/h200.md). Sources followed (read 2026-11-28):
-- Name-based I/O (num_io_tensors, get_tensor_name, get_tensor_mode, get_tensor_shape,
-  get_tensor_dtype), set_input_shape, set_tensor_address, execute_async_v3(stream_handle):
-  https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-8x-to-10x-python-api-patterns.html
-  https://github.com/NVIDIA/TensorRT/blob/main/samples/python/common_runtime.py
-- Runtime(logger).deserialize_cuda_engine(bytes), create_execution_context():
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/index.html
-- CUDA graphs: trtexec runs the enqueue "at least once before starting CUDA graph capture"
-  to avoid capturing initialization calls, and falls back to plain enqueues when
-  execute_async_v3 returns false under capture ("operations that are not permitted under
-  CUDA graph capture mode"); samples/common/sampleInference.cpp:
-  https://github.com/NVIDIA/TensorRT/blob/main/samples/common/sampleInference.cpp
-- 10.x -> 11.x: none of the runtime calls used here is on the removed list:
-  https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html
+Every call used here exists from TensorRT 8.5 on (sources: docs/tensorrt-api-notes.md).
 """
 
 import logging
@@ -40,7 +26,7 @@ import weakref
 
 import numpy as np
 
-from infbench import engine as engines
+from infbench.runtimes.tensorrt import build as engines
 from infbench.errors import UserError
 from infbench.runtimes.base import Session, normalise_nchw
 
@@ -49,7 +35,7 @@ log = logging.getLogger("infbench.runtimes.tensorrt")
 
 def _import_cudart():
     try:
-        from infbench import cudart
+        from infbench.runtimes.tensorrt import cudart
     except ImportError:
         raise UserError(
             f"cuda-python is not installed in {sys.executable}: install cuda-python"

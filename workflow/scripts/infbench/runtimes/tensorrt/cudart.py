@@ -7,24 +7,7 @@ has cuda-python but no TensorRT (benchmarks/cuda_python_check.py).
 Every cuda-python runtime call returns a tuple whose first item is a ``cudaError_t``;
 ``check`` turns a non-success code into a ``CudaError`` that names it.
 
-Sources followed (read 2026-11-28):
-- cuda-python runtime API, ``cuda.bindings.runtime`` (cuda-python >= 12.x; the module was
-  ``cuda.cudart`` before and that name is gone in 13.x):
-  https://nvidia.github.io/cuda-python/cuda-bindings/latest/module/runtime.html
-  Signatures checked against the installed cuda-bindings 13.5.0 docstrings:
-  cudaMalloc(size) -> (err, ptr); cudaFree(ptr) -> (err,);
-  cudaMemcpyAsync(dst, src, count, kind, stream) -> (err,);
-  cudaStreamCreateWithFlags(flags) -> (err, stream); cudaStreamSynchronize(stream);
-  cudaStreamBeginCapture(stream, mode); cudaStreamEndCapture(stream) -> (err, graph);
-  cudaGraphInstantiate(graph, flags) -> (err, graphExec); cudaGraphLaunch(graphExec, stream);
-  cudaGetErrorName(err) -> (err, bytes).
-- TensorRT's Python samples, ``samples/python/common_runtime.py`` (the ``cuda_call`` /
-  ``check_cuda_err`` pattern, cudaMalloc/cudaMemcpyAsync/cudaStreamSynchronize):
-  https://github.com/NVIDIA/TensorRT/blob/main/samples/python/common_runtime.py
-- CUDA runtime API, stream capture and graphs (cudaStreamBeginCapture must not use the
-  legacy default stream; capture ends on the same stream and, outside relaxed mode, thread):
-  https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__STREAM.html
-  https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__GRAPH.html
+The calls and their signatures: docs/tensorrt-api-notes.md.
 """
 
 import numpy as np
