@@ -55,6 +55,7 @@ rule speed:
     params:
         run=lambda wc: runner(wc.runtime, "measure_speed.py"),
         cell=lambda wc: cell_args(wc, BATCH_SIZES),
+        # the model's config block: a change to it reruns this model's cells
         model=model_param,
         options=runtime_param,
         timing=canonical(config["timing"]),
@@ -81,6 +82,7 @@ rule evaluate:
     params:
         run=lambda wc: runner(wc.runtime, "evaluate.py"),
         cell=lambda wc: cell_args(wc, [ACCURACY_BS]),
+        # the model's config block: a change to it reruns this model's cells
         model=model_param,
         options=runtime_param,
         keep=config["accuracy"]["keep_logits"],
