@@ -1,5 +1,5 @@
 # infbench: how fast and how accurate is each inference runtime at each precision and
-# batch size, on this machine? (DESIGN.md). This file is the table of contents.
+# batch size, on this machine? (docs/architecture.md). This file is the table of contents.
 
 from snakemake.utils import min_version
 
