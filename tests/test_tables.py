@@ -482,3 +482,21 @@ def test_the_speed_footnote_gives_each_gpu_cells_share_of_peak(tmp_path):
     assert {(r["runtime"], r["batch_size"], r["percent_of_peak"][:5]) for r in rows if r["percent_of_peak"]} == {
         ("torch", "50", "51.95")}  # 2 x 4.089e9 x 4,250 img/s / 66.9e12
     assert all(r["gmacs_per_image"].startswith("4.089") for r in rows if r["status"] == "measured")
+
+
+def test_a_cell_measured_on_another_device_than_the_rest_is_marked(tmp_path):
+    """A user reran one cell on another machine: its figure says so, the others do not."""
+    speed, accuracy = make_results(tmp_path / "results")
+    moved = next(p for p in speed if "/torch/resnet50/" in p and p.endswith("fp32-bs8.json"))
+    data = json.loads(Path(moved).read_text())
+    data["provenance"]["runtime"]["device_name"] = data["provenance"]["host"]["cpu"] = "Other Epyc 1234"
+    Path(moved).write_text(json.dumps(data))
+    out = tmp_path / "results" / "tables"
+    write_tables(CONFIG, speed, accuracy, str(out))
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["resnet50"]["PyTorch(fp32)"].endswith("‡")
+    assert not any("‡" in cell for model, row in rows.items() for column, cell in row.items()
+                   if (model, column) != ("resnet50", "PyTorch(fp32)"))
+    assert ("- `‡`: measured on another device than most of the table's cpu cells (Test Xeon 9999), so not"
+            " comparable with them: resnet50 PyTorch(fp32): Other Epyc 1234 (cpu).") in notes(out / "speed-bs8.md")
+    assert not any("‡" in n for n in notes(out / "speed-bs50.md"))

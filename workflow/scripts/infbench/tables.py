@@ -25,6 +25,7 @@ NOT_RUN = "not run"  # configured, but no result file was given to the aggregate
 NO_FIGURE = "—"  # a reference column with no figure for this model
 FLAG = "*"  # appended to a speed figure whose timing spread was flagged
 CLOCK_FLAG = "†"  # appended to a speed figure whose GPU lost clock speed while it was timed
+OTHER_DEVICE = "‡"  # appended to a speed figure measured on another device than the table's others
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
 FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a footnote
 
@@ -318,6 +319,16 @@ def _device(row):
     return f"{row['device_name'] or 'name not recorded'} ({row['device']})"
 
 
+def usual_devices(rows):
+    """{device kind: the device name most of ``rows`` of that kind were measured on}
+    (the first seen wins a tie)."""
+    counts = {}
+    for row in rows:
+        names = counts.setdefault(row["device"], {})
+        names[row["device_name"]] = names.get(row["device_name"], 0) + 1
+    return {kind: max(names, key=names.get) for kind, names in counts.items()}
+
+
 # ---------------------------------------------------------------- the tables
 
 
@@ -333,7 +344,13 @@ def speed_section(config, batch_size, speed, figures, failures=None):
     cols = columns(config)
     ref_cols = reference_columns(figures, models, batch_size)
     header = ["model"] + [label(r, p) for r, p in cols] + [f"{lab}({p})" for lab, p in ref_cols]
-    rows, shown, flagged, slowed, markers, failed = [], [], [], [], set(), []
+    rows, shown, flagged, slowed, markers, failed, elsewhere = [], [], [], [], set(), [], []
+    usual = usual_devices(
+        speed[(runtime, model, precision, batch_size)]
+        for model in models
+        for runtime, precision in cols
+        if (runtime, model, precision, batch_size) in speed
+    )
     for model in models:
         cells = [model]
         for runtime, precision in cols:
@@ -355,6 +372,9 @@ def speed_section(config, batch_size, speed, figures, failures=None):
             if row.get("clock_drop"):
                 text += CLOCK_FLAG
                 slowed.append(row)
+            if row["device_name"] != usual[row["device"]]:
+                text += OTHER_DEVICE
+                elsewhere.append(row)
             cells.append(text)
         for lab, precision in ref_cols:
             ref = figures.get((lab, model, precision, batch_size))
@@ -412,6 +432,16 @@ def speed_section(config, batch_size, speed, figures, failures=None):
             " the end of the timed windows (thermal or power limits, or another process), so the"
             " figure may be low: "
             + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {r['clock_drop']}" for r in slowed)
+            + "."
+        )
+    if elsewhere:
+        kinds = sorted({r["device"] for r in elsewhere})
+        notes.append(
+            f"`{OTHER_DEVICE}`: measured on another device than most of the table's {' and '.join(kinds)}"
+            " cells ("
+            + ", ".join(f"{usual[k]}" for k in kinds)
+            + "), so not comparable with them: "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {_device(r)}" for r in elsewhere)
             + "."
         )
     notes += [
