@@ -11,7 +11,7 @@ VENV := .venv
 OFVENV := .venv-oneflow
 TRTVENV := .venv-tensorrt
 
-.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu wheelhouse demo test lint mutation clean
+.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu wheelhouse demo report test lint mutation clean
 
 env: env-main env-oneflow
 
@@ -72,6 +72,11 @@ wheelhouse:
 
 demo: env
 	$(VENV)/bin/snakemake --cores 1 --resources gpu=1
+
+# the HTML report of the last run (tables, figures, every cell's result file with captions);
+# REPORT_ARGS for another config, e.g. REPORT_ARGS="--configfile config/gpu.yaml"
+report: env-main
+	$(VENV)/bin/snakemake --cores 1 --report results/report.html $(REPORT_ARGS)
 
 test: env
 	$(VENV)/bin/python -m pytest tests

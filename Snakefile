@@ -15,6 +15,10 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
+# the front page of `snakemake --report` (make report)
+report: "workflow/report/workflow.rst"
+
+
 wildcard_constraints:
     model="[A-Za-z0-9_]+",
     runtime="|".join(RUNTIMES),

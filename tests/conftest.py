@@ -34,3 +34,45 @@ def make_weights(arch, path):
             module.running_mean = 0.1 * torch.randn(n, generator=gen)
             module.running_var = 0.5 + torch.rand(n, generator=gen)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+CHROMIUM_FLAGS = [
+    # headless, and quiet on a machine without a network (no background connections)
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _chromium_path():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium for checking the HTML report in a real browser: Debian's,
+    installed by the test set-up when missing (as root, with apt-get); else the test skips
+    and says how to get one."""
+    import subprocess
+
+    path = _chromium_path()
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and _which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=1200).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=1200)
+        path = _chromium_path()
+    if path is None:
+        pytest.skip("no Chromium to render the HTML report: install Debian's chromium (apt-get install chromium)")
+    return path
+
+
+def _which(name):
+    import shutil
+
+    return shutil.which(name)

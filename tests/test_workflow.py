@@ -345,6 +345,39 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
 
 
 @pytest.mark.workflow
+def test_the_html_report_renders_in_a_real_browser(finished_run, chromium, tmp_path):
+    """`snakemake --report` (make report) on the finished run, opened in headless Chromium:
+    the report's own JavaScript draws the front page from workflow/report/workflow.rst with
+    this run's config, and a menu with the result categories (tables, figures, cells)."""
+    from conftest import CHROMIUM_FLAGS
+
+    workdir, config = finished_run
+    snakemake(workdir, "--report", "results/report.html", config=config)
+    report = workdir / "results/report.html"
+    assert report.stat().st_size > 100_000
+    page = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert page.returncode == 0, page.stderr[-2000:]
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", page.stdout, flags=re.S)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    assert "Results Cells Figures Tables" in text  # the menu the script builds, not the static page
+    assert (
+        f"Models: {', '.join(config['models'])}; runtimes: {', '.join(config['runtimes'])};"
+        f" batch sizes: {', '.join(map(str, config['batch_sizes']))};"
+        f" accuracy reference: {config['accuracy']['reference']}."
+    ) in text
+    # every cell's result file is in the report, labelled by the job's wildcards
+    html = report.read_text()
+    for runtime, spec in config["runtimes"].items():
+        for precision in spec["precisions"]:
+            assert f'"runtime": "{runtime}"' in html and f'"precision": "{precision}"' in html
+    assert "One timed cell's result file" in html and "Timed" in html
+
+
+@pytest.mark.workflow
 def test_every_cell_is_scored_against_the_reference_cell(finished_run):
     """Mismatches, cosine and relative error recomputed from the prediction files."""
     import numpy as np

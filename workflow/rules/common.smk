@@ -193,16 +193,22 @@ def accuracy_files():
 
 # every table cell, tidy (the figures are drawn from it)
 CELLS = "results/tables/cells.csv"
-TABLES = [f"results/tables/speed-bs{bs}.md" for bs in BATCH_SIZES] + [
-    "results/tables/precision.md",
-    CELLS,
-    "results/tables/report.md",
-]
+SPEED_TABLES = [f"results/tables/speed-bs{bs}.md" for bs in BATCH_SIZES]
+PRECISION_TABLE = "results/tables/precision.md"
+ALL_TABLES = "results/tables/report.md"  # every table in the seed report's order
+TABLES = SPEED_TABLES + [PRECISION_TABLE, CELLS, ALL_TABLES]
 # the figures (infbench/plots.py): per batch size, as PNG and SVG
+FIGURES = ("throughput", "accuracy-vs-speed")
+
+
+def plot_file(name, bs, ext):
+    return f"results/plots/{name}-bs{bs}.{ext}"
+
+
 PLOTS = [
-    f"results/plots/{name}-bs{bs}.{ext}"
+    plot_file(name, bs, ext)
     for bs in BATCH_SIZES
-    for name in ("throughput", "accuracy-vs-speed")
+    for name in FIGURES
     for ext in ("png", "svg")
 ]
 
@@ -258,6 +264,12 @@ def engine_args():
     if options["builder_optimization_level"] is not None:
         args += f" --builder-optimization-level {options['builder_optimization_level']}"
     return args
+
+
+def cell_labels(bs=None):
+    """A cell's labels in the report (filled from the job's wildcards)."""
+    labels = {"model": "{model}", "runtime": "{runtime}", "precision": "{precision}"}
+    return labels if bs is None else {**labels, "batch size": str(bs)}
 
 
 def cell_threads(wildcards):

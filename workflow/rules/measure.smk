@@ -41,10 +41,16 @@ rule speed:
         artifacts=lambda wc: [artifact(wc, bs) for bs in BATCH_SIZES],
         cache=lambda wc: cache_file(wc.model),
     output:
-        expand(
-            "results/speed/{{runtime}}/{{model}}/{{precision}}-bs{bs}.json",
-            bs=BATCH_SIZES,
-        ),
+        [
+            report(
+                f"results/speed/{{runtime}}/{{model}}/{{precision}}-bs{bs}.json",
+                caption="../report/speed_cell.rst",
+                category="Cells",
+                subcategory="speed",
+                labels=cell_labels(bs),
+            )
+            for bs in BATCH_SIZES
+        ],
     log:
         "logs/speed/{runtime}/{model}/{precision}.log",
     conda:
@@ -99,7 +105,13 @@ rule score:
         labels=LABELS,
         bad=BAD_IMAGES,
     output:
-        "results/accuracy/{runtime}/{model}/{precision}.json",
+        report(
+            "results/accuracy/{runtime}/{model}/{precision}.json",
+            caption="../report/accuracy_cell.rst",
+            category="Cells",
+            subcategory="accuracy",
+            labels=cell_labels(),
+        ),
     log:
         "logs/accuracy/{runtime}/{model}/{precision}-score.log",
     conda:

@@ -8,7 +8,38 @@ rule tables:
         speed=speed_files(),
         accuracy=accuracy_files(),
     output:
-        TABLES,
+        # report(): items of `snakemake --report` (make report), captions in workflow/report/
+        speed=[
+            report(
+                path,
+                caption="../report/speed.rst",
+                category="Tables",
+                subcategory="speed",
+                labels={"table": f"speed, batch size {bs}"},
+            )
+            for bs, path in zip(BATCH_SIZES, SPEED_TABLES)
+        ],
+        precision=report(
+            PRECISION_TABLE,
+            caption="../report/precision.rst",
+            category="Tables",
+            subcategory="precision",
+            labels={"table": "precision"},
+        ),
+        cells=report(
+            CELLS,
+            caption="../report/cells.rst",
+            category="Tables",
+            subcategory="every cell",
+            labels={"table": "every cell (CSV)"},
+        ),
+        all=report(
+            ALL_TABLES,
+            caption="../report/all_tables.rst",
+            category="Tables",
+            subcategory="all tables",
+            labels={"table": "all tables, in the seed report's order"},
+        ),
         config="results/tables/config.json",
     log:
         "logs/tables.log",
@@ -31,7 +62,17 @@ rule plots:
     input:
         CELLS,
     output:
-        PLOTS,
+        png=[
+            report(
+                plot_file(name, bs, "png"),
+                caption="../report/figures.rst",
+                category="Figures",
+                labels={"figure": name, "batch size": str(bs)},
+            )
+            for bs in BATCH_SIZES
+            for name in FIGURES
+        ],
+        svg=[plot_file(name, bs, "svg") for bs in BATCH_SIZES for name in FIGURES],
     log:
         "logs/plots.log",
     conda:
