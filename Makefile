@@ -50,10 +50,12 @@ $(TRTVENV)/.installed: envs/requirements-tensorrt.txt
 	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt.txt
 	touch $@
 
-# TensorRT 10/11 from NVIDIA's package index, for machines that reach it (any Python >= 3.9)
+# TensorRT 10/11 from NVIDIA's package index, for machines that reach it (any Python >= 3.9),
+# for CUDA 12 or (TRT_CUDA=13) CUDA 13, with the cuda-python of the same CUDA major
+TRT_CUDA ?= 12
 env-tensorrt-nvidia:
 	$(PYTHON) -m venv $(TRTVENV)
-	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt-nvidia.txt
+	$(TRTVENV)/bin/pip install --quiet -r envs/requirements-tensorrt-nvidia-cu$(TRT_CUDA).txt
 	touch $(TRTVENV)/.installed
 
 # ONNX Runtime's CUDA provider in the main environment, in place of the CPU package

@@ -291,12 +291,14 @@ for cls, name in [(trt.IBuilderConfig, "builder_optimization_level"), (trt.IBuil
                   (trt.IExecutionContext, "set_tensor_address"), (trt.IExecutionContext, "set_input_shape"),
                   (trt.ICudaEngine, "num_io_tensors"), (trt.ICudaEngine, "get_tensor_mode")]:
     assert hasattr(cls, name), name
-print(trt.__version__, g, flags, mask, trt.BuilderFlag.TF32)
+cuda = engine.tensorrt_cuda_major(engine.installed_tensorrt_packages())
+print(trt.__version__, g, flags, mask, trt.BuilderFlag.TF32, cuda)
 """
     out = subprocess.run([TENSORRT_PYTHON, "-c", script, SCRIPTS], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    version, generation, flags, mask, tf32 = out.stdout.split()
+    version, generation, flags, mask, tf32, cuda = out.stdout.split()
     assert generation == {"8": "8", "9": "8", "10": "10"}.get(version.split(".")[0], "11")
+    assert cuda == "12" if version == "8.6.0" else cuda in ("12", "13")  # the CUDA its wheel was built for
     assert (generation, flags) != ("8", "0") and int(mask) > 0 and tf32 == "BuilderFlag.TF32"
 
 
@@ -348,6 +350,22 @@ def test_what_opset_17_cannot_say_is_refused(model, words):
 
 
 # --- sidecar matching and rebuild decisions -----------------------------------------------
+
+
+@pytest.mark.parametrize("packages, major", [
+    ({"tensorrt": ["nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "numpy ; extra == 'numpy'"]}, 12),  # 8.6.0, PyPI
+    ({"tensorrt-cu12": ["tensorrt_cu12_libs==10.13.3.9"], "tensorrt_cu12_libs": ["nvidia-cuda-runtime-cu12"],
+      "tensorrt-cu12-bindings": []}, 12),
+    ({"tensorrt_cu13_bindings": [], "tensorrt-cu13-libs": ["nvidia-cuda-runtime~=13.0"]}, 13),
+    ({"tensorrt": []}, None),  # nothing says: not a guess
+    ({"nvidia-cuda-runtime-cu11": [], "tensorrt": ["numpy"]}, None),  # another package's CUDA is not TensorRT's
+])  # fmt: skip
+def test_the_sidecar_records_the_cuda_tensorrt_was_built_for(packages, major):
+    assert engine.tensorrt_cuda_major(packages) == major
+    env = engine.environment_fingerprint("8.6.0", "NVIDIA H200", "9.0", "580.159.04", 13000, 12090, major)
+    assert env["tensorrt_cuda"] == major and env["cuda_runtime"] == 12090  # cuda-python's, kept apart
+    recorded = {**env, "tensorrt_cuda": 11}  # recorded, not compared: the TensorRT version fixes it
+    assert engine.sidecar_matches({**sidecar_for(env), "environment": recorded}, env, ONNX_SHA, OPTIONS)[0]
 
 ENV = engine.environment_fingerprint(
     tensorrt="10.13.3.9",

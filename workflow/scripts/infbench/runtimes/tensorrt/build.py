@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -368,21 +369,58 @@ def tactic_source_names(mask, members):
     return sorted(name for name, bit in members.items() if mask & (1 << int(bit)))
 
 
-def environment_fingerprint(tensorrt, gpu_name, compute_capability, driver, cuda_driver, cuda_runtime):
+def environment_fingerprint(
+    tensorrt, gpu_name, compute_capability, driver, cuda_driver, cuda_runtime, tensorrt_cuda=None
+):
     """What an engine depends on, as recorded in and compared against its sidecar.
 
     ``driver`` is the NVIDIA driver version string, ``cuda_driver`` the CUDA version the
-    driver supports (cudaDriverGetVersion, e.g. 13000), ``cuda_runtime`` the CUDA runtime
-    cuda-python is bound to (recorded, not compared: TensorRT carries its own).
+    driver supports (cudaDriverGetVersion, e.g. 13000), ``tensorrt_cuda`` the CUDA major
+    version TensorRT was built for (``tensorrt_cuda_major``), ``cuda_runtime`` the CUDA
+    runtime cuda-python is bound to (the last two recorded, not compared: the TensorRT
+    version already fixes its CUDA, and cuda-python only moves buffers).
     """
     return {
         "tensorrt": None if tensorrt is None else str(tensorrt),
+        "tensorrt_cuda": None if tensorrt_cuda is None else int(tensorrt_cuda),
         "gpu_name": gpu_name,
         "compute_capability": None if compute_capability is None else str(compute_capability),
         "driver": driver,
         "cuda_driver": None if cuda_driver is None else int(cuda_driver),
         "cuda_runtime": None if cuda_runtime is None else int(cuda_runtime),
     }
+
+
+def tensorrt_cuda_major(packages):
+    """The CUDA major version TensorRT was built for, from the installed packages
+    (``{name: [requirement, ...]}``): the ``-cuNN`` of a TensorRT package's name
+    (tensorrt-cu12, tensorrt_cu13_libs: TensorRT 10/11 from NVIDIA) or of the CUDA runtime a
+    TensorRT package requires (TensorRT 8.6.0 from PyPI: nvidia-cuda-runtime-cu12); None
+    when neither says."""
+    names = {name.lower().replace("_", "-"): requires or [] for name, requires in packages.items()}
+    trt = {name: requires for name, requires in names.items() if name.startswith("tensorrt")}
+    for name in sorted(trt):
+        match = re.search(r"-cu(\d+)(-|$)", name)
+        if match:
+            return int(match.group(1))
+    for name in sorted(trt):
+        for requirement in trt[name]:
+            match = re.match(r"nvidia-cuda-runtime-cu(\d+)\b", requirement.lower().replace("_", "-"))
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def installed_tensorrt_packages():
+    """``{name: requirements}`` of the installed packages whose name starts with tensorrt."""
+    import importlib.metadata
+
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        if name.lower().startswith("tensorrt"):
+            found[name] = list(dist.requires or [])
+    return found
 
 
 def sidecar_matches(sidecar, current_env, onnx_sha256, options):
@@ -485,6 +523,7 @@ def current_environment(tensorrt_version, device=0):
     info = cudart.device_info(device)
     return environment_fingerprint(
         tensorrt=tensorrt_version,
+        tensorrt_cuda=tensorrt_cuda_major(installed_tensorrt_packages()),
         gpu_name=info["gpu_name"],
         compute_capability=info["compute_capability"],
         driver=nvidia_driver_version(),

@@ -230,6 +230,7 @@ class TensorRTSession(Session):
         flags = (self.sidecar or {}).get("flags", {})
         return {
             "tensorrt": self.trt.__version__,
+            "tensorrt_cuda": environment.get("tensorrt_cuda"),  # the CUDA major TensorRT was built for
             "device": "cuda",
             "device_name": environment.get("gpu_name"),
             "compute_capability": environment.get("compute_capability"),
