@@ -712,6 +712,28 @@ def test_engine_logits_match_onnxruntime(engine_plan, onnx_path, cuda_graphs):
 
 
 @needs_tensorrt_gpu
+def test_the_accuracy_loop_refills_two_slots_instead_of_allocating_per_batch(engine_plan, onnx_path):
+    """metrics.evaluate stages every batch anew: with CUDA graphs the session keeps two slots
+    (buffers and graph) and refills them, and every batch's logits are still its own."""
+    import onnxruntime
+
+    from infbench import metrics
+    from infbench.runtimes.base import normalise_nchw
+
+    cache = np.random.default_rng(2).integers(0, 256, (7 * 2, CROP, CROP, 3), dtype=np.uint8)
+    session = load("tensorrt").open_session(spec_for(engine_plan, options={"cuda_graphs": True}))
+    try:
+        top5, logits, nonfinite = metrics.evaluate(session, cache, 2, keep_logits=len(cache))
+        assert len(session.slots) == 2 and all(slot.graph is not None for slot in session.slots)
+    finally:
+        session.close()
+    reference = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    want = reference.run(["logits"], {"input": normalise_nchw(cache)})[0]
+    np.testing.assert_allclose(logits, want, rtol=1e-3, atol=1e-3)
+    assert not nonfinite.any()
+
+
+@needs_tensorrt_gpu
 def test_a_stale_engine_is_refused_on_open_and_left_alone(engine_plan):
     import tensorrt
 

@@ -99,23 +99,36 @@ def open_session(spec):
     return TensorRTSession(spec, trt, cudart, sidecar, rebuilt)
 
 
+class _Slot:
+    """A device input and output buffer, and the CUDA graph of an enqueue on them (or None).
+    ``user`` is a weak reference to the staged batch that holds the slot."""
+
+    __slots__ = ("input", "output", "graph", "user")
+
+    def __init__(self, inputs, outputs):
+        self.input, self.output, self.graph = inputs, outputs, None
+        self.user = lambda: None
+
+
 class _Staged:
-    """One staged batch: device input, its own device output, and its CUDA graph (or None)."""
+    """One staged batch: the slot it was uploaded into (its buffers and graph)."""
 
-    def __init__(self, inputs, outputs, graph):
-        self.input = inputs
-        self.output = outputs
-        self.graph = graph
+    __slots__ = ("slot", "__weakref__")
 
+    def __init__(self, slot):
+        self.slot = slot
 
-def _release(stream, inputs, outputs, graph):
-    """Free a staged batch's device memory once the stream is done with it."""
-    if stream.raw is not None:
-        stream.synchronize()
-    if graph is not None:
-        graph.destroy()
-    inputs.free()
-    outputs.free()
+    @property
+    def input(self):
+        return self.slot.input
+
+    @property
+    def output(self):
+        return self.slot.output
+
+    @property
+    def graph(self):
+        return self.slot.graph
 
 
 class TensorRTSession(Session):
@@ -161,7 +174,10 @@ class TensorRTSession(Session):
 
         self.stream = cudart.Stream()
         self.use_graphs = bool(spec.options.get("cuda_graphs", True))
-        self._finalizers = []
+        # device buffers (and graphs) per staged batch, kept until close(): a slot whose
+        # staged batch is gone is refilled, so the accuracy loop, which stages every batch
+        # anew, uses two slots instead of allocating and capturing per batch
+        self.slots = []
 
     def _bind(self, staged):
         """Point the context's input and output at one staged batch's buffers."""
@@ -185,27 +201,30 @@ class TensorRTSession(Session):
         except self.cudart.CudaError as err:
             log.warning("CUDA graph capture of %s failed (%s); running without CUDA graphs", self.spec.artifact, err)
             self.use_graphs = False
-            for peek in (f.peek() for f in self._finalizers):
-                if peek is not None and peek[0].graph is not None:
-                    peek[0].graph.destroy()
-                    peek[0].graph = None
+            for slot in self.slots:
+                if slot.graph is not None:
+                    slot.graph.destroy()
+                    slot.graph = None
             return None
 
     def stage(self, images):
+        """Upload a batch into a free slot (one whose staged batch is gone), or a new one
+        whose enqueue is captured as a CUDA graph; the graph reads the slot's fixed buffers,
+        so a refilled slot replays it as it is."""
         x = normalise_nchw(images, self.input_dtype)
         if x.shape != self.input_shape:
             raise ValueError(f"batch of shape {x.shape} does not fit the engine's input {self.input_shape}")
-        inputs = self.cudart.DeviceBuffer(x.nbytes)
-        outputs = self.cudart.DeviceBuffer(self.output_nbytes)
-        self.cudart.memcpy_htod_async(inputs, x, self.stream)
+        slot = next((s for s in self.slots if s.user() is None), None)
+        fresh = slot is None
+        if fresh:
+            slot = _Slot(self.cudart.DeviceBuffer(x.nbytes), self.cudart.DeviceBuffer(self.output_nbytes))
+            self.slots.append(slot)
+        self.cudart.memcpy_htod_async(slot.input, x, self.stream)
         self.stream.synchronize()
-        staged = _Staged(inputs, outputs, None)
-        if self.use_graphs:
-            staged.graph = self._capture(staged)
-        # device memory is freed when neither the staged batch nor its output is referenced
-        finalizer = weakref.finalize(staged, _release, self.stream, inputs, outputs, staged.graph)
-        finalizer.atexit = False
-        self._finalizers = [f for f in self._finalizers if f.alive] + [finalizer]
+        staged = _Staged(slot)
+        if fresh and self.use_graphs:
+            slot.graph = self._capture(staged)
+        slot.user = weakref.ref(staged)
         return staged
 
     def run(self, staged):
@@ -250,9 +269,14 @@ class TensorRTSession(Session):
         }
 
     def close(self):
-        for finalizer in self._finalizers:
-            finalizer()
-        self._finalizers = []
+        if self.stream.raw is not None:
+            self.stream.synchronize()
+        for slot in self.slots:
+            if slot.graph is not None:
+                slot.graph.destroy()
+            slot.input.free()
+            slot.output.free()
+        self.slots = []
         self.stream.destroy()
         self.context = None
         self.engine = None
