@@ -302,18 +302,19 @@ def test_index_loc_csv(tmp_path):
 
 
 def test_disagreeing_label_file_is_one_error_listing_every_line(tmp_path):
-    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG"])
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG", "e.JPEG"])
     labels = tmp_path / "val_map.txt"
-    labels.write_text("a.JPEG 1\nz.JPEG 2\na.JPEG 1\nb.JPEG 1000\nc.JPEG x\n")
+    labels.write_text("a.JPEG 1\nz.JPEG 2\na.JPEG 1\nb.JPEG 1000\nc.JPEG x\ne.JPEG 1500\n")
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=labels)
     assert str(err.value) == (
         f"dataset.labels {labels} ('<file name> <class index>' lines (val_map.txt))"
-        f" does not match the images in dataset.root {root} in 5 places:"
+        f" does not match the images in dataset.root {root} in 6 places:"
         " line 2 names z.JPEG, which is not in dataset.root;"
         " line 3 repeats a.JPEG (first on line 1);"
         " line 4 gives class index 1000, outside 0-999;"
         " line 5 reads 'c.JPEG x', not '<file name> <class index 0-999>';"
+        " line 6 gives class index 1500, outside 0-999;"
         " d.JPEG in dataset.root has no line;"
         " fix dataset.labels or dataset.root so that each image has exactly one valid line"
     )
@@ -434,6 +435,25 @@ def test_index_log_names_images_classes_and_layout(tmp_path):
 
 
 # --- (iii) synthetic data and the cache ---
+
+
+def test_synthetic_pixels_of_a_seed_stay_those_of_the_published_runs():
+    """The pixels of synthetic images 0 (colour) and 4 (greyscale) of seed 0, before JPEG
+    encoding, as config/gpu.yaml's runs had them (docs/results/h200.md): a change to the
+    image formula (gradient angle, shapes, noise) or to numpy's or Pillow's drawing changes
+    every synthetic cell's numbers, and must be a deliberate one (update these digests)."""
+    import hashlib
+
+    from infbench.data import _synthetic_image
+
+    digests = {}
+    for i, grey in ((0, False), (4, True)):
+        pixels = np.asarray(_synthetic_image(np.random.default_rng([0, i]), grey=grey))
+        digests[i] = (pixels.shape, hashlib.sha256(pixels.tobytes()).hexdigest())
+    assert digests == {
+        0: ((468, 605, 3), "96a418606934facd9adf9848c2418ded56e1c618d70f330dc7a4e988edb830a2"),
+        4: ((626, 348), "2490e84b605999ccb27ff6ed8febdb473ee9b4188501ac4df644e4eabeaf7658"),
+    }
 
 
 def test_synthetic_is_deterministic_and_varied(tmp_path):
@@ -624,3 +644,16 @@ def test_dataset_images_counts_from_one():
     assert select(rows, 1, "x") == rows[:1] and select(rows, "2", "x") == rows and select(rows, "all", "x") == rows
     with pytest.raises(UserError, match="dataset.images is 0; set it to all or a positive whole number"):
         select(rows, 0, "x")
+
+
+def test_a_synsets_file_with_a_repeated_line_is_refused(tmp_path):
+    """1,000 distinct WNIDs and one of them again: 1,001 lines are not the class order."""
+    root = write_jpegs(tmp_path / "val" / FAKE_WNIDS[0], ["a.JPEG"]).parent
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS) + f"{FAKE_WNIDS[3]} name\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, synsets=synsets)
+    assert str(err.value) == (
+        f"dataset.synsets {synsets} lists 1001 synsets (1000 distinct), not 1000;"
+        " give the full list in label order, each synset once"
+    )

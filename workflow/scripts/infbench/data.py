@@ -418,8 +418,8 @@ def _read_synsets(path):
     order = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if len(order) != NUM_SYNSETS or len(set(order)) != NUM_SYNSETS:
         raise UserError(
-            f"dataset.synsets {path} lists {len(set(order))} distinct synsets,"
-            f" not {NUM_SYNSETS}; give the full list in label order"
+            f"dataset.synsets {path} lists {len(order)} synsets ({len(set(order))} distinct),"
+            f" not {NUM_SYNSETS}; give the full list in label order, each synset once"
         )
     return order
 
