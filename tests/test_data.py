@@ -657,3 +657,31 @@ def test_a_synsets_file_with_a_repeated_line_is_refused(tmp_path):
         f"dataset.synsets {synsets} lists 1001 synsets (1000 distinct), not 1000;"
         " give the full list in label order, each synset once"
     )
+
+
+def test_trailing_blank_lines_of_the_devkit_ground_truth_are_ignored(tmp_path):
+    root, meta = devkit_set(tmp_path, 3)
+    truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("5\n1\n9\n\n\n")
+    rows = index_imagenet(root, labels=truth, devkit_meta=meta)
+    assert labels_of(rows) == list(zip(devkit_names(3), [35, 7, 63]))  # class 7i mod 1000 of ID i
+
+
+def test_a_meta_mat_without_wnids_is_refused(tmp_path):
+    """A struct array with ILSVRC2012_ID but no WNID field cannot map the ground truth."""
+    from scipy.io import savemat
+
+    synsets = np.zeros((2, 1), dtype=[("ILSVRC2012_ID", object), ("words", object)])
+    synsets[0, 0], synsets[1, 0] = (np.uint16(1), "tench"), (np.uint16(2), "goldfish")
+    path = tmp_path / "meta.mat"
+    savemat(str(path), {"synsets": synsets})
+    with pytest.raises(UserError, match=r"has no 'synsets' struct array with fields ILSVRC2012_ID and WNID"):
+        read_devkit_meta(path)
+
+
+def test_a_bad_line_of_an_index_file_is_named_by_its_line_number(tmp_path):
+    index = tmp_path / "index.tsv"
+    index.write_text("file\tlabel\n/data/a.JPEG\t1\n/data/b.JPEG\tseven\n")
+    with pytest.raises(UserError) as err:
+        read_index(index)
+    assert str(err.value) == f"{index} line 3 is not '<file><TAB><label>'; delete it so that it is rebuilt"
