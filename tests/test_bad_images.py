@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from infbench import files
 from infbench.data import bad_images_error, make_synthetic, preprocess, scan_images
 from infbench.errors import UserError
 
@@ -40,6 +39,8 @@ def test_the_error_lists_the_first_twenty_and_counts_the_rest():
     assert "/data/19.JPEG (OSError: broken); and 5 more. Replace or remove them," in sentence
     assert "/data/20.JPEG" not in sentence
     assert sentence.endswith("or set dataset.bad_images: skip to leave them out of every cell")
+    exactly = bad_images_error(bad[:20], 100)  # twenty listed, none left to count
+    assert "/data/19.JPEG (OSError: broken). Replace or remove them," in exactly and "more" not in exactly
     assert bad_images_error(bad[:1], 5) == (
         "1 of 5 images cannot be read: /data/0.JPEG (OSError: broken). Replace or remove them,"
         " or set dataset.bad_images: skip to leave them out of every cell"
@@ -60,10 +61,11 @@ def test_preprocessing_checks_the_free_space_first(tmp_path, monkeypatch):
     )
     assert not out.exists()
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=40_959))
-    with pytest.raises(UserError):
-        files.check_free_space(out, 40_960)
+    with pytest.raises(UserError):  # one byte short of what preprocess asks for
+        preprocess(rows, 72, 64, out)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=40_960))
-    files.check_free_space(out, 40_960)
+    preprocess(rows, 72, 64, out)
+    assert out.exists()
 
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"

@@ -685,3 +685,44 @@ def test_a_bad_line_of_an_index_file_is_named_by_its_line_number(tmp_path):
     with pytest.raises(UserError) as err:
         read_index(index)
     assert str(err.value) == f"{index} line 3 is not '<file><TAB><label>'; delete it so that it is rebuilt"
+
+
+def test_a_label_file_with_exactly_twenty_problems_lists_them_all(tmp_path):
+    names = [f"{i:02d}.JPEG" for i in range(21)]
+    root = write_jpegs(tmp_path / "val", names)
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("00.JPEG 3\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    message = str(err.value)
+    assert " in 20 places: 01.JPEG in dataset.root has no line;" in message
+    assert "20.JPEG in dataset.root has no line; fix dataset.labels" in message and "more" not in message
+
+
+def test_the_same_file_name_in_two_class_folders_sorts_by_path(tmp_path):
+    """Rows sort by file name, then by path: not by label, which the class order decides."""
+    root = tmp_path / "val"
+    for wnid in FAKE_WNIDS[:2]:
+        write_jpegs(root / wnid, ["x.JPEG"])
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in reversed(FAKE_WNIDS)))  # labels 999, 998
+    rows = index_imagenet(root, synsets=synsets)
+    assert [(Path(f).parent.name, label) for f, label in rows] == [(FAKE_WNIDS[0], 999), (FAKE_WNIDS[1], 998)]
+
+
+def test_a_meta_mat_giving_one_wnid_twice_is_refused(tmp_path):
+    wnids = {i: devkit_wnid(i) for i in range(1, 1001)}
+    wnids[1000] = wnids[999]
+    meta = write_devkit_meta(tmp_path / "meta.mat", wnids)
+    with pytest.raises(UserError, match="it gives 999 distinct WNIDs to the"):
+        read_devkit_meta(meta)
+
+
+def test_a_class_folder_outside_the_synsets_file_names_that_key(tmp_path):
+    root = tmp_path / "val"
+    write_jpegs(root / "n99999999", ["x.JPEG"])
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS))
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, synsets=synsets)
+    assert str(err.value).endswith("; remove the folder or fix dataset.synsets")
