@@ -468,8 +468,8 @@ def test_synthetic_is_deterministic_and_varied(tmp_path):
     assert digest[:5] != [
         hashlib.sha256(Path(f).read_bytes()).hexdigest() for f, _ in other
     ]
-    assert make_synthetic(tmp_path / "d", 10, seed=3) == [
-        (f.replace("/a/", "/d/"), label) for f, label in rows[:10]
+    assert make_synthetic(tmp_path / "d" / "nested", 10, seed=3) == [  # folders made as needed
+        (f.replace("/a/", "/d/nested/"), label) for f, label in rows[:10]
     ]
     images = [Image.open(f) for f, _ in rows]
     assert all(im.format == "JPEG" for im in images)
@@ -726,3 +726,12 @@ def test_a_class_folder_outside_the_synsets_file_names_that_key(tmp_path):
     with pytest.raises(UserError) as err:
         index_imagenet(root, synsets=synsets)
     assert str(err.value).endswith("; remove the folder or fix dataset.synsets")
+
+
+def test_a_label_line_without_a_class_index_is_a_problem_not_a_crash(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\nb.JPEG\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert " in 1 place: line 2 reads 'b.JPEG', not '<file name> <class index 0-999>';" in str(err.value)
