@@ -662,9 +662,10 @@ def test_a_synsets_file_with_a_repeated_line_is_refused(tmp_path):
 def test_trailing_blank_lines_of_the_devkit_ground_truth_are_ignored(tmp_path):
     root, meta = devkit_set(tmp_path, 3)
     truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
-    truth.write_text("5\n1\n9\n\n\n")
-    rows = index_imagenet(root, labels=truth, devkit_meta=meta)
-    assert labels_of(rows) == list(zip(devkit_names(3), [35, 7, 63]))  # class 7i mod 1000 of ID i
+    for text in ("5\n1\n9\n\n\n", "5\n1\n9\n\n"):  # two blank lines at the end, or one
+        truth.write_text(text)
+        rows = index_imagenet(root, labels=truth, devkit_meta=meta)
+        assert labels_of(rows) == list(zip(devkit_names(3), [35, 7, 63]))  # class 7i mod 1000 of ID i
 
 
 def test_a_meta_mat_without_wnids_is_refused(tmp_path):
