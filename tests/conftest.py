@@ -1,8 +1,12 @@
 """Put the workflow's library (workflow/scripts) on the path; shared test locations."""
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "imagenet-sample"
@@ -44,12 +48,7 @@ CHROMIUM_FLAGS = [
 
 
 def _chromium_path():
-    import shutil
-
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +56,8 @@ def chromium():
     """A headless Chromium for checking the HTML report in a real browser: Debian's,
     installed by the test set-up when missing (as root, with apt-get); else the test skips
     and says how to get one."""
-    import subprocess
-
     path = _chromium_path()
-    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and _which("apt-get"):
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "-q", "chromium"]
         if subprocess.run(install, env=env, capture_output=True, timeout=1200).returncode != 0:
@@ -70,9 +67,3 @@ def chromium():
     if path is None:
         pytest.skip("no Chromium to render the HTML report: install Debian's chromium (apt-get install chromium)")
     return path
-
-
-def _which(name):
-    import shutil
-
-    return shutil.which(name)
