@@ -6,6 +6,8 @@ For each runtime, a session is opened through the registry
 runs on the same batches with its own model object:
 
     torch:        with torch.inference_mode(): for x in xs: model(x)
+                  (on CUDA with cuda_graphs on, the session's default: one captured graph per
+                  staged batch, replayed: graph.replay())
     onnxruntime:  for x in xs: sess.run(None, {"input": x})
     tensorrt:     for x in xs: context.set_tensor_address(input, x); context.execute_async_v3(stream)
                   (its own engine, context, stream and device buffers; one stream sync at the end)
@@ -55,6 +57,8 @@ def torch_hand_loop(spec, batches):
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = load_torch(spec.arch, spec.artifact).to(device, dtype=dtype, memory_format=layout)
     xs = [torch.from_numpy(normalise_nchw(b)).to(device, dtype).contiguous(memory_format=layout) for b in batches]
+    if device.type == "cuda" and spec.options.get("cuda_graphs", True) and not spec.options.get("compile"):
+        return torch_graph_loop(model, xs)
 
     def loop(count):
         with torch.inference_mode():
@@ -63,6 +67,34 @@ def torch_hand_loop(spec, batches):
         if device.type == "cuda":
             torch.cuda.synchronize()
         return y
+
+    return loop
+
+
+def torch_graph_loop(model, xs):
+    """The plainest CUDA-graph loop, as in PyTorch's CUDA-graph docs: warm up on a side
+    stream, capture one graph per staged input (one shared memory pool), replay them."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for x in xs:
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    pool = torch.cuda.graph_pool_handle()
+    graphs = []
+    for x in xs:
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+            model(x)
+        graphs.append(graph)
+
+    def loop(count):
+        for i in range(count):
+            graphs[i % len(graphs)].replay()
+        torch.cuda.synchronize()
+        return graphs
 
     return loop
 

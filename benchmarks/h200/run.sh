@@ -153,20 +153,27 @@ side() {
         '{"device": "cuda", "allow_tf32": false, "compile": true}' "torch-compile-fp16"
 }
 
+# each runtime as the workflow runs it: PyTorch with its CUDA graphs against a hand loop of
+# captured graphs, ONNX Runtime without (its default) against run_with_iobinding; windows of
+# about 2,000 images (200 batches of 8, 40 of 50), 5 alternating rounds
 efficiency_torch_ort() {
-    local model=$1 crop=224 int8
+    local model=$1 crop=224 int8 runtime timed
     [ "$model" = inception_v3 ] && crop=299
     int8=$(python3 -c 'import sys; sys.path.insert(0, "workflow/scripts"); from infbench.runtimes import int8_form; print(int8_form("onnxruntime", "cuda"))')
     for precision in fp32 fp16 int8; do
-        local onnx=$precision runtimes="torch onnxruntime"
-        [ "$precision" = int8 ] && onnx=int8-$int8 && runtimes=onnxruntime
         for bs in 8 50; do
-            echo "## $model $precision bs$bs" >>"$RUN/efficiency-torch-ort.md"
-            python3 benchmarks/harness_efficiency.py --runtime $runtimes --device cuda --arch "$model" --crop "$crop" \
-                --precision "$precision" --batch-size "$bs" \
-                --artifact "{\"torch\": \"results/weights/$model.safetensors\", \"onnxruntime\": \"results/onnx/$model/$onnx.onnx\"}" \
-                --options '{"cuda_graphs": false, "allow_tf32": false}' \
-                --warmup 5 --timed 200 --windows 1 --rounds 3 >>"$RUN/efficiency-torch-ort.md" 2>&1 || true
+            timed=$((bs == 8 ? 200 : 40))
+            for runtime in torch onnxruntime; do
+                local artifact=results/onnx/$model/$precision.onnx graphs=false
+                [ "$runtime" = torch ] && artifact=results/weights/$model.safetensors && graphs=true
+                [ "$precision" = int8 ] && artifact=results/onnx/$model/int8-$int8.onnx
+                [ "$precision" = int8 ] && [ "$runtime" = torch ] && continue
+                echo "## $model $precision bs$bs $runtime cuda_graphs=$graphs" >>"$RUN/efficiency-torch-ort.md"
+                python3 benchmarks/harness_efficiency.py --runtime $runtime --device cuda --arch "$model" --crop "$crop" \
+                    --precision "$precision" --batch-size "$bs" --artifact "{\"$runtime\": \"$artifact\"}" \
+                    --options "{\"cuda_graphs\": $graphs, \"allow_tf32\": false}" \
+                    --warmup 5 --timed "$timed" --windows 1 --rounds 5 >>"$RUN/efficiency-torch-ort.md" 2>&1 || true
+            done
         done
     done
 }
