@@ -83,19 +83,20 @@ def torch_graph_loop(model, xs):
             model(x)
     torch.cuda.current_stream().wait_stream(side)
     pool = torch.cuda.graph_pool_handle()
-    graphs = []
+    graphs, outs = [], []
     for x in xs:
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
-            model(x)
+            outs.append(model(x))  # each graph's static output stays alive, as in the docs' examples
         graphs.append(graph)
 
     def loop(count):
         for i in range(count):
             graphs[i % len(graphs)].replay()
         torch.cuda.synchronize()
-        return graphs
+        return outs
 
+    loop.keep_alive = (model, xs, graphs, outs)
     return loop
 
 
