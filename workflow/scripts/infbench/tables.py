@@ -8,13 +8,12 @@ marker explained in a footnote under its table, so that no cell is blank by acci
 """
 
 import csv
-import functools
 import io
-import json
 import os
 
 from infbench import files
 from infbench.errors import UserError
+from infbench.results import read_accuracy, read_speed
 from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
@@ -66,142 +65,6 @@ def add_share_of_peak(rows, macs, peaks):
         row["percent_of_peak"] = (
             None if per_image is None or not rate else 100 * 2 * per_image * row["images_per_s"] / (rate * 1e12)
         )
-
-
-# ---------------------------------------------------------------- reading result files
-
-
-def _unreadable(path, why):
-    """The one sentence for a result file that cannot be used."""
-    return UserError(f"result file {path} cannot be parsed ({why}); delete it so the workflow regenerates it")
-
-
-def _load_json(path):
-    """A result file's JSON object, or a UserError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"result file {path} does not exist; pass only files the workflow produced") from None
-    except (OSError, ValueError) as err:
-        raise _unreadable(path, err.__class__.__name__ + ": " + str(err)) from None
-    if not isinstance(data, dict):
-        raise _unreadable(path, "not a JSON object")
-    return data
-
-
-def _get(data, path, dotted, kinds, required=True, nullable=False):
-    """The value at ``dotted`` (``a.b.c``) checked against ``kinds``.
-
-    A missing optional key gives None; a missing required key or a value of the wrong
-    type means the file is not in the documented format.
-    """
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if required:
-                raise _unreadable(path, f"no {dotted!r}")
-            return None
-        node = node[part]
-    if node is None and (nullable or not required):
-        return None
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
-        raise _unreadable(path, f"{dotted!r} is {node!r}")
-    return node
-
-
-# the keys under which runtimes' info() report library and driver versions
-LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cuda", "cudnn", "driver")
-
-
-def _versions(runtime_info):
-    """The runtime's library versions as one compact string (``name version, ...``)."""
-    # the runtimes' info() names each library by its own key
-    return ", ".join(f"{k} {runtime_info[k]}" for k in LIBRARY_KEYS if runtime_info.get(k))
-
-
-def _provenance(data, path, device):
-    """Device name, versions and run times recorded in a result file's provenance."""
-    runtime_info = _get(data, path, "provenance.runtime", dict, required=False) or {}
-    host = _get(data, path, "provenance.host", dict, required=False) or {}
-    device_name = runtime_info.get("device_name")
-    if not device_name and device == "cpu":
-        device_name = host.get("cpu")
-    return {
-        "device_name": str(device_name or ""),
-        "tf32": runtime_info.get("tf32") is True,
-        "versions": _versions(runtime_info),
-        "started": _get(data, path, "provenance.started", str, required=False),
-        "finished": _get(data, path, "provenance.finished", str, required=False),
-    }
-
-
-def read_speed(path):
-    """One speed result file as a CSV row (plus its window rates as a list)."""
-    data = _load_json(path)
-    g = functools.partial(_get, data, path)
-    row = {
-        "kind": "speed",
-        "status": "measured",
-        "runtime": g("cell.runtime", str),
-        "model": g("cell.model", str),
-        "arch": g("cell.arch", str),
-        "precision": g("cell.precision", str),
-        "batch_size": g("cell.batch_size", int),
-        "device": g("cell.device", str),
-        "images_per_s": g("result.images_per_s", _NUMBER),
-        "window_images_per_s": g("result.window_images_per_s", list),
-        "spread": g("result.spread", _NUMBER),
-        "flagged": g("flagged", bool),
-        "clock_drop": g("clock_drop", str, required=False, nullable=True),
-        "ms_per_batch": g("result.ms_per_batch", _NUMBER, required=False),
-        "windows": g("result.windows", int),
-        "timed_batches": g("result.timed_batches", int),
-        "warmup_batches": g("result.warmup_batches", int),
-        "staged_batches": g("result.staged_batches", int, required=False),
-        "source": str(path),
-    }
-    if not all(isinstance(w, _NUMBER) for w in row["window_images_per_s"]):
-        raise _unreadable(path, "'result.window_images_per_s' holds a non-number")
-    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
-    row.update(_provenance(data, path, row["device"]))
-    return row
-
-
-def read_accuracy(path):
-    """One accuracy summary (.json) as a CSV row."""
-    data = _load_json(path)
-    g = functools.partial(_get, data, path)
-    row = {
-        "kind": "accuracy",
-        "status": "measured",
-        "runtime": g("cell.runtime", str),
-        "model": g("cell.model", str),
-        "arch": g("cell.arch", str, required=False),
-        "precision": g("cell.precision", str),
-        "batch_size": g("cell.batch_size", int, required=False),
-        "device": g("cell.device", str, required=False),
-        "images": g("images", int),
-        "classes": g("classes", int, required=False),
-        "top1": g("top1", _NUMBER),
-        "top5": g("top5", _NUMBER, required=False),
-        "reference": g("reference", str),
-        "mismatches": g("mismatches", int, nullable=True),
-        "logit_images": g("logit_images", int, required=False),
-        "cosine": g("cosine", _NUMBER, required=False),
-        "rel_error": g("rel_error", _NUMBER, required=False),
-        "nonfinite_images": g("nonfinite_images", int, required=False) or 0,
-        "skipped_images": g("skipped_images", int, required=False) or 0,
-        "skipped_files": g("skipped_files", list, required=False) or [],
-        "random_weights": bool(g("random_weights", bool, required=False)),
-        "source": str(path),
-    }
-    if g("reference_available", bool, required=False) is False:
-        row["mismatches"] = None
-    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
-    row.update(_provenance(data, path, row["device"]))
-    return row
 
 
 # ---------------------------------------------------------------- the config's matrix
@@ -731,6 +594,8 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
     speed_rows = [read_speed(p) for p in speed_files]
     add_share_of_peak(speed_rows, macs, gpu_peaks())
     accuracy_rows = [read_accuracy(p) for p in accuracy_files]
+    for row in speed_rows + accuracy_rows:
+        row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
 
     def in_matrix(row):
         return row["model"] in models and (row["runtime"], row["precision"]) in cols
