@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from infbench.errors import UserError
@@ -322,7 +323,8 @@ def test_cells_csv(tables):
     missing = find(kind="speed", runtime="torch", model="alexnet", batch_size="8")
     assert missing["status"] == "not run" and missing["images_per_s"] == ""
     ref = find(kind="reference", model="resnet50", precision="fp16")
-    assert ref["images_per_s"] == "2500" and ref["source"] == SOURCE
+    # the frame's images/s column is float, so the config's integer figure reads 2500.0
+    assert float(ref["images_per_s"]) == 2500 and ref["source"] == SOURCE
     assert (
         ref["device_name"] == "GeForce RTX 2080 Ti"
         and ref["runtime_label"] == "TensorRT official"
@@ -333,6 +335,79 @@ def test_cells_csv(tables):
     assert acc["mismatches"] == "3" and acc["random_weights"] == "true"
     assert float(acc["cosine"]) == pytest.approx(0.999981) and acc["images"] == "500"
     assert find(kind="accuracy", runtime="torch", model="vgg16")["mismatches"] == ""
+
+
+# every cell of the tables made from make_results, worked out by hand from the result files
+# written there (images/s: the median window; * where the spread is above 10 %)
+EXPECTED = {
+    "speed-bs8.md": {
+        "alexnet": ["2637", "81.2", "120*", "not run", "—", "—"],
+        "resnet50": ["658", "not run", "not run", "15.0", "1025", "2500"],
+        "vgg16": ["not run", "not run", "not run", "not run", "—", "—"],
+    },
+    "speed-bs50.md": {
+        "alexnet": ["not run"] * 4,
+        "resnet50": ["not run", "37.5", "not run", "not run"],
+        "vgg16": ["not run"] * 4,
+    },
+    "precision.md": {
+        "alexnet": ["0.002 / 0 (cos 1.00000, rel 0.0e+00)", "0.001 / 3 (cos 0.99998, rel 2.1e-05)",
+                    "not run", "not run"],
+        "resnet50": ["0.613 / 0", "not run", "0.613 / 59", "not run"],
+        "vgg16": ["not run", "not run", "not run", "0.495 / n/a"],
+    },
+}  # fmt: skip
+
+
+def test_the_pandas_tables_hold_what_the_result_files_hold(tables):
+    """Each table is a pivot of the cell frame: every cell must be the one its result file
+    gives, in its model's row and its Runtime(precision)'s column (hand-computed above), and
+    the frame and cells.csv must hold each file's numbers as the file has them."""
+    out, done = tables
+    for name, expected in EXPECTED.items():
+        header, rows = read_table(out / name)
+        assert {model: [row[h] for h in header[1:]] for model, row in rows.items()} == expected, name
+
+    cells = done["cells"]
+    assert len(cells) == 24 + 2 + 12 and cells.columns[:4].tolist() == ["kind", "status", "runtime", "runtime_label"]
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(cells)
+    speed_files = sorted((out.parent / "speed").rglob("*.json"))
+    accuracy_files = sorted((out.parent / "accuracy").rglob("*.json"))
+    assert len(speed_files) == 6 and len(accuracy_files) == 5
+    for path in speed_files + accuracy_files:
+        data = json.loads(path.read_text())
+        cell = data["cell"]
+        kind = "speed" if "result" in data else "accuracy"
+        where = (cells["kind"] == kind) & (cells["runtime"] == cell["runtime"]) & (cells["model"] == cell["model"])
+        where &= cells["precision"] == cell["precision"]
+        if kind == "speed":
+            where &= cells["batch_size"] == cell["batch_size"]
+        (i,) = cells.index[where]
+        row, csv_row = cells.loc[i], csv_rows[i]
+        assert row["source"] == csv_row["source"] == str(path)
+        column = {"oneflow": "OneFlow", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}[cell["runtime"]]
+        column += f"({cell['precision']})"
+        if kind == "speed":
+            result = data["result"]
+            for key in ("images_per_s", "spread", "ms_per_batch"):
+                assert row[key] == result[key] and float(csv_row[key]) == result[key], key
+            assert row["window_images_per_s"] == result["window_images_per_s"]
+            assert bool(row["flagged"]) is data["flagged"]
+            _, table = read_table(out / f"speed-bs{cell['batch_size']}.md")
+            rate = result["images_per_s"]
+            text = f"{round(rate)}" if rate >= 100 else f"{rate:.1f}"
+            assert table[cell["model"]][column] == text + ("*" if data["flagged"] else ""), path
+        else:
+            for key in ("top1", "top5", "cosine", "rel_error", "mismatches"):
+                if data[key] is None:
+                    assert row[key] is pd.NA and csv_row[key] == "", key
+                else:
+                    assert row[key] == data[key] and float(csv_row[key]) == data[key], key
+            _, table = read_table(out / "precision.md")
+            mismatches = "n/a" if data["mismatches"] is None else data["mismatches"]
+            assert table[cell["model"]][column].startswith(f"{data['top1']:.3f} / {mismatches}"), path
 
 
 def test_report_joins_tables_and_writes_are_clean(tables):

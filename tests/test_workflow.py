@@ -291,6 +291,22 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
     header, rows = read_markdown_table(tables / "speed-bs8.md")
     assert rows["resnet50"]["Vendor(fp32)"] == "1234"
 
+    # the tables are pivots of one frame of every cell: each cell shows its result file's figure
+    names = {"oneflow": "OneFlow", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
+    speed_files = sorted((workdir / "results/speed").rglob("*.json"))
+    assert len(speed_files) == 2 * len(columns) * 2
+    for path in speed_files:
+        data = json.loads(path.read_text())
+        cell, rate = data["cell"], data["result"]["images_per_s"]
+        _, table = read_markdown_table(tables / f"speed-bs{cell['batch_size']}.md")
+        shown = table[cell["model"]][f"{names[cell['runtime']]}({cell['precision']})"]
+        assert shown.rstrip("*†‡") == (f"{round(rate)}" if round(rate, 1) >= 100 else f"{rate:.1f}"), path
+    _, table = read_markdown_table(tables / "precision.md")
+    for path in sorted((workdir / "results/accuracy").rglob("*.json")):
+        data = json.loads(path.read_text())
+        shown = table[data["cell"]["model"]][f"{names[data['cell']['runtime']]}({data['cell']['precision']})"]
+        assert shown.startswith(f"{data['top1']:.3f} / {data['mismatches']}"), path
+
     header, rows = read_markdown_table(tables / "precision.md")
     reference = "OneFlow(fp32)" if HAVE_ONEFLOW else "PyTorch(fp32)"
     for model in ("alexnet", "resnet50"):

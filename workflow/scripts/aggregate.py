@@ -53,7 +53,7 @@ def what_ran(plan):
     """(speed files, accuracy files, failures) from a plan of the configured cells."""
     from score import summarise
 
-    from infbench.cli import write_json
+    from infbench import results
 
     speed, accuracy, failures = [], [], {}
     for cell in plan["speed"]:
@@ -68,7 +68,7 @@ def what_ran(plan):
             reference = cell["reference_predictions"]
             partial = os.path.join(plan["partial_dir"], cell["result"].replace(os.sep, "-"))
             try:
-                write_json(
+                results.write(
                     partial,
                     summarise(
                         cell["predictions"],

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from infbench import gpu, provenance, runtimes, timing  # noqa: E402
-from infbench.cli import add_cell_args, cell_of, open_cache, several_cells, spec_from_args, write_json  # noqa: E402
+from infbench import gpu, provenance, results, runtimes, timing  # noqa: E402
+from infbench.cli import add_cell_args, cell_of, open_cache, several_cells, spec_from_args  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
     phases.mark("close")
 
     clocks = result.pop("probe")  # the GPU's clocks before and after the timed windows
-    write_json(
+    results.write(
         out,
         {
             "cell": cell_of(spec),

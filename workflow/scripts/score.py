@@ -9,8 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from infbench import metrics  # noqa: E402
-from infbench.cli import write_json  # noqa: E402
+from infbench import metrics, results  # noqa: E402
 from infbench.errors import UserError, main_guard  # noqa: E402
 
 
@@ -68,7 +67,7 @@ def main():
     parser.add_argument("--bad-images", help="bad_images.tsv of the index step (images left out)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    write_json(
+    results.write(
         args.out,
         summarise(
             args.predictions, args.labels, args.reference, args.reference_name, args.random_weights, args.bad_images

@@ -2,7 +2,6 @@
 
 import json
 
-from infbench import files
 from infbench.errors import UserError
 from infbench.runtimes import CAPABILITIES
 from infbench.runtimes.base import SessionSpec
@@ -74,8 +73,3 @@ def open_cache(path, crop):
             " delete it so that the workflow preprocesses the data set again"
         )
     return cache
-
-
-def write_json(path, obj):
-    """Write JSON atomically, so that an interrupted job leaves no half file behind."""
-    files.atomic_write(path, json.dumps(obj, indent=2) + "\n")

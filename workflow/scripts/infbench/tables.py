@@ -4,17 +4,21 @@ The tables have the shape of the report infbench descends from: one speed table 
 batch size (rows = models, columns = ``Runtime(precision)`` then the reference figures),
 and one precision table (``top-1 / mismatches``). Every cell is either a figure or a
 marker explained in a footnote under its table, so that no cell is blank by accident.
-``cells.csv`` lists every cell with what produced it; ``report.md`` joins the tables.
+
+``load_cells`` reads every result file (``infbench.results``) into one tidy pandas
+DataFrame, one row per table cell: measured, ``not run``, ``failed`` or a reference
+figure, with the columns of ``COLUMNS``. Each table is a pivot of that frame (rows =
+models, columns = ``Runtime(precision)``), written with ``DataFrame.to_markdown``;
+``cells.csv`` is the frame itself (``to_csv``); ``report.md`` joins the tables.
 """
 
-import csv
-import functools
-import io
-import json
 import os
+
+import pandas as pd
 
 from infbench import files
 from infbench.errors import UserError
+from infbench.results import read_accuracy, read_speed
 from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
@@ -29,15 +33,23 @@ OTHER_DEVICE = "‡"  # appended to a speed figure measured on another device th
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
 FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a footnote
 
-CSV_FIELDS = [
-    "kind", "status", "runtime", "runtime_label", "model", "arch", "precision",
-    "batch_size", "device", "device_name", "images_per_s", "window_images_per_s",
-    "spread", "flagged", "clock_drop", "gmacs_per_image", "percent_of_peak", "ms_per_batch", "windows",
-    "timed_batches", "warmup_batches",
-    "staged_batches", "top1", "top5", "mismatches", "reference", "logit_images", "cosine",
-    "rel_error", "nonfinite_images", "skipped_images", "random_weights", "images", "versions", "started",
-    "finished", "source", "reason",
-]  # fmt: skip
+# the cell frame's columns and their dtypes, in cells.csv's order; kind: speed, reference
+# (a figure from the config's reference_results) or accuracy; status: measured, reference,
+# not run or failed (with the reason its log gives)
+COLUMNS = {
+    "kind": "str", "status": "str", "runtime": "str", "runtime_label": "str", "model": "str",
+    "arch": "str", "precision": "str", "batch_size": "Int64", "device": "str", "device_name": "str",
+    "images_per_s": "Float64", "window_images_per_s": object, "spread": "Float64", "flagged": "boolean",
+    "clock_drop": "str", "gmacs_per_image": "Float64", "percent_of_peak": "Float64",
+    "ms_per_batch": "Float64", "windows": "Int64", "timed_batches": "Int64", "warmup_batches": "Int64",
+    "staged_batches": "Int64", "top1": "Float64", "top5": "Float64", "mismatches": "Int64",
+    "reference": "str", "logit_images": "Int64", "cosine": "Float64", "rel_error": "Float64",
+    "nonfinite_images": "Int64", "skipped_images": "Int64", "random_weights": "boolean", "images": "Int64",
+    "versions": "str", "started": "str", "finished": "str", "source": "str", "reason": "str",
+}  # fmt: skip
+# in the frame, not in cells.csv: what the tables' footnotes also need
+EXTRA_COLUMNS = {"classes": "Int64", "skipped_files": object, "tf32": "boolean"}
+CSV_FIELDS = list(COLUMNS)
 
 _NUMBER = (int, float)
 
@@ -66,142 +78,6 @@ def add_share_of_peak(rows, macs, peaks):
         row["percent_of_peak"] = (
             None if per_image is None or not rate else 100 * 2 * per_image * row["images_per_s"] / (rate * 1e12)
         )
-
-
-# ---------------------------------------------------------------- reading result files
-
-
-def _unreadable(path, why):
-    """The one sentence for a result file that cannot be used."""
-    return UserError(f"result file {path} cannot be parsed ({why}); delete it so the workflow regenerates it")
-
-
-def _load_json(path):
-    """A result file's JSON object, or a UserError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"result file {path} does not exist; pass only files the workflow produced") from None
-    except (OSError, ValueError) as err:
-        raise _unreadable(path, err.__class__.__name__ + ": " + str(err)) from None
-    if not isinstance(data, dict):
-        raise _unreadable(path, "not a JSON object")
-    return data
-
-
-def _get(data, path, dotted, kinds, required=True, nullable=False):
-    """The value at ``dotted`` (``a.b.c``) checked against ``kinds``.
-
-    A missing optional key gives None; a missing required key or a value of the wrong
-    type means the file is not in the documented format.
-    """
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if required:
-                raise _unreadable(path, f"no {dotted!r}")
-            return None
-        node = node[part]
-    if node is None and (nullable or not required):
-        return None
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
-        raise _unreadable(path, f"{dotted!r} is {node!r}")
-    return node
-
-
-# the keys under which runtimes' info() report library and driver versions
-LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cuda", "cudnn", "driver")
-
-
-def _versions(runtime_info):
-    """The runtime's library versions as one compact string (``name version, ...``)."""
-    # the runtimes' info() names each library by its own key
-    return ", ".join(f"{k} {runtime_info[k]}" for k in LIBRARY_KEYS if runtime_info.get(k))
-
-
-def _provenance(data, path, device):
-    """Device name, versions and run times recorded in a result file's provenance."""
-    runtime_info = _get(data, path, "provenance.runtime", dict, required=False) or {}
-    host = _get(data, path, "provenance.host", dict, required=False) or {}
-    device_name = runtime_info.get("device_name")
-    if not device_name and device == "cpu":
-        device_name = host.get("cpu")
-    return {
-        "device_name": str(device_name or ""),
-        "tf32": runtime_info.get("tf32") is True,
-        "versions": _versions(runtime_info),
-        "started": _get(data, path, "provenance.started", str, required=False),
-        "finished": _get(data, path, "provenance.finished", str, required=False),
-    }
-
-
-def read_speed(path):
-    """One speed result file as a CSV row (plus its window rates as a list)."""
-    data = _load_json(path)
-    g = functools.partial(_get, data, path)
-    row = {
-        "kind": "speed",
-        "status": "measured",
-        "runtime": g("cell.runtime", str),
-        "model": g("cell.model", str),
-        "arch": g("cell.arch", str),
-        "precision": g("cell.precision", str),
-        "batch_size": g("cell.batch_size", int),
-        "device": g("cell.device", str),
-        "images_per_s": g("result.images_per_s", _NUMBER),
-        "window_images_per_s": g("result.window_images_per_s", list),
-        "spread": g("result.spread", _NUMBER),
-        "flagged": g("flagged", bool),
-        "clock_drop": g("clock_drop", str, required=False, nullable=True),
-        "ms_per_batch": g("result.ms_per_batch", _NUMBER, required=False),
-        "windows": g("result.windows", int),
-        "timed_batches": g("result.timed_batches", int),
-        "warmup_batches": g("result.warmup_batches", int),
-        "staged_batches": g("result.staged_batches", int, required=False),
-        "source": str(path),
-    }
-    if not all(isinstance(w, _NUMBER) for w in row["window_images_per_s"]):
-        raise _unreadable(path, "'result.window_images_per_s' holds a non-number")
-    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
-    row.update(_provenance(data, path, row["device"]))
-    return row
-
-
-def read_accuracy(path):
-    """One accuracy summary (.json) as a CSV row."""
-    data = _load_json(path)
-    g = functools.partial(_get, data, path)
-    row = {
-        "kind": "accuracy",
-        "status": "measured",
-        "runtime": g("cell.runtime", str),
-        "model": g("cell.model", str),
-        "arch": g("cell.arch", str, required=False),
-        "precision": g("cell.precision", str),
-        "batch_size": g("cell.batch_size", int, required=False),
-        "device": g("cell.device", str, required=False),
-        "images": g("images", int),
-        "classes": g("classes", int, required=False),
-        "top1": g("top1", _NUMBER),
-        "top5": g("top5", _NUMBER, required=False),
-        "reference": g("reference", str),
-        "mismatches": g("mismatches", int, nullable=True),
-        "logit_images": g("logit_images", int, required=False),
-        "cosine": g("cosine", _NUMBER, required=False),
-        "rel_error": g("rel_error", _NUMBER, required=False),
-        "nonfinite_images": g("nonfinite_images", int, required=False) or 0,
-        "skipped_images": g("skipped_images", int, required=False) or 0,
-        "skipped_files": g("skipped_files", list, required=False) or [],
-        "random_weights": bool(g("random_weights", bool, required=False)),
-        "source": str(path),
-    }
-    if g("reference_available", bool, required=False) is False:
-        row["mismatches"] = None
-    row["runtime_label"] = LABELS.get(row["runtime"], row["runtime"])
-    row.update(_provenance(data, path, row["device"]))
-    return row
 
 
 # ---------------------------------------------------------------- the config's matrix
@@ -281,14 +157,37 @@ def format_rate(images_per_s):
     return f"{round(images_per_s)}" if rounded >= 100 else f"{rounded:.1f}"
 
 
-def markdown_table(header, rows):
-    """A GitHub markdown table, columns padded so that the raw file reads too."""
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+def _records(frame):
+    """The frame's rows as dicts of plain values, None where a value is missing."""
+    return [
+        {k: None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
 
-    def line(cells):
-        return "| " + " | ".join(f"{c:<{w}}" for c, w in zip(cells, widths)) + " |"
 
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+def _column_labels(frame):
+    """Each row's table column: ``Runtime(precision)`` (a reference figure's label is its
+    runtime_label)."""
+    return frame["runtime_label"] + "(" + frame["precision"] + ")"
+
+
+def pivot(cells, models, columns, fill=None):
+    """The table of ``cells`` (a frame with model, kind, column and text): rows = models in
+    the config's order, columns = the (kind, header) pairs given, ``fill`` where no cell."""
+    table = cells.pivot(index="model", columns=["kind", "column"], values="text")
+    table = table.reindex(index=list(models), columns=pd.MultiIndex.from_tuples(columns))
+    table.columns = [header for _, header in columns]
+    return table if fill is None else table.fillna(fill)
+
+
+def to_markdown(table):
+    """A table as GitHub markdown (``DataFrame.to_markdown``), the row labels as its
+    ``model`` column, every column left-aligned and padded so that the raw file reads too."""
+    return (
+        table.rename_axis("model")
+        .reset_index()
+        .to_markdown(index=False, tablefmt="github", stralign="left", disable_numparse=True)
+    )
 
 
 def _distinct(values):
@@ -332,58 +231,53 @@ def usual_devices(rows):
 # ---------------------------------------------------------------- the tables
 
 
+def _failed(records):
+    """(``model Runtime(precision)``, the reason its log gives) of each failed cell."""
+    return [
+        (f"{r['model']} {label(r['runtime'], r['precision'])}", r["reason"]) for r in records if r["status"] == FAILED
+    ]
+
+
 def failed_note(failed):
     """The footnote of the ``failed`` marker: each failed cell and its log's sentence."""
     listed = "; ".join(f"{where}: {reason}" for where, reason in failed)
     return f"`{FAILED}`: the cell's job failed (the next run tries it again); its log says: {listed}"
 
 
-def speed_section(config, batch_size, speed, figures, failures=None):
-    """The speed table for one batch size and its notes, as markdown (no heading)."""
+def _speed_text(row, usual):
+    """A speed cell: images/s with its markers, a reference figure, or the cell's status."""
+    if row["status"] not in ("measured", "reference"):
+        return row["status"]  # not run, failed
+    text = format_rate(row["images_per_s"])
+    if row["kind"] == "speed":
+        text += FLAG if row["flagged"] else ""
+        text += CLOCK_FLAG if row["clock_drop"] else ""
+        text += OTHER_DEVICE if row["device_name"] != usual[row["device"]] else ""
+    return text
+
+
+def speed_section(config, batch_size, cells, figures):
+    """The speed table for one batch size and its notes, as markdown (no heading): a pivot
+    of the speed and reference rows of ``cells`` (``load_cells``) at this batch size."""
     models = _config(config, "models", dict)
     cols = columns(config)
     ref_cols = reference_columns(figures, models, batch_size)
-    header = ["model"] + [label(r, p) for r, p in cols] + [f"{lab}({p})" for lab, p in ref_cols]
-    rows, shown, flagged, slowed, markers, failed, elsewhere = [], [], [], [], set(), [], []
-    usual = usual_devices(
-        speed[(runtime, model, precision, batch_size)]
-        for model in models
-        for runtime, precision in cols
-        if (runtime, model, precision, batch_size) in speed
+    here = cells[cells["kind"].isin(["speed", "reference"]) & cells["batch_size"].eq(batch_size).fillna(False)]
+    records = _records(here)
+    shown = [r for r in records if r["kind"] == "speed" and r["status"] == "measured"]
+    usual = usual_devices(shown)
+    here = here.assign(column=_column_labels(here), text=[_speed_text(r, usual) for r in records])
+    table = pivot(
+        here,
+        models,
+        [("speed", label(r, p)) for r, p in cols] + [("reference", f"{lab}({p})") for lab, p in ref_cols],
+        fill=NO_FIGURE,
     )
-    for model in models:
-        cells = [model]
-        for runtime, precision in cols:
-            row = speed.get((runtime, model, precision, batch_size))
-            reason = (failures or {}).get(("speed", runtime, model, precision, batch_size))
-            if row is None and reason is not None:
-                cells.append(FAILED)
-                failed.append((f"{model} {label(runtime, precision)}", reason))
-                continue
-            if row is None:
-                cells.append(NOT_RUN)
-                markers.add(NOT_RUN)
-                continue
-            shown.append(row)
-            text = format_rate(row["images_per_s"])
-            if row["flagged"]:
-                text += FLAG
-                flagged.append(row)
-            if row.get("clock_drop"):
-                text += CLOCK_FLAG
-                slowed.append(row)
-            if row["device_name"] != usual[row["device"]]:
-                text += OTHER_DEVICE
-                elsewhere.append(row)
-            cells.append(text)
-        for lab, precision in ref_cols:
-            ref = figures.get((lab, model, precision, batch_size))
-            if ref is None:
-                cells.append(NO_FIGURE)
-                markers.add(NO_FIGURE)
-            else:
-                cells.append(format_rate(ref["images_per_s"]))
-        rows.append(cells)
+    flagged = [r for r in shown if r["flagged"]]
+    slowed = [r for r in shown if r["clock_drop"]]
+    elsewhere = [r for r in shown if r["device_name"] != usual[r["device"]]]
+    failed = _failed(records)
+    markers = {marker for marker in (NOT_RUN, NO_FIGURE) if table.eq(marker).to_numpy().any()}
 
     timing = config.get("timing") or {}
     crops = {}
@@ -467,7 +361,7 @@ def speed_section(config, batch_size, speed, figures, failures=None):
         notes.append(
             f"{lab}: device {_joined(f.get('device') for f in refs)}; source {_joined(f.get('source') for f in refs)}."
         )
-    return markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
 # how each int8 form is quantised (infbench.precision.calibrate_int8 writes both)
@@ -540,28 +434,20 @@ def reference_cell(config):
     return tuple(ref.split("/"))
 
 
-def precision_section(config, accuracy, failures=None):
-    """The precision table and its notes, as markdown (no heading)."""
+def precision_section(config, cells):
+    """The precision table and its notes, as markdown (no heading): a pivot of the accuracy
+    rows of ``cells`` (``load_cells``)."""
     models = _config(config, "models", dict)
     cols = columns(config)
     ref_runtime, ref_precision = reference_cell(config)
     ref_label = label(ref_runtime, ref_precision)
-    header = ["model"] + [label(r, p) for r, p in cols]
-    rows, shown, failed = [], [], []
-    for model in models:
-        cells = [model]
-        for runtime, precision in cols:
-            row = accuracy.get((runtime, model, precision))
-            reason = (failures or {}).get(("accuracy", runtime, model, precision, None))
-            if row is not None:
-                shown.append(row)
-                cells.append(_accuracy_cell(row))
-            elif reason is not None:
-                cells.append(FAILED)
-                failed.append((f"{model} {label(runtime, precision)}", reason))
-            else:
-                cells.append(NOT_RUN)
-        rows.append(cells)
+    here = cells[cells["kind"].eq("accuracy")]
+    records = _records(here)
+    shown = [r for r in records if r["status"] == "measured"]
+    failed = _failed(records)
+    texts = [_accuracy_cell(r) if r["status"] == "measured" else r["status"] for r in records]
+    here = here.assign(column=_column_labels(here), text=texts)
+    table = pivot(here, models, [("accuracy", label(r, p)) for r, p in cols])
 
     intro = (
         f"Cells: top-1 accuracy over {_joined((r['images'] for r in shown), 'no')} images"
@@ -571,7 +457,7 @@ def precision_section(config, accuracy, failures=None):
         f" cell {ref_label} (`accuracy.reference: {ref_runtime}/{ref_precision}`)."
     )
     notes = []
-    if any(NOT_RUN in cells for cells in rows):
+    if table.eq(NOT_RUN).to_numpy().any():
         notes.append(
             f"`{NOT_RUN}`: configured, but no accuracy summary for this cell was given to the"
             " aggregate step (the job has not run or failed)."
@@ -618,74 +504,10 @@ def precision_section(config, accuracy, failures=None):
         "Devices: " + _per_runtime(shown, _device) + ".",
         "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
     ]
-    return intro + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return intro + "\n\n" + to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-# ---------------------------------------------------------------- cells.csv
-
-
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
-    return value
-
-
-def csv_rows(config, speed, accuracy, figures, failures=None):
-    """Every table cell as a tidy row: measured, ``not run``, ``failed`` or a reference figure."""
-    models = _config(config, "models", dict)
-    runtimes = _config(config, "runtimes", dict)
-    cols = columns(config)
-    ref = "/".join(reference_cell(config))
-
-    def not_run(kind, runtime, model, precision, batch_size):
-        reason = (failures or {}).get((kind, runtime, model, precision, batch_size))
-        return {
-            "kind": kind, "status": NOT_RUN if reason is None else FAILED, "reason": reason,
-            "runtime": runtime,
-            "runtime_label": LABELS.get(runtime, runtime), "model": model,
-            "arch": (models[model] or {}).get("arch"), "precision": precision,
-            "batch_size": batch_size, "device": (runtimes[runtime] or {}).get("device"),
-            "reference": ref if kind == "accuracy" else None,
-        }  # fmt: skip
-
-    out = []
-    for batch_size in _config(config, "batch_sizes", list):
-        for model in models:
-            for runtime, precision in cols:
-                key = (runtime, model, precision, batch_size)
-                out.append(speed.get(key) or not_run("speed", *key))
-            for lab, precision in reference_columns(figures, models, batch_size):
-                fig = figures.get((lab, model, precision, batch_size))
-                if fig is not None:
-                    out.append({
-                        "kind": "reference", "status": "reference", "runtime_label": lab,
-                        "model": model, "arch": (models[model] or {}).get("arch"),
-                        "precision": precision, "batch_size": batch_size,
-                        "device_name": fig.get("device"), "images_per_s": fig["images_per_s"],
-                        "source": fig.get("source"),
-                    })  # fmt: skip
-    for model in models:
-        for runtime, precision in cols:
-            row = accuracy.get((runtime, model, precision))
-            out.append(row or not_run("accuracy", runtime, model, precision, None))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in out:
-        writer.writerow({k: _csv_value(row.get(k)) for k in CSV_FIELDS})
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------- writing
-
-
-def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    files.atomic_write(path, text)
+# ---------------------------------------------------------------- the cell frame
 
 
 def _index(rows, key, kind):
@@ -713,20 +535,23 @@ def _check_reference(config, accuracy):
             )
 
 
-def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None):
-    """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
+def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
+    """Every table cell of the config's matrix as one tidy DataFrame, and the result files
+    left out because their cell is not in the config: ``(frame, unused)``.
 
-    ``failures`` maps a cell without a result, ``(kind, runtime, model, precision,
-    batch size or None)``, to the one-sentence reason its job failed; those cells show
-    ``failed`` instead of ``not run``. ``macs`` maps a model to its MACs per image
-    (``infbench.flops``), for each speed cell's share of its GPU's peak. Returns
-    ``{"written": [paths], "unused": [result
-    files for cells not in the config]}``.
+    One row per cell, in the tables' order (per batch size: each model's speed cells in
+    column order, then its reference figures; then each model's accuracy cells), with the
+    columns of ``COLUMNS`` and ``EXTRA_COLUMNS``. A configured cell without a result file
+    is ``not run``, or ``failed`` with the reason ``failures`` gives for it (keyed
+    ``(kind, runtime, model, precision, batch size or None)``). ``macs`` maps a model to
+    its MACs per image (``infbench.flops``), for each speed cell's share of its GPU's peak.
     """
     models = _config(config, "models", dict)
+    runtimes = _config(config, "runtimes", dict)
     batch_sizes = _config(config, "batch_sizes", list)
-    cols = set(columns(config))
+    cols = columns(config)
     figures = reference_figures(config)
+    ref = "/".join(reference_cell(config))
 
     speed_rows = [read_speed(p) for p in speed_files]
     add_share_of_peak(speed_rows, macs, gpu_peaks())
@@ -749,15 +574,78 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
     )
     _check_reference(config, accuracy)
 
+    def measured(row):
+        return {**row, "runtime_label": LABELS.get(row["runtime"], row["runtime"])}
+
+    def not_run(kind, runtime, model, precision, batch_size):
+        reason = (failures or {}).get((kind, runtime, model, precision, batch_size))
+        return {
+            "kind": kind, "status": NOT_RUN if reason is None else FAILED, "reason": reason,
+            "runtime": runtime,
+            "runtime_label": LABELS.get(runtime, runtime), "model": model,
+            "arch": (models[model] or {}).get("arch"), "precision": precision,
+            "batch_size": batch_size, "device": (runtimes[runtime] or {}).get("device"),
+            "reference": ref if kind == "accuracy" else None,
+        }  # fmt: skip
+
+    rows = []
+    for batch_size in batch_sizes:
+        for model in models:
+            for runtime, precision in cols:
+                key = (runtime, model, precision, batch_size)
+                rows.append(measured(speed[key]) if key in speed else not_run("speed", *key))
+            for lab, precision in reference_columns(figures, models, batch_size):
+                fig = figures.get((lab, model, precision, batch_size))
+                if fig is not None:
+                    rows.append({
+                        "kind": "reference", "status": "reference", "runtime_label": lab,
+                        "model": model, "arch": (models[model] or {}).get("arch"),
+                        "precision": precision, "batch_size": batch_size,
+                        "device_name": fig.get("device"), "images_per_s": fig["images_per_s"],
+                        "source": fig.get("source"),
+                    })  # fmt: skip
+    for model in models:
+        for runtime, precision in cols:
+            key = (runtime, model, precision)
+            rows.append(measured(accuracy[key]) if key in accuracy else not_run("accuracy", *key, None))
+    dtypes = {**COLUMNS, **EXTRA_COLUMNS}
+    frame = pd.DataFrame.from_records(rows, columns=list(dtypes)).astype(dtypes)
+    return frame, unused
+
+
+def cells_csv(cells):
+    """cells.csv: the frame's ``COLUMNS`` (``to_csv``), booleans as true/false, window
+    rates joined by ``;``, missing values empty."""
+    out = cells[CSV_FIELDS].copy()
+    for name in ("flagged", "random_weights"):
+        out[name] = out[name].map({True: "true", False: "false"}, na_action="ignore")
+    out["window_images_per_s"] = out["window_images_per_s"].map(
+        lambda rates: ";".join(str(r) for r in rates), na_action="ignore"
+    )
+    return out.to_csv(index=False, na_rep="", lineterminator="\n")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    files.atomic_write(path, text)
+
+
+def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None):
+    """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
+
+    ``failures`` and ``macs``: as ``load_cells`` takes them. Returns ``{"written": [paths],
+    "unused": [result files for cells not in the config], "cells": the cell frame}``.
+    """
+    cells, unused = load_cells(config, speed_files, accuracy_files, failures, macs)
+    figures = reference_figures(config)
     sections = [
-        (
-            f"speed-bs{bs}.md",
-            f"Speed, batch size {bs}",
-            speed_section(config, bs, speed, figures, failures),
-        )
-        for bs in batch_sizes
+        (f"speed-bs{bs}.md", f"Speed, batch size {bs}", speed_section(config, bs, cells, figures))
+        for bs in _config(config, "batch_sizes", list)
     ]
-    sections.append(("precision.md", "Precision", precision_section(config, accuracy, failures)))
+    sections.append(("precision.md", "Precision", precision_section(config, cells)))
 
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -765,8 +653,8 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
         written.append(os.path.join(out_dir, name))
         write_atomic(written[-1], f"# {title}\n\n{body}")
     written.append(os.path.join(out_dir, "cells.csv"))
-    write_atomic(written[-1], csv_rows(config, speed, accuracy, figures, failures))
+    write_atomic(written[-1], cells_csv(cells))
     report = "# infbench report\n\n" + "\n".join(f"## {t}\n\n{b}" for _, t, b in sections)
     written.append(os.path.join(out_dir, "report.md"))
     write_atomic(written[-1], report)
-    return {"written": written, "unused": unused}
+    return {"written": written, "unused": unused, "cells": cells}
