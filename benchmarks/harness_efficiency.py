@@ -110,9 +110,12 @@ def onnxruntime_hand_loop(spec, batches):
 
     from infbench.runtimes.onnxruntime import provider_options
 
+    variant = spec.options.get("hand", {})  # --hand: the loop made more like the session, one step at a time
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
+    if variant.get("inter_op_threads"):
+        options.inter_op_num_threads = int(variant["inter_op_threads"])
     providers, provider_opts = provider_options(spec)
     provider_opts = [{k: v for k, v in o.items() if k != "enable_cuda_graph"} for o in provider_opts]
     sess = ort.InferenceSession(
@@ -127,18 +130,32 @@ def onnxruntime_hand_loop(spec, batches):
             return y
 
         return loop
-    bindings = []
+    bindings, outs = [], []
+    output = sess.get_outputs()[0]
     for x in xs:
         binding = sess.io_binding()
         binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        binding.bind_output(sess.get_outputs()[0].name, "cuda")
+        if variant.get("preallocated_output"):
+            dtype = np.float16 if output.type == "tensor(float16)" else np.float32
+            shape = [spec.batch_size] + [d if isinstance(d, int) else 1 for d in output.shape[1:]]
+            outs.append(ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", 0))
+            binding.bind_ortvalue_output(output.name, outs[-1])
+        else:
+            binding.bind_output(output.name, "cuda")
         bindings.append(binding)
+    run_options = None
+    if variant.get("per_run_sync", True) is False:
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     def loop(count):
         for i in range(count):
-            sess.run_with_iobinding(bindings[i % len(bindings)])
+            sess.run_with_iobinding(bindings[i % len(bindings)], run_options)
+        if run_options is not None:
+            bindings[(count - 1) % len(bindings)].synchronize_outputs()
         return bindings
 
+    loop.keep_alive = outs
     return loop
 
 
@@ -248,6 +265,8 @@ def bench(runtime, args, work):
     if runtime not in HAND_LOOPS:
         raise UserError(f"no hand loop for --runtime {runtime}; add one to HAND_LOOPS in {__file__}")
     options = json.loads(args.options)
+    if json.loads(args.hand):
+        options["hand"] = json.loads(args.hand)
     if runtime == "tensorrt" and args.engine:
         # time the engine as the workflow built it: its build options come from its sidecar
         from infbench.runtimes.tensorrt import build as engine
@@ -296,6 +315,12 @@ def main():
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--options", default="{}", help="the runtime's options block, JSON")
+    parser.add_argument(
+        "--hand",
+        default="{}",
+        help="ONNX Runtime on CUDA: the hand loop made like the session in one respect, JSON:"
+        ' {"per_run_sync": false, "preallocated_output": true, "inter_op_threads": 1}',
+    )
     parser.add_argument("--staged", type=int, default=4, help="distinct batches in rotation")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--timed", type=int, default=20, help="batches per window")

@@ -17,7 +17,7 @@
 # and 50; the harness-efficiency check of the PyTorch and ONNX Runtime cells of the models
 # in EFFICIENCY (default MODELS) and of every TensorRT cell; then the builder-level study
 # (batch 8, levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8;
-# STUDY= skips it).
+# STUDY= skips it); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
@@ -117,6 +117,7 @@ job() {
     if have_trt; then
         efficiency_trt
     fi
+    [ -n "${ORT_DIAG:-}" ] && ort_diag
     gpu_state
     if have_trt; then
         for precision in $STUDY; do
@@ -178,6 +179,20 @@ efficiency_torch_ort() {
     done
 }
 
+# ORT_DIAG=1: ONNX Runtime fp16 resnet50 batch 8 (0.833 of the plain loop in run 3), the
+# hand loop made like the session in one respect at a time
+ort_diag() {
+    phase "ONNX Runtime harness diagnosis"
+    for hand in '{}' '{"per_run_sync": false}' '{"preallocated_output": true}' '{"inter_op_threads": 1}' \
+        '{"per_run_sync": false, "preallocated_output": true, "inter_op_threads": 1}'; do
+        echo "## resnet50 fp16 bs8 onnxruntime hand=$hand" >>"$RUN/ort-diag.md"
+        python3 benchmarks/harness_efficiency.py --runtime onnxruntime --device cuda --arch resnet50 --crop 224 \
+            --precision fp16 --batch-size 8 --artifact '{"onnxruntime": "results/onnx/resnet50/fp16.onnx"}' \
+            --options '{"cuda_graphs": false, "allow_tf32": false}' --hand "$hand" \
+            --warmup 5 --timed 200 --windows 1 --rounds 5 >>"$RUN/ort-diag.md" 2>&1 || true
+    done
+}
+
 efficiency_trt() {
     for model in $MODELS; do
         for precision in fp32 fp16 int8; do
@@ -205,7 +220,7 @@ collect() {
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
     cat results/tables/speed-bs*.md results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
     grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
-    grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" 2>/dev/null | cut -c1-160 | head -80 || true
+    grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" 2>/dev/null | cut -c1-160 | head -80 || true
     cat "$RUN/levels.md" "$RUN/phases.txt" 2>/dev/null || true
     tail -n 5 "$RUN/job.log"
 }
