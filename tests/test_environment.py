@@ -74,6 +74,36 @@ def test_the_tensorrt_pins_resolve_for_python310_from_pypi_alone(tmp_path):
     assert not any(name.endswith("-cu13") or name.endswith("-cu11") for name in got)
 
 
+@pytest.mark.parametrize("major", ["12", "13"])
+def test_the_nvidia_index_variants_pin_cuda_python_of_tensorrts_cuda_major(tmp_path, major):
+    """envs/requirements-tensorrt-nvidia-cuNN.txt: tensorrt-cuNN with the cuda-python of the
+    same CUDA major. TensorRT's own -libs are on NVIDIA's index only, which no machine here
+    reaches; the rest of each file resolves from PyPI alone (`pip install --dry-run`), and
+    pip's choice of cuda-python and cuda-bindings is of major NN."""
+    import json
+    import sys
+
+    lines = (REPO / "envs" / f"requirements-tensorrt-nvidia-cu{major}.txt").read_text().splitlines()
+    reqs = [line for line in lines if line and not line.startswith(("#", "--"))]
+    assert [r for r in reqs if r.startswith("tensorrt")] == [next(r for r in reqs if r.startswith(f"tensorrt-cu{major}>="))]
+    assert "--extra-index-url https://pypi.nvidia.com" in lines
+    rest = tmp_path / "rest.txt"
+    rest.write_text("\n".join(r for r in reqs if not r.startswith("tensorrt")) + "\n")
+    report = tmp_path / "report.json"
+    platforms = [arg for tag in LINUX_TAGS for arg in ("--platform", tag)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--no-cache-dir",
+         "--report", str(report), "--python-version", "3.12", "--only-binary=:all:", *platforms,
+         "--target", str(tmp_path / "target"), "-r", str(rest)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if "No matching distribution found for cuda-python" in proc.stderr or "Network is unreachable" in proc.stderr:
+        pytest.skip("no package index reachable from here")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    assert got["cuda-python"].split(".")[0] == major and got["cuda-bindings"].split(".")[0] == major, got
+
+
 def test_an_air_gapped_node_installs_from_the_wheelhouse_and_plans_the_gpu_run(tmp_path):
     """`make wheelhouse` on a connected machine, then envs/offline-gpu.sh with no index:
     the node's venv gets Snakemake, ONNX Runtime's CUDA build and the rest from the wheels
