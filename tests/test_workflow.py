@@ -364,7 +364,11 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
 def test_the_html_report_renders_in_a_real_browser(finished_run, chromium, tmp_path):
     """`snakemake --report` (make report) on the finished run, opened in headless Chromium:
     the report's own JavaScript draws the front page from workflow/report/workflow.rst with
-    this run's config, and a menu with the result categories (tables, figures, cells)."""
+    this run's config, and a menu with the result categories (tables, figures, cells); no
+    script error on the page, every table and plot of the run inside, and a screenshot of
+    the first page that is not blank."""
+    from PIL import Image
+
     from conftest import CHROMIUM_FLAGS
 
     workdir, config = finished_run
@@ -372,11 +376,14 @@ def test_the_html_report_renders_in_a_real_browser(finished_run, chromium, tmp_p
     report = workdir / "results/report.html"
     assert report.stat().st_size > 100_000
     page = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert page.returncode == 0, page.stderr[-2000:]
+    # the page's console, as Chromium logs it: an uncaught exception is a page error
+    console = [line for line in page.stderr.splitlines() if ":CONSOLE" in line]
+    assert not [line for line in console if "Uncaught" in line or "Error" in line], console
     dom = re.sub(r"<(script|style)\b.*?</\1>", " ", page.stdout, flags=re.S)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
     assert "Results Cells Figures Tables" in text  # the menu the script builds, not the static page
@@ -391,6 +398,26 @@ def test_the_html_report_renders_in_a_real_browser(finished_run, chromium, tmp_p
         for precision in spec["precisions"]:
             assert f'"runtime": "{runtime}"' in html and f'"precision": "{precision}"' in html
     assert "One timed cell's result file" in html and "Timed" in html
+    # every table and plot the run wrote is a report item
+    bss = config["batch_sizes"]
+    made = ["precision.md", "report.md", "cells.csv", *(f"speed-bs{bs}.md" for bs in bss)]
+    made += [f"{figure}-bs{bs}.png" for figure in ("throughput", "accuracy-vs-speed") for bs in bss]
+    assert all((workdir / "results" / ("plots" if n.endswith(".png") else "tables") / n).exists() for n in made)
+    assert [n for n in made if n not in html] == []
+    # the first page as a reader sees it: text and figures, not one flat colour
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
+         "--window-size=1280,900", f"--screenshot={shot}", report.as_uri()],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    pixels = Image.open(shot).convert("L")
+    assert pixels.size == (1280, 900)
+    histogram = pixels.histogram()
+    background = max(histogram)
+    assert sum(histogram) - background > 0.02 * sum(histogram)  # over 2 % of the page is not background
+    assert sum(1 for count in histogram if count) > 16  # anti-aliased text: many grey levels
 
 
 @pytest.mark.workflow
