@@ -299,6 +299,59 @@ def test_progress_lines_say_how_far_and_how_long_is_left():
     ]
 
 
+def test_a_heartbeat_says_how_long_a_step_without_progress_has_run():
+    """TensorRT 8.x builds report no progress: a line every `every` seconds, and one at the end."""
+    import io
+    import time
+
+    from infbench.progress import Heartbeat
+
+    clock, out = Clock(), io.StringIO()
+    with Heartbeat("build fp16 engine, batch 8", every=0.05, clock=clock.perf_counter, stream=out):
+        for now in (65.0, 130.0):
+            clock.now = now
+            time.sleep(0.2)
+        clock.now = 3725.0
+    lines = out.getvalue().splitlines()
+    assert "build fp16 engine, batch 8: running for 1 min 5 s" in lines
+    assert "build fp16 engine, batch 8: running for 2 min 10 s" in lines
+    assert lines[-1] == "build fp16 engine, batch 8: 1 h 2 min in all"
+    assert set(lines[:-1]) <= {f"build fp16 engine, batch 8: running for {t}" for t in ("0 s", "1 min 5 s", "2 min 10 s")}
+
+
+def test_tensorrt_build_progress_from_its_progress_monitor():
+    """TensorRT 10+ calls an IProgressMonitor (phase_start, step_complete, phase_finish): each
+    top-level phase becomes Progress lines; nested phases stay quiet; the build goes on."""
+    import io
+    import types
+
+    from infbench.runtimes.tensorrt import build
+
+    class IProgressMonitor:  # TensorRT's base class: the subclass calls its __init__
+        def __init__(self):
+            self.base_initialised = True
+
+    assert build.progress_monitor(types.SimpleNamespace(), "build") is None  # TensorRT 8.x
+    clock, out = Clock(), io.StringIO()
+    trt = types.SimpleNamespace(IProgressMonitor=IProgressMonitor)
+    monitor = build.progress_monitor(trt, "build int8 engine, batch 50", every=10.0, clock=clock.perf_counter, stream=out)
+    assert isinstance(monitor, IProgressMonitor) and monitor.base_initialised
+    monitor.phase_start("Building engine", None, 40)
+    monitor.phase_start("Tactic timing", "Building engine", 300)
+    clock.now = 12.0
+    assert monitor.step_complete("Tactic timing", 150) is True  # nested: no line
+    assert monitor.step_complete("Building engine", 9) is True  # 10 of 40 in 12 s: 36 s left
+    clock.now = 15.0
+    monitor.step_complete("Building engine", 11)  # 3 s after the last line: nothing
+    monitor.phase_finish("Tactic timing")
+    clock.now = 48.0
+    monitor.phase_finish("Building engine")  # may come before every step was reported
+    assert out.getvalue().splitlines() == [
+        "build int8 engine, batch 50: Building engine: 10 of 40 steps (0.8 steps/s, about 36 s left)",
+        "build int8 engine, batch 50: Building engine: 40 of 40 steps (0.8 steps/s, 48 s in all)",
+    ]
+
+
 def test_evaluate_reports_its_progress_in_images():
     class Heard:
         def __init__(self):

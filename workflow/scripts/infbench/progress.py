@@ -7,6 +7,7 @@ At most one line every ``every`` seconds, and one at the end. Standard library o
 """
 
 import sys
+import threading
 import time
 
 
@@ -48,3 +49,37 @@ class Progress:
 
     def finish(self):
         print(self.line(self.done), file=self.stream or sys.stderr, flush=True)
+
+
+class Heartbeat:
+    """For a step that cannot say how far it is (a TensorRT 8.x engine build): from a
+    background thread, a line every ``every`` seconds saying how long it has run so far.
+
+        with Heartbeat("build fp16 engine, batch 8"):
+            plan = builder.build_serialized_network(network, config)
+    """
+
+    def __init__(self, what, every=30.0, clock=time.monotonic, stream=None):
+        self.what, self.every, self.clock, self.stream = what, every, clock, stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self._stop.wait(self.every):
+            print(
+                f"{self.what}: running for {_duration(self.clock() - self.started)}",
+                file=self.stream or sys.stderr,
+                flush=True,
+            )
+
+    def __enter__(self):
+        self.started = self.clock()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        elapsed = _duration(self.clock() - self.started)
+        print(f"{self.what}: {elapsed} in all", file=self.stream or sys.stderr, flush=True)
+        return False

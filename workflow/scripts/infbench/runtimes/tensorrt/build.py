@@ -23,11 +23,13 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
 from infbench import files, gpu
 from infbench.errors import UserError
+from infbench.progress import Heartbeat, Progress
 
 log = logging.getLogger("infbench.runtimes.tensorrt.build")
 
@@ -614,6 +616,45 @@ def _configure_tactics(trt, config, tactic_sources, builder_optimization_level):
     )
 
 
+def progress_monitor(trt, what, every=10.0, clock=time.monotonic, stream=None):
+    """TensorRT 10+ (``trt.IProgressMonitor``): a monitor that turns each top-level phase of
+    the build into ``infbench.progress.Progress`` lines in the step's log (steps done, rate,
+    time left); None where TensorRT has no such interface (8.x). TensorRT may call it from
+    several threads, hence the lock; returning True lets the build go on."""
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class Monitor(base):
+        def __init__(self):
+            base.__init__(self)
+            self.lock = threading.Lock()
+            self.phases = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                with self.lock:
+                    self.phases[phase_name] = Progress(
+                        f"{what}: {phase_name}", num_steps, unit="steps", every=every, clock=clock, stream=stream
+                    )
+
+        def step_complete(self, phase_name, step):
+            with self.lock:
+                progress = self.phases.get(phase_name)
+                if progress is not None:
+                    progress.update(min(step + 1, progress.total))
+            return True
+
+        def phase_finish(self, phase_name):
+            with self.lock:
+                progress = self.phases.pop(phase_name, None)
+                if progress is not None:  # finished: TensorRT may skip reporting the last steps
+                    progress.done = progress.total
+                    progress.finish()
+
+    return Monitor()
+
+
 def build_engine(
     onnx_path,
     engine_path,
@@ -671,8 +712,15 @@ def build_engine(
     config.add_optimization_profile(profile)
     _load_timing_cache(config, timing_cache)
 
+    what = f"build {precision} engine, batch {batch_size}"
+    monitor = progress_monitor(trt, what)
     started = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    if monitor is not None:
+        config.progress_monitor = monitor  # TensorRT 10+: its phases and steps, with time left
+        plan = builder.build_serialized_network(network, config)
+    else:
+        with Heartbeat(what):  # TensorRT 8.x reports no progress: how long it has run, every 30 s
+            plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}; see the TensorRT log above")
