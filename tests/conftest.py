@@ -17,6 +17,47 @@ ONEFLOW_PYTHON = Path(
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 
+def no_sync_control(session, batches, timed=5, rounds=3):
+    """The harness against a loop that waits for and reads back every batch, and against the
+    harness with a session whose ``sync`` does nothing: (harness, read-back, no-wait) images/s.
+
+    On a GPU, ``run`` returns once the work is queued; without the one sync per window the
+    harness would time the queueing. Windows are short (``timed`` batches) so that the queue
+    of an unsynchronised window stays below CUDA's launch-queue depth, and the no-wait window
+    starts on an idle device.
+    """
+    import statistics
+    import time
+
+    from infbench.timing import measure
+
+    size = len(batches[0])
+    staged = [session.stage(b) for b in batches]
+    harness = measure(session, batches, 2, timed, rounds)["images_per_s"]
+    loops = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(timed):
+            out = session.run(staged[i % len(staged)])
+            session.sync(out)
+            session.logits(out)
+        loops.append(timed * size / (time.perf_counter() - t0))
+    real = type(session)
+
+    class NoWait(real):
+        def sync(self, output):
+            pass
+
+    session.sync(session.run(staged[0]))  # an idle device before the window
+    session.__class__ = NoWait
+    try:
+        no_wait = measure(session, batches, 0, timed, 1)["images_per_s"]
+    finally:
+        session.__class__ = real
+        session.sync(session.run(staged[0]))  # drain what the window queued
+    return harness, statistics.median(loops), no_wait
+
+
 def make_weights(arch, path):
     """Seeded random weights, with BatchNorm statistics moved off their identity defaults.
 

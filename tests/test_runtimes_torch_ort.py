@@ -248,6 +248,33 @@ def test_torch_cuda_graph_slots_are_reused_across_loops(artifacts):
         session.close()
 
 
+@needs_cuda
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_the_harness_waits_for_the_gpu(artifacts, runtime):
+    """No-sync control on CUDA, at each runtime's default (PyTorch with CUDA graphs, ONNX
+    Runtime with I/O binding and no per-run sync): the harness cannot beat a loop that reads
+    every batch back, and a session whose sync does nothing makes it report several times the
+    true rate (resnet50 batch 8 at 224 px: milliseconds of work per batch, microseconds to
+    queue a graph or ONNX Runtime's kernels)."""
+    import onnxruntime
+
+    from conftest import no_sync_control
+
+    if runtime == "onnxruntime" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu: make env-gpu)")
+    weights, onnx = artifacts("resnet50")
+    artifact = weights if runtime == "torch" else onnx
+    session = runtimes.load(runtime).open_session(spec(runtime, "resnet50", artifact, device="cuda"))
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (8, CROP, CROP, 3), dtype=np.uint8) for _ in range(2)]
+    try:
+        harness, read_back, no_wait = no_sync_control(session, batches)
+    finally:
+        session.close()
+    assert harness <= 1.5 * read_back, (harness, read_back, no_wait)
+    assert no_wait >= 3 * read_back, (harness, read_back, no_wait)
+
+
 def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     """The provider options and run options a CUDA cell passes (checked without a GPU)."""
     from infbench.runtimes import onnxruntime as ortrt
