@@ -296,9 +296,14 @@ def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     assert ortrt.provider_options(dataclasses.replace(cpu, options={"cuda_graphs": True}))[1] == [{}]
 
 
-def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path):
+def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path, monkeypatch):
     """runtimes.torch.compile on the CPU (inductor, default mode): the same numbers as eager;
-    the compile happens on the first batch, so the harness counts it as warm-up."""
+    the compile happens on the first batch, so the harness counts it as warm-up. Inductor
+    gets an empty cache, so that it compiles here even where this model was compiled before."""
+    import torch._inductor.config
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
     weights = tmp_path / "alexnet.safetensors"
     make_weights("alexnet", weights)
     x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
