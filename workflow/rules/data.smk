@@ -52,6 +52,8 @@ rule preprocess:
         f"results/cache/{DATASET}/{{resize}}-{{crop}}.npy",
     log:
         f"logs/cache/{DATASET}/{{resize}}-{{crop}}.log",
+    # ahead of timed jobs when both are ready: the cells of every model at this size wait for it
+    priority: 1
     conda:
         "../../envs/main.yaml"
     threads: workflow.cores

@@ -30,6 +30,9 @@ rule calibrate_int8:
         images="results/onnx/{model}/calibration.tsv",
     log:
         "logs/onnx/{model}/int8.log",
+    # CPU work that no timed job may run beside (those take every core): started as soon as
+    # it can, the calibrations run side by side with each other and with accuracy runs
+    priority: 1
     conda:
         "../../envs/main.yaml"
     params:
