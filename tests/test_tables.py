@@ -575,3 +575,17 @@ def test_a_cell_measured_on_another_device_than_the_rest_is_marked(tmp_path):
     assert ("- `‡`: measured on another device than most of the table's cpu cells (Test Xeon 9999), so not"
             " comparable with them: resnet50 PyTorch(fp32): Other Epyc 1234 (cpu).") in notes(out / "speed-bs8.md")
     assert not any("‡" in n for n in notes(out / "speed-bs50.md"))
+
+
+def test_pandas_2_is_refused_in_one_sentence():
+    """With pandas 2 a missing clock drop would read as the text "None" and flag every cell."""
+    from infbench.errors import UserError
+    from infbench.tables import require_pandas_3
+
+    require_pandas_3("3.1.1")
+    with pytest.raises(UserError) as err:
+        require_pandas_3("2.2.3")
+    assert str(err.value) == (
+        "infbench's tables need pandas 3 or newer, and this environment has pandas 2.2.3:"
+        " install the pins of envs/requirements-main.txt (make env)"
+    )

@@ -34,10 +34,12 @@ fi
 # (`make wheelhouse WHEELHOUSE_STACK=snakemake`, pulp's solver binaries left out: the run
 # uses Snakemake's greedy scheduler)
 bash envs/wheelhouse.sh "$PY312" snakemake "$out/pack/w312"
-onnxcc=$(grep '^onnxconverter-common==' envs/requirements-main.txt)
-"$PY312" -m pip download -q --no-deps -d "$out/pack/w312" "$onnxcc" platformdirs  # snakemake imports it; its wheel did not come along
 (cd "$out/pack/w312" && rm -f requirements.txt attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
     packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
+# snakemake imports platformdirs (its wheel did not come along); the tables need pandas 3
+# and the tabulate of the pins (the image's own pandas may be older: tables.require_pandas_3)
+pins=$(grep -E '^(onnxconverter-common|pandas|tabulate)==' envs/requirements-main.txt | sed 's/ *#.*//')
+"$PY312" -m pip download -q --no-deps -d "$out/pack/w312" $pins platformdirs
 # ONNX Runtime's CUDA build (256 MB, 4 more parts): with WITH_ORT=1; installed before the
 # machine's CPU-only onnxruntime on the path (run.sh), so that the ONNX Runtime cells run on CUDA
 if [ "${WITH_ORT:-0}" = 1 ]; then

@@ -535,6 +535,18 @@ def _check_reference(config, accuracy):
             )
 
 
+def require_pandas_3(version=None):
+    """The frame's "str" columns keep a missing value missing only from pandas 3 on (its
+    string dtype); pandas 2 turns it into the text "None", which would flag every speed
+    cell and write "None" into cells.csv. So an older pandas is refused in one sentence."""
+    version = version or pd.__version__
+    if int(version.split(".")[0]) < 3:
+        raise UserError(
+            f"infbench's tables need pandas 3 or newer, and this environment has pandas {version}:"
+            " install the pins of envs/requirements-main.txt (make env)"
+        )
+
+
 def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     """Every table cell of the config's matrix as one tidy DataFrame, and the result files
     left out because their cell is not in the config: ``(frame, unused)``.
@@ -546,6 +558,7 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     ``(kind, runtime, model, precision, batch size or None)``). ``macs`` maps a model to
     its MACs per image (``infbench.flops``), for each speed cell's share of its GPU's peak.
     """
+    require_pandas_3()
     models = _config(config, "models", dict)
     runtimes = _config(config, "runtimes", dict)
     batch_sizes = _config(config, "batch_sizes", list)
