@@ -10,8 +10,10 @@ PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/pytho
 VENV := .venv
 OFVENV := .venv-oneflow
 TRTVENV := .venv-tensorrt
+# Snakemake's SLURM executor plugin, in a folder of its own (put on PYTHONPATH for a cluster run)
+CLUSTERLIB := .venv-cluster
 
-.PHONY: env env-main env-oneflow env-tensorrt env-tensorrt-nvidia env-gpu wheelhouse demo report test lint mutation clean
+.PHONY: env env-main env-oneflow env-cluster env-tensorrt env-tensorrt-nvidia env-gpu wheelhouse demo report test lint mutation clean
 
 env: env-main env-oneflow
 
@@ -34,6 +36,16 @@ env-oneflow:
 $(OFVENV)/.installed: envs/requirements-oneflow.txt
 	$(PYTHON310) -m venv $(OFVENV)
 	$(OFVENV)/bin/pip install --quiet -r envs/requirements-oneflow.txt
+	touch $@
+
+# Snakemake's SLURM executor (profiles/slurm), never part of .venv: importable, it asks SLURM
+# for its settings at every Snakemake start (seconds where no controller answers). Its
+# dependencies are .venv's; a cluster run puts the folder on PYTHONPATH (README: "On a cluster").
+env-cluster: $(CLUSTERLIB)/.installed
+
+$(CLUSTERLIB)/.installed: envs/requirements-cluster.txt $(VENV)/.installed
+	rm -rf $(CLUSTERLIB)
+	$(VENV)/bin/pip install --quiet --no-deps --target $(CLUSTERLIB) -r envs/requirements-cluster.txt
 	touch $@
 
 # TensorRT (about 2 GB of libraries, a GPU to use them): never part of `make env`.
@@ -80,7 +92,7 @@ demo: env
 report: env-main
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html $(REPORT_ARGS)
 
-test: env
+test: env env-cluster
 	$(VENV)/bin/python -m pytest tests
 
 # mutation score of metrics, timing, scoring and the data path (cosmic-ray; not part of make test)

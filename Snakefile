@@ -26,6 +26,16 @@ wildcard_constraints:
     bs="[0-9]+",
 
 
+# run where Snakemake runs, never as a cluster job: the aggregation (tables, plots, the
+# scores they are built from) and checkpoint downloads (compute nodes may have no network)
+localrules:
+    all,
+    tables,
+    plots,
+    score,
+    fetch_checkpoint,
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/precision.smk"

@@ -375,3 +375,20 @@ def test_the_driver_version_comes_from_the_kernel_module_else_nvidia_smi(tmp_pat
     assert gpu.driver_version(str(tmp_path / "absent")) == "590.1"
     monkeypatch.setattr(gpu, "query", lambda fields, index=0: None)  # no NVIDIA driver at all
     assert gpu.driver_version(str(tmp_path / "absent")) is None and gpu.name_and_driver() == (None, None)
+
+
+def test_a_result_says_which_slurm_job_produced_it_and_nothing_outside_slurm(monkeypatch, tmp_path):
+    from infbench import provenance
+
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"x")
+    for name in provenance.SLURM_VARIABLES.values():
+        monkeypatch.delenv(name, raising=False)
+    block = provenance.result_block({}, "t0", "t1", str(artifact), provenance.Phases(0.0))
+    assert "slurm" not in block
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_JOB_PARTITION", "gpu")
+    monkeypatch.setenv("SLURMD_NODENAME", "node7")
+    block = provenance.result_block({}, "t0", "t1", str(artifact), provenance.Phases(0.0))
+    assert block["slurm"] == {"job_id": "42", "partition": "gpu", "node": "node7"}
+    assert provenance.slurm_job({"SLURM_JOB_PARTITION": "gpu"}) is None  # no job id: not a job

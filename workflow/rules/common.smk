@@ -282,6 +282,13 @@ def cell_threads(wildcards):
     )
 
 
+def cell_gpus(wildcards):
+    """A cell's GPUs: one on cuda, none on the CPU, where a cluster would otherwise hold
+    the job for a GPU node. A CPU cell is kept from running beside another by its threads
+    (every core), not by this resource."""
+    return int(config["runtimes"][wildcards.runtime]["device"] == "cuda")
+
+
 def recorded_config(wildcards):
     """The config that mattered for a cell, recorded in its result."""
     return canonical(

@@ -1,7 +1,8 @@
 # The matrix cells: TensorRT engines, timed runs and accuracy runs. Each runs under its
-# runtime's interpreter. Rules that hold a device carry resources gpu=1, so that
-# `--resources gpu=1` keeps timed runs from overlapping; timed runs and CPU cells take
-# every core.
+# runtime's interpreter. Rules that hold a GPU carry resources gpu=1 (cells on cuda,
+# engine builds), so that `--resources gpu=1` keeps them from overlapping and a cluster
+# executor asks for one GPU; cells on the CPU ask for none (gpu=0) and are kept apart by
+# their threads instead: timed runs and CPU accuracy runs take every core.
 
 
 rule build_engine:
@@ -57,7 +58,7 @@ rule speed:
         stack_env
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=cell_gpus,
     params:
         run=lambda wc: runner(wc.runtime, "measure_speed.py"),
         cell=lambda wc: cell_args(wc, BATCH_SIZES),
@@ -84,7 +85,7 @@ rule evaluate:
         stack_env
     threads: cell_threads
     resources:
-        gpu=1,
+        gpu=cell_gpus,
     params:
         run=lambda wc: runner(wc.runtime, "evaluate.py"),
         cell=lambda wc: cell_args(wc, [ACCURACY_BS]),

@@ -40,12 +40,30 @@ def host():
 
 sha256 = files.sha256
 
+# what says a step ran as a SLURM job: key in the result -> SLURM's environment variable
+SLURM_VARIABLES = {
+    "job_id": "SLURM_JOB_ID",
+    "partition": "SLURM_JOB_PARTITION",
+    "node": "SLURMD_NODENAME",
+    "cluster": "SLURM_CLUSTER_NAME",
+}
+
+
+def slurm_job(environ=os.environ):
+    """The SLURM job this process runs in (job id, partition, node, cluster: those set), or
+    None outside SLURM."""
+    if not environ.get("SLURM_JOB_ID"):
+        return None
+    return {key: environ[name] for key, name in SLURM_VARIABLES.items() if environ.get(name)}
+
 
 def result_block(info, started, finished, artifact, phases, **extra):
     """The provenance of one cell's result, the same for every step that writes one: the
     session's own ``info`` (runtime, versions, device, modes), the host, when, the
     artifact and its sha256, the command line, where the process's time went (``phases``,
-    a ``Phases``) and what the step adds (``extra``: config, GPU clocks, ...)."""
+    a ``Phases``), the SLURM job it ran as (``slurm``, only under SLURM) and what the step
+    adds (``extra``: config, GPU clocks, ...)."""
+    job = slurm_job()
     return {
         "runtime": info,
         "host": host(),
@@ -55,6 +73,7 @@ def result_block(info, started, finished, artifact, phases, **extra):
         "artifact_sha256": sha256(artifact),
         "command": sys.argv,
         "phases": phases.record(),
+        **({"slurm": job} if job else {}),
         **extra,
     }
 
