@@ -88,6 +88,21 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
+def apt_install(*packages):
+    """`apt-get install` as root, after `apt-get update` if the first try fails. Test files
+    may run in parallel (pytest-xdist), so installs wait for each other on a lock file
+    rather than fail on apt's own lock."""
+    import fcntl
+
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", *packages]
+    with open("/tmp/infbench-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run(install, env=env, capture_output=True, timeout=1200).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=1200)
+
+
 def _chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -99,11 +114,7 @@ def chromium():
     and says how to get one."""
     path = _chromium_path()
     if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=1200).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=1200)
+        apt_install("chromium")
         path = _chromium_path()
     if path is None:
         pytest.skip("no Chromium to render the HTML report: install Debian's chromium (apt-get install chromium)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, apt_install
 
 pytestmark = pytest.mark.workflow
 
@@ -131,11 +131,7 @@ def slurm(tmp_path_factory):
         pytest.skip("the SLURM executor plugin is not installed: run `make env-cluster`")
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if _missing_tools() and is_root and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=1200).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=1200)
+        apt_install("slurm-wlm", "munge")
     missing = _missing_tools()
     if missing:
         pytest.skip(
