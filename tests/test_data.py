@@ -736,3 +736,33 @@ def test_a_label_line_without_a_class_index_is_a_problem_not_a_crash(tmp_path):
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=labels)
     assert " in 1 place: line 2 reads 'b.JPEG', not '<file name> <class index 0-999>';" in str(err.value)
+
+
+def test_a_loc_csv_naming_more_than_1000_wnids_cannot_give_the_class_order(tmp_path):
+    """1,001 WNIDs sorted would give class indices up to 1000: refused, not one class too many."""
+    root = write_jpegs(tmp_path / "val", ["ILSVRC2012_val_00000001.JPEG"])
+    csv = tmp_path / "LOC_val_solution.csv"
+    wnids = FAKE_WNIDS + ["n10001000"]
+    csv.write_text("ImageId,PredictionString\n" + "".join(
+        f"ILSVRC2012_val_{i + 1:08d},{w} 1 2 3 4\n" for i, w in enumerate(wnids)))
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv)
+    assert str(err.value) == (
+        f"dataset.labels {csv} names 1001 WNIDs, not 1000, so their sorted order cannot give the labels;"
+        " set dataset.synsets to the list of the 1,000 synsets (or dataset.devkit_meta to the devkit's meta.mat)"
+    )
+
+
+def test_a_loc_line_without_an_image_id_does_not_hide_the_lines_after_it(tmp_path):
+    root, meta = devkit_set(tmp_path, 2)
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\n,n10000001 1 2 3 4\nILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+                   "ILSVRC2012_val_00000001,n10000001 1 2 3 4\nILSVRC2012_val_00000002,n10000002 1 2 3 4\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv, devkit_meta=meta)
+    assert str(err.value) == (
+        f"dataset.labels {csv} (Kaggle's LOC_val_solution.csv) does not match the images in dataset.root {root}"
+        " in 2 places: line 2 reads ',n10000001 1 2 3 4', not 'ImageId,WNID ...';"
+        " line 4 repeats ILSVRC2012_val_00000001.JPEG (first on line 3);"
+        " fix dataset.labels or dataset.root so that each image has exactly one valid line"
+    )
