@@ -632,9 +632,13 @@ def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_pat
 
 def test_an_index_file_without_its_header_is_refused(tmp_path):
     index = tmp_path / "index.tsv"
-    index.write_text("/data/a.JPEG\t1\n")
-    with pytest.raises(UserError, match="is not an infbench index \\(its header is not 'file<TAB>label'\\)"):
-        read_index(index)
+    for text in ("/data/a.JPEG\t1\n", "path\tlabel\n/data/a.JPEG\t1\n"):  # sorting before the header, or after
+        index.write_text(text)
+        with pytest.raises(UserError) as err:
+            read_index(index)
+        assert str(err.value) == (
+            f"{index} is not an infbench index (its header is not 'file<TAB>label'); delete it so that it is rebuilt"
+        )
 
 
 def test_dataset_images_counts_from_one():
