@@ -661,6 +661,11 @@ def test_a_synsets_file_with_a_repeated_line_is_refused(tmp_path):
         f"dataset.synsets {synsets} lists 1001 synsets (1000 distinct), not 1000;"
         " give the full list in label order, each synset once"
     )
+    # 1,000 lines, one of them a repeat: the count is right, the classes are not
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS[:999]) + f"{FAKE_WNIDS[3]} name\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, synsets=synsets)
+    assert str(err.value).startswith(f"dataset.synsets {synsets} lists 1000 synsets (999 distinct), not 1000;")
 
 
 def test_trailing_blank_lines_of_the_devkit_ground_truth_are_ignored(tmp_path):
