@@ -123,3 +123,50 @@ def test_a_crop_as_large_as_the_resize_is_allowed_and_one_larger_is_not(tmp_path
     assert load_image(rows[0][0], 64, 64).shape == (64, 64, 3)  # the whole shorter side
     with pytest.raises(UserError, match="crop 65 is larger than resize 64"):
         load_image(rows[0][0], 64, 65)
+
+
+class PoolRecorder:
+    """Stands in for ProcessPoolExecutor: records each pool's size and runs its work in this process."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+
+    def __call__(self, max_workers, mp_context):
+        self.sizes.append(max_workers)
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+@pytest.mark.parametrize(
+    "count,workers,pools",
+    [(130, 2, [2]), (130, 1, []), (130, 0, []), (64, 2, []), (0, 2, [])],  # 64 files: one chunk
+)
+def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(tmp_path, monkeypatch,
+                                                                                count, workers, pools):
+    import infbench.data
+
+    sizes = []
+    monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder(sizes))
+    files = [str(tmp_path / f"{i}.JPEG") for i in range(count)]  # none exists: each decode fails at once
+    bad = scan_images(files, workers=workers)
+    assert sizes == pools
+    assert [file for file, _ in bad] == files and all(why.startswith("FileNotFoundError: ") for _, why in bad)
+
+
+@pytest.mark.parametrize("workers,pools", [(2, [2]), (1, []), (0, [])])
+def test_preprocessing_uses_a_pool_of_workers_processes_unless_one_or_fewer(tmp_path, monkeypatch, workers, pools):
+    import infbench.data
+
+    sizes = []
+    monkeypatch.setattr(infbench.data, "_fill_in_pool", lambda chunks, workers, total: sizes.append(workers))
+    rows = make_synthetic(tmp_path / "img", 1, seed=0)
+    preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=workers)
+    assert sizes == pools
