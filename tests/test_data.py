@@ -775,3 +775,31 @@ def test_a_loc_line_without_an_image_id_does_not_hide_the_lines_after_it(tmp_pat
         " line 4 repeats ILSVRC2012_val_00000001.JPEG (first on line 3);"
         " fix dataset.labels or dataset.root so that each image has exactly one valid line"
     )
+
+
+def test_a_synthetic_set_needs_a_positive_whole_number_of_images(tmp_path):
+    for images in (0, "0", -3, "ten"):
+        with pytest.raises(UserError) as err:
+            make_synthetic(tmp_path / "img", images, seed=0)
+        assert str(err.value) == (
+            f"dataset.images is {images!r}; a synthetic data set needs a positive whole number"
+        )
+    assert not (tmp_path / "img").exists()  # refused before anything is written
+
+
+def test_a_class_folder_indexes_its_images_only(tmp_path):
+    """Notes, hidden files and sub-folders beside the JPEGs of a class folder are not images."""
+    root = tmp_path / "val"
+    folder = write_jpegs(root / FAKE_WNIDS[5], ["b.JPEG", "a.jpg"])
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "crops.JPEG").mkdir()
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS))
+    assert labels_of(index_imagenet(root, synsets=synsets)) == [("a.jpg", 5), ("b.JPEG", 5)]
+
+
+def test_preprocess_makes_the_cache_folders_as_needed(tmp_path):
+    rows = make_synthetic(tmp_path / "img", 1, seed=0)
+    out = tmp_path / "cache" / "imagenet" / "72-64.npy"
+    preprocess(rows, 72, 64, out)
+    assert np.array_equal(np.load(out)[0], load_image(rows[0][0], 72, 64))
