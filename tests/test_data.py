@@ -803,3 +803,10 @@ def test_preprocess_makes_the_cache_folders_as_needed(tmp_path):
     out = tmp_path / "cache" / "imagenet" / "72-64.npy"
     preprocess(rows, 72, 64, out)
     assert np.array_equal(np.load(out)[0], load_image(rows[0][0], 72, 64))
+
+
+def test_blank_lines_inside_a_val_map_are_skipped(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\n\n  \nb.JPEG 2\n")
+    assert labels_of(index_imagenet(root, labels=labels)) == [("a.JPEG", 1), ("b.JPEG", 2)]
