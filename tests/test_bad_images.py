@@ -146,15 +146,16 @@ class PoolRecorder:
 
 
 @pytest.mark.parametrize(
-    "count,workers,pools",
-    [(130, 2, [2]), (130, 1, []), (130, 0, []), (64, 2, []), (0, 2, [])],  # 64 files: one chunk
+    "chunks,workers,pools",
+    [(2.1, 2, [2]), (2.1, 1, []), (2.1, 0, []), (1, 2, []), (0, 2, [])],  # in chunks of CHUNK files
 )
 def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(tmp_path, monkeypatch,
-                                                                                count, workers, pools):
+                                                                                chunks, workers, pools):
     import infbench.data
 
     sizes = []
     monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder(sizes))
+    count = int(chunks * infbench.data.CHUNK)
     files = [str(tmp_path / f"{i}.JPEG") for i in range(count)]  # none exists: each decode fails at once
     bad = scan_images(files, workers=workers)
     assert sizes == pools

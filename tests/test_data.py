@@ -437,23 +437,35 @@ def test_index_log_names_images_classes_and_layout(tmp_path):
 # --- (iii) synthetic data and the cache ---
 
 
-def test_synthetic_pixels_of_a_seed_stay_those_of_the_published_runs():
-    """The pixels of synthetic images 0 (colour) and 4 (greyscale) of seed 0, before JPEG
+def test_synthetic_pixels_of_a_seed_stay_those_of_the_published_runs(tmp_path):
+    """The pixels of synthetic images 0 and 1 (colour) and 4 (greyscale) of seed 0, before JPEG
     encoding, as config/gpu.yaml's runs had them (docs/results/h200.md): a change to the
     image formula (gradient angle, shapes, noise) or to numpy's or Pillow's drawing changes
-    every synthetic cell's numbers, and must be a deliberate one (update these digests)."""
+    every synthetic cell's numbers, and must be a deliberate one (update these digests).
+    Image 1's gradient runs past 255 before it is clipped. The files are those images as
+    JPEGs of quality 90, every fifth one greyscale, with these labels."""
     import hashlib
+    import io
 
     from infbench.data import _synthetic_image
 
     digests = {}
-    for i, grey in ((0, False), (4, True)):
+    for i, grey in ((0, False), (1, False), (4, True)):
         pixels = np.asarray(_synthetic_image(np.random.default_rng([0, i]), grey=grey))
         digests[i] = (pixels.shape, hashlib.sha256(pixels.tobytes()).hexdigest())
     assert digests == {
         0: ((468, 605, 3), "96a418606934facd9adf9848c2418ded56e1c618d70f330dc7a4e988edb830a2"),
+        1: ((630, 394, 3), "fbd750b9e48cd17aa1566789e6652e447867002f5608d1cbec8f0e1d5400b923"),
         4: ((626, 348), "2490e84b605999ccb27ff6ed8febdb473ee9b4188501ac4df644e4eabeaf7658"),
     }
+    rows = make_synthetic(tmp_path, 5, seed=0)
+    assert [label for _, label in rows] == [287, 579, 855, 613, 741]
+    for i, (file, _) in enumerate(rows):
+        with Image.open(file) as image:
+            assert image.mode == ("L" if i == 4 else "RGB")
+            reference = io.BytesIO()
+            Image.new(image.mode, (8, 8)).save(reference, format="JPEG", quality=90)
+            assert image.quantization == Image.open(reference).quantization
 
 
 def test_synthetic_is_deterministic_and_varied(tmp_path):
