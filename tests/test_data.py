@@ -632,14 +632,15 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
 
 
 def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path):
-    root, meta = devkit_set(tmp_path, 2)
+    root, meta = devkit_set(tmp_path, 3)
     csv = tmp_path / "LOC_val_solution.csv"
     csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,m10000001 1 2 3 4\n"
-                   "ILSVRC2012_val_00000002,dog 1 2 3 4\n")
+                   "ILSVRC2012_val_00000002,dog 1 2 3 4\nILSVRC2012_val_00000003,nx0000001 1 2 3 4\n")
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=csv, devkit_meta=meta)
-    assert (" in 2 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
+    assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 4 reads 'ILSVRC2012_val_00000003,nx0000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
 
 
 def test_an_index_file_without_its_header_is_refused(tmp_path):
@@ -822,3 +823,15 @@ def test_blank_lines_inside_a_val_map_are_skipped(tmp_path):
     labels = tmp_path / "val_map.txt"
     labels.write_text("a.JPEG 1\n\n  \nb.JPEG 2\n")
     assert labels_of(index_imagenet(root, labels=labels)) == [("a.JPEG", 1), ("b.JPEG", 2)]
+
+
+def test_the_problems_of_a_label_file_are_listed_in_line_order(tmp_path):
+    """Line 9's class index and line 10's missing image: by line number, not as text ("line 10" < "line 9")."""
+    names = [f"{i}.JPEG" for i in range(9)]
+    root = write_jpegs(tmp_path / "val", names)
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("".join(f"{name} 1\n" for name in names[:8]) + "8.JPEG 1000\nz.JPEG 1\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert (" in 2 places: line 9 gives class index 1000, outside 0-999;"
+            " line 10 names z.JPEG, which is not in dataset.root; fix") in str(err.value)
