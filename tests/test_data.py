@@ -835,3 +835,10 @@ def test_the_problems_of_a_label_file_are_listed_in_line_order(tmp_path):
         index_imagenet(root, labels=labels)
     assert (" in 2 places: line 9 gives class index 1000, outside 0-999;"
             " line 10 names z.JPEG, which is not in dataset.root; fix") in str(err.value)
+
+
+def test_a_meta_mat_entry_of_id_0_is_not_a_class(tmp_path):
+    """Only the ILSVRC2012_IDs 1-1000 are the leaf classes; an entry numbered 0 is left out like the inner nodes."""
+    wnids = {0: "n00000999", **{i: devkit_wnid(i) for i in range(1, 1001)}}
+    meta = write_devkit_meta(tmp_path / "meta.mat", wnids)
+    assert read_devkit_meta(meta) == {i: devkit_wnid(i) for i in range(1, 1001)}
