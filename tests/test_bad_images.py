@@ -144,21 +144,47 @@ class PoolRecorder:
     def map(self, fn, *iterables):
         return map(fn, *iterables)
 
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+class ProgressRecorder:
+    """Stands in for infbench.progress.Progress: records every count a step reports."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def __call__(self, what, total):
+        return self
+
+    def update(self, done):
+        self.counts.append(done)
+
 
 @pytest.mark.parametrize(
     "chunks,workers,pools",
-    [(2.1, 2, [2]), (2.1, 1, []), (2.1, 0, []), (1, 2, []), (0, 2, [])],  # in chunks of CHUNK files
+    [(1.5, 2, [2]), (1.5, 1, []), (1.5, 0, []), (1, 2, []), (0, 2, [])],  # in chunks of CHUNK files
 )
 def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(tmp_path, monkeypatch,
                                                                                 chunks, workers, pools):
     import infbench.data
 
-    sizes = []
+    sizes, counts = [], []
     monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder(sizes))
-    count = int(chunks * infbench.data.CHUNK)
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    chunk = infbench.data.CHUNK
+    count = int(chunks * chunk)
     files = [str(tmp_path / f"{i}.JPEG") for i in range(count)]  # none exists: each decode fails at once
     bad = scan_images(files, workers=workers)
     assert sizes == pools
+    assert counts == {1.5: [chunk, count], 1: [count], 0: []}[chunks]  # files scanned after each chunk
     assert [file for file, _ in bad] == files and all(why.startswith("FileNotFoundError: ") for _, why in bad)
 
 
@@ -171,3 +197,15 @@ def test_preprocessing_uses_a_pool_of_workers_processes_unless_one_or_fewer(tmp_
     rows = make_synthetic(tmp_path / "img", 1, seed=0)
     preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=workers)
     assert sizes == pools
+
+
+def test_preprocessing_in_a_pool_reports_every_image_done(monkeypatch):
+    import infbench.data
+
+    counts = []
+    monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder([]))
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "_fill_chunk", lambda *chunk: None)
+    chunks = [("cache.npy", 0, ["x"] * 64, 72, 64), ("cache.npy", 64, ["x"] * 6, 72, 64)]
+    infbench.data._fill_in_pool(chunks, 2, 70)
+    assert sorted(counts) in ([6, 70], [64, 70])  # in the order the chunks finish, ending at all 70
