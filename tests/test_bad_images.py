@@ -209,3 +209,14 @@ def test_preprocessing_in_a_pool_reports_every_image_done(monkeypatch):
     chunks = [("cache.npy", 0, ["x"] * 64, 72, 64), ("cache.npy", 64, ["x"] * 6, 72, 64)]
     infbench.data._fill_in_pool(chunks, 2, 70)
     assert sorted(counts) in ([6, 70], [64, 70])  # in the order the chunks finish, ending at all 70
+
+
+def test_preprocessing_in_this_process_reports_progress_and_lets_go_of_the_rows_it_wrote(tmp_path, monkeypatch):
+    import infbench.data
+
+    counts, released = [], []
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "release_rows", lambda cache, start, end: released.append((start, end)))
+    rows = make_synthetic(tmp_path / "img", 3, seed=0)
+    preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=1)
+    assert counts == [3] and released == [(0, 3)]
