@@ -220,3 +220,24 @@ def test_preprocessing_in_this_process_reports_progress_and_lets_go_of_the_rows_
     rows = make_synthetic(tmp_path / "img", 3, seed=0)
     preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=1)
     assert counts == [3] and released == [(0, 3)]
+
+
+def test_preprocessing_counts_and_releases_whole_chunks_past_the_first(tmp_path, monkeypatch):
+    """Chunk 2 starts at row CHUNK: its progress count and released rows end at 2 x CHUNK."""
+    import numpy as np
+    from PIL import Image
+
+    import infbench.data
+
+    chunk = infbench.data.CHUNK
+    counts, released = [], []
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "_fill_chunk", lambda *task: None)
+    preprocess([(f"/data/{i}.JPEG", 0) for i in range(2 * chunk + 1)], 8, 8, tmp_path / "fake.npy", workers=1)
+    assert counts == [chunk, 2 * chunk, 2 * chunk + 1]
+    monkeypatch.undo()
+    monkeypatch.setattr(infbench.data, "release_rows", lambda cache, start, end: released.append((start, end)))
+    Image.new("RGB", (12, 8), (200, 90, 10)).save(tmp_path / "a.JPEG")
+    np.lib.format.open_memmap(tmp_path / "cache.npy", mode="w+", dtype=np.uint8, shape=(2 * chunk, 8, 8, 3))
+    infbench.data._fill_chunk(tmp_path / "cache.npy", chunk, [tmp_path / "a.JPEG"] * chunk, 8, 8)
+    assert released == [(chunk, 2 * chunk)]
