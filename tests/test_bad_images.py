@@ -123,3 +123,121 @@ def test_a_crop_as_large_as_the_resize_is_allowed_and_one_larger_is_not(tmp_path
     assert load_image(rows[0][0], 64, 64).shape == (64, 64, 3)  # the whole shorter side
     with pytest.raises(UserError, match="crop 65 is larger than resize 64"):
         load_image(rows[0][0], 64, 65)
+
+
+class PoolRecorder:
+    """Stands in for ProcessPoolExecutor: records each pool's size and runs its work in this process."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+
+    def __call__(self, max_workers, mp_context):
+        self.sizes.append(max_workers)
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+class ProgressRecorder:
+    """Stands in for infbench.progress.Progress: records every count a step reports."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def __call__(self, what, total):
+        return self
+
+    def update(self, done):
+        self.counts.append(done)
+
+
+@pytest.mark.parametrize(
+    "chunks,workers,pools",
+    [(1.5, 2, [2]), (1.5, 1, []), (1.5, 0, []), (1, 2, []), (0, 2, [])],  # in chunks of CHUNK files
+)
+def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(tmp_path, monkeypatch,
+                                                                                chunks, workers, pools):
+    import infbench.data
+
+    sizes, counts = [], []
+    monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder(sizes))
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    chunk = infbench.data.CHUNK
+    count = int(chunks * chunk)
+    files = [str(tmp_path / f"{i}.JPEG") for i in range(count)]  # none exists: each decode fails at once
+    bad = scan_images(files, workers=workers)
+    assert sizes == pools
+    assert counts == {1.5: [chunk, count], 1: [count], 0: []}[chunks]  # files scanned after each chunk
+    assert [file for file, _ in bad] == files and all(why.startswith("FileNotFoundError: ") for _, why in bad)
+
+
+@pytest.mark.parametrize("workers,pools", [(2, [2]), (1, []), (0, [])])
+def test_preprocessing_uses_a_pool_of_workers_processes_unless_one_or_fewer(tmp_path, monkeypatch, workers, pools):
+    import infbench.data
+
+    sizes = []
+    monkeypatch.setattr(infbench.data, "_fill_in_pool", lambda chunks, workers, total: sizes.append(workers))
+    rows = make_synthetic(tmp_path / "img", 1, seed=0)
+    preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=workers)
+    assert sizes == pools
+
+
+def test_preprocessing_in_a_pool_reports_every_image_done(monkeypatch):
+    import infbench.data
+
+    counts = []
+    monkeypatch.setattr(infbench.data, "ProcessPoolExecutor", PoolRecorder([]))
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "_fill_chunk", lambda *chunk: None)
+    chunks = [("cache.npy", 0, ["x"] * 64, 72, 64), ("cache.npy", 64, ["x"] * 6, 72, 64)]
+    infbench.data._fill_in_pool(chunks, 2, 70)
+    assert sorted(counts) in ([6, 70], [64, 70])  # in the order the chunks finish, ending at all 70
+
+
+def test_preprocessing_in_this_process_reports_progress_and_lets_go_of_the_rows_it_wrote(tmp_path, monkeypatch):
+    import infbench.data
+
+    counts, released = [], []
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "release_rows", lambda cache, start, end: released.append((start, end)))
+    rows = make_synthetic(tmp_path / "img", 3, seed=0)
+    preprocess(rows, 72, 64, tmp_path / "cache.npy", workers=1)
+    assert counts == [3] and released == [(0, 3)]
+
+
+def test_preprocessing_counts_and_releases_whole_chunks_past_the_first(tmp_path, monkeypatch):
+    """Chunk 2 starts at row CHUNK: its progress count and released rows end at 2 x CHUNK."""
+    import numpy as np
+    from PIL import Image
+
+    import infbench.data
+
+    chunk = infbench.data.CHUNK
+    counts, released = [], []
+    monkeypatch.setattr(infbench.data, "Progress", ProgressRecorder(counts))
+    monkeypatch.setattr(infbench.data, "_fill_chunk", lambda *task: None)
+    preprocess([(f"/data/{i}.JPEG", 0) for i in range(2 * chunk + 1)], 8, 8, tmp_path / "fake.npy", workers=1)
+    assert counts == [chunk, 2 * chunk, 2 * chunk + 1]
+    monkeypatch.undo()
+    monkeypatch.setattr(infbench.data, "release_rows", lambda cache, start, end: released.append((start, end)))
+    Image.new("RGB", (12, 8), (200, 90, 10)).save(tmp_path / "a.JPEG")
+    np.lib.format.open_memmap(tmp_path / "cache.npy", mode="w+", dtype=np.uint8, shape=(2 * chunk, 8, 8, 3))
+    infbench.data._fill_chunk(tmp_path / "cache.npy", chunk, [tmp_path / "a.JPEG"] * chunk, 8, 8)
+    assert released == [(chunk, 2 * chunk)]

@@ -437,23 +437,35 @@ def test_index_log_names_images_classes_and_layout(tmp_path):
 # --- (iii) synthetic data and the cache ---
 
 
-def test_synthetic_pixels_of_a_seed_stay_those_of_the_published_runs():
-    """The pixels of synthetic images 0 (colour) and 4 (greyscale) of seed 0, before JPEG
+def test_synthetic_pixels_of_a_seed_stay_those_of_the_published_runs(tmp_path):
+    """The pixels of synthetic images 0 and 1 (colour) and 4 (greyscale) of seed 0, before JPEG
     encoding, as config/gpu.yaml's runs had them (docs/results/h200.md): a change to the
     image formula (gradient angle, shapes, noise) or to numpy's or Pillow's drawing changes
-    every synthetic cell's numbers, and must be a deliberate one (update these digests)."""
+    every synthetic cell's numbers, and must be a deliberate one (update these digests).
+    Image 1's gradient runs past 255 before it is clipped. The files are those images as
+    JPEGs of quality 90, every fifth one greyscale, with these labels."""
     import hashlib
+    import io
 
     from infbench.data import _synthetic_image
 
     digests = {}
-    for i, grey in ((0, False), (4, True)):
+    for i, grey in ((0, False), (1, False), (4, True)):
         pixels = np.asarray(_synthetic_image(np.random.default_rng([0, i]), grey=grey))
         digests[i] = (pixels.shape, hashlib.sha256(pixels.tobytes()).hexdigest())
     assert digests == {
         0: ((468, 605, 3), "96a418606934facd9adf9848c2418ded56e1c618d70f330dc7a4e988edb830a2"),
+        1: ((630, 394, 3), "fbd750b9e48cd17aa1566789e6652e447867002f5608d1cbec8f0e1d5400b923"),
         4: ((626, 348), "2490e84b605999ccb27ff6ed8febdb473ee9b4188501ac4df644e4eabeaf7658"),
     }
+    rows = make_synthetic(tmp_path, 5, seed=0)
+    assert [label for _, label in rows] == [287, 579, 855, 613, 741]
+    for i, (file, _) in enumerate(rows):
+        with Image.open(file) as image:
+            assert image.mode == ("L" if i == 4 else "RGB")
+            reference = io.BytesIO()
+            Image.new(image.mode, (8, 8)).save(reference, format="JPEG", quality=90)
+            assert image.quantization == Image.open(reference).quantization
 
 
 def test_synthetic_is_deterministic_and_varied(tmp_path):
@@ -620,21 +632,26 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
 
 
 def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path):
-    root, meta = devkit_set(tmp_path, 2)
+    root, meta = devkit_set(tmp_path, 3)
     csv = tmp_path / "LOC_val_solution.csv"
     csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,m10000001 1 2 3 4\n"
-                   "ILSVRC2012_val_00000002,dog 1 2 3 4\n")
+                   "ILSVRC2012_val_00000002,dog 1 2 3 4\nILSVRC2012_val_00000003,nx0000001 1 2 3 4\n")
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=csv, devkit_meta=meta)
-    assert (" in 2 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
+    assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 4 reads 'ILSVRC2012_val_00000003,nx0000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
 
 
 def test_an_index_file_without_its_header_is_refused(tmp_path):
     index = tmp_path / "index.tsv"
-    index.write_text("/data/a.JPEG\t1\n")
-    with pytest.raises(UserError, match="is not an infbench index \\(its header is not 'file<TAB>label'\\)"):
-        read_index(index)
+    for text in ("/data/a.JPEG\t1\n", "path\tlabel\n/data/a.JPEG\t1\n"):  # sorting before the header, or after
+        index.write_text(text)
+        with pytest.raises(UserError) as err:
+            read_index(index)
+        assert str(err.value) == (
+            f"{index} is not an infbench index (its header is not 'file<TAB>label'); delete it so that it is rebuilt"
+        )
 
 
 def test_dataset_images_counts_from_one():
@@ -657,6 +674,11 @@ def test_a_synsets_file_with_a_repeated_line_is_refused(tmp_path):
         f"dataset.synsets {synsets} lists 1001 synsets (1000 distinct), not 1000;"
         " give the full list in label order, each synset once"
     )
+    # 1,000 lines, one of them a repeat: the count is right, the classes are not
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS[:999]) + f"{FAKE_WNIDS[3]} name\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, synsets=synsets)
+    assert str(err.value).startswith(f"dataset.synsets {synsets} lists 1000 synsets (999 distinct), not 1000;")
 
 
 def test_trailing_blank_lines_of_the_devkit_ground_truth_are_ignored(tmp_path):
@@ -736,3 +758,87 @@ def test_a_label_line_without_a_class_index_is_a_problem_not_a_crash(tmp_path):
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=labels)
     assert " in 1 place: line 2 reads 'b.JPEG', not '<file name> <class index 0-999>';" in str(err.value)
+
+
+def test_a_loc_csv_naming_more_than_1000_wnids_cannot_give_the_class_order(tmp_path):
+    """1,001 WNIDs sorted would give class indices up to 1000: refused, not one class too many."""
+    root = write_jpegs(tmp_path / "val", ["ILSVRC2012_val_00000001.JPEG"])
+    csv = tmp_path / "LOC_val_solution.csv"
+    wnids = FAKE_WNIDS + ["n10001000"]
+    csv.write_text("ImageId,PredictionString\n" + "".join(
+        f"ILSVRC2012_val_{i + 1:08d},{w} 1 2 3 4\n" for i, w in enumerate(wnids)))
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv)
+    assert str(err.value) == (
+        f"dataset.labels {csv} names 1001 WNIDs, not 1000, so their sorted order cannot give the labels;"
+        " set dataset.synsets to the list of the 1,000 synsets (or dataset.devkit_meta to the devkit's meta.mat)"
+    )
+
+
+def test_a_loc_line_without_an_image_id_does_not_hide_the_lines_after_it(tmp_path):
+    root, meta = devkit_set(tmp_path, 2)
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\n,n10000001 1 2 3 4\nILSVRC2012_val_00000001,n10000001 1 2 3 4\n"
+                   "ILSVRC2012_val_00000001,n10000001 1 2 3 4\nILSVRC2012_val_00000002,n10000002 1 2 3 4\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv, devkit_meta=meta)
+    assert str(err.value) == (
+        f"dataset.labels {csv} (Kaggle's LOC_val_solution.csv) does not match the images in dataset.root {root}"
+        " in 2 places: line 2 reads ',n10000001 1 2 3 4', not 'ImageId,WNID ...';"
+        " line 4 repeats ILSVRC2012_val_00000001.JPEG (first on line 3);"
+        " fix dataset.labels or dataset.root so that each image has exactly one valid line"
+    )
+
+
+def test_a_synthetic_set_needs_a_positive_whole_number_of_images(tmp_path):
+    for images in (0, "0", -3, "ten"):
+        with pytest.raises(UserError) as err:
+            make_synthetic(tmp_path / "img", images, seed=0)
+        assert str(err.value) == (
+            f"dataset.images is {images!r}; a synthetic data set needs a positive whole number"
+        )
+    assert not (tmp_path / "img").exists()  # refused before anything is written
+
+
+def test_a_class_folder_indexes_its_images_only(tmp_path):
+    """Notes, hidden files and sub-folders beside the JPEGs of a class folder are not images."""
+    root = tmp_path / "val"
+    folder = write_jpegs(root / FAKE_WNIDS[5], ["b.JPEG", "a.jpg"])
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "crops.JPEG").mkdir()
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS))
+    assert labels_of(index_imagenet(root, synsets=synsets)) == [("a.jpg", 5), ("b.JPEG", 5)]
+
+
+def test_preprocess_makes_the_cache_folders_as_needed(tmp_path):
+    rows = make_synthetic(tmp_path / "img", 1, seed=0)
+    out = tmp_path / "cache" / "imagenet" / "72-64.npy"
+    preprocess(rows, 72, 64, out)
+    assert np.array_equal(np.load(out)[0], load_image(rows[0][0], 72, 64))
+
+
+def test_blank_lines_inside_a_val_map_are_skipped(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\n\n  \nb.JPEG 2\n")
+    assert labels_of(index_imagenet(root, labels=labels)) == [("a.JPEG", 1), ("b.JPEG", 2)]
+
+
+def test_the_problems_of_a_label_file_are_listed_in_line_order(tmp_path):
+    """Line 9's class index and line 10's missing image: by line number, not as text ("line 10" < "line 9")."""
+    names = [f"{i}.JPEG" for i in range(9)]
+    root = write_jpegs(tmp_path / "val", names)
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("".join(f"{name} 1\n" for name in names[:8]) + "8.JPEG 1000\nz.JPEG 1\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert (" in 2 places: line 9 gives class index 1000, outside 0-999;"
+            " line 10 names z.JPEG, which is not in dataset.root; fix") in str(err.value)
+
+
+def test_a_meta_mat_entry_of_id_0_is_not_a_class(tmp_path):
+    """Only the ILSVRC2012_IDs 1-1000 are the leaf classes; an entry numbered 0 is left out like the inner nodes."""
+    wnids = {0: "n00000999", **{i: devkit_wnid(i) for i in range(1, 1001)}}
+    meta = write_devkit_meta(tmp_path / "meta.mat", wnids)
+    assert read_devkit_meta(meta) == {i: devkit_wnid(i) for i in range(1, 1001)}
