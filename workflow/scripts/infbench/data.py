@@ -573,7 +573,10 @@ def _fill_in_pool(chunks, workers, total):
                 done += futures[future]
                 progress.update(done)
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # cancel what has not started; leaving the block waits for the running chunks
+            # (shutdown(wait=False) here made CPython print an OSError at exit now and then)
+            for future in futures:
+                future.cancel()
             raise
 
 
