@@ -58,6 +58,21 @@ def no_sync_control(session, batches, timed=5, rounds=3):
     return harness, statistics.median(loops), no_wait
 
 
+def assert_the_harness_waits(session, batch_size, crop):
+    """``no_sync_control`` on two random batches, then the session closed: the harness no
+    faster than 1.5x the read-back loop, the no-wait harness at least 3x it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (batch_size, crop, crop, 3), dtype=np.uint8) for _ in range(2)]
+    try:
+        harness, read_back, no_wait = no_sync_control(session, batches)
+    finally:
+        session.close()
+    assert harness <= 1.5 * read_back, (harness, read_back, no_wait)
+    assert no_wait >= 3 * read_back, (harness, read_back, no_wait)
+
+
 def make_weights(arch, path):
     """Seeded random weights, with BatchNorm statistics moved off their identity defaults.
 

@@ -258,21 +258,14 @@ def test_the_harness_waits_for_the_gpu(artifacts, runtime):
     queue a graph or ONNX Runtime's kernels)."""
     import onnxruntime
 
-    from conftest import no_sync_control
+    from conftest import assert_the_harness_waits
 
     if runtime == "onnxruntime" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu: make env-gpu)")
     weights, onnx = artifacts("resnet50")
     artifact = weights if runtime == "torch" else onnx
     session = runtimes.load(runtime).open_session(spec(runtime, "resnet50", artifact, device="cuda"))
-    rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 256, (8, CROP, CROP, 3), dtype=np.uint8) for _ in range(2)]
-    try:
-        harness, read_back, no_wait = no_sync_control(session, batches)
-    finally:
-        session.close()
-    assert harness <= 1.5 * read_back, (harness, read_back, no_wait)
-    assert no_wait >= 3 * read_back, (harness, read_back, no_wait)
+    assert_the_harness_waits(session, 8, CROP)
 
 
 def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
