@@ -18,6 +18,8 @@
 # in EFFICIENCY (default MODELS) and of every TensorRT cell; then the builder-level study
 # (batch 8, levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8;
 # STUDY= skips it); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
+# WORKFLOW=0 runs no workflow, only the Snakemake steps that make the weights and fp32/fp16
+# ONNX files of MODELS, for an efficiency-only session (EFF_RUNTIMES: default torch onnxruntime).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
@@ -29,6 +31,8 @@ STUDY=${STUDY-fp32 fp16 int8}
 CORES=${CORES:-all}
 EFFICIENCY=${EFFICIENCY-$MODELS}
 SIDE=${SIDE:-1}
+WORKFLOW=${WORKFLOW:-1}  # 0: no workflow run, only the artifacts the efficiency checks time
+EFF_RUNTIMES=${EFF_RUNTIMES:-torch onnxruntime}
 SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 
 receive() {
@@ -97,14 +101,26 @@ job() {
     export PYTHONPATH=$SITE312 PYTHONUNBUFFERED=1
     local model=${MODELS%% *}
     gpu_state
-    phase "workflow${LEVEL:+, level $LEVEL}"
-    t0=$(date +%s)
-    rc=0
-    python3 -m snakemake --cores "$CORES" --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
-        >"$RUN/snakemake.log" 2>&1 || rc=$?
-    wall=$(($(date +%s) - t0))
-    echo "snakemake exit $rc, wall $wall s" | tee "$RUN/snakemake.rc"
-    python3 benchmarks/idle_ratio.py results --wall "$wall" >"$RUN/idle.md" 2>&1 || true
+    if [ "$WORKFLOW" = 0 ]; then
+        # the workflow's weights and fp32/fp16 ONNX files only (int8: harness_efficiency
+        # calibrates its own from the fp32 file, same graph, minmax ranges)
+        phase "artifacts"
+        local targets=() m
+        for m in $MODELS; do
+            targets+=("results/weights/$m.safetensors" "results/onnx/$m/fp32.onnx" "results/onnx/$m/fp16.onnx")
+        done
+        python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" --scheduler greedy "${targets[@]}" \
+            >"$RUN/snakemake.log" 2>&1 || echo "artifacts: snakemake failed" | tee "$RUN/snakemake.rc"
+    else
+        phase "workflow${LEVEL:+, level $LEVEL}"
+        t0=$(date +%s)
+        rc=0
+        python3 -m snakemake --cores "$CORES" --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
+            >"$RUN/snakemake.log" 2>&1 || rc=$?
+        wall=$(($(date +%s) - t0))
+        echo "snakemake exit $rc, wall $wall s" | tee "$RUN/snakemake.rc"
+        python3 benchmarks/idle_ratio.py results --wall "$wall" >"$RUN/idle.md" 2>&1 || true
+    fi
     gpu_state
     if [ "$SIDE" = 1 ]; then
         phase "side studies"
@@ -117,7 +133,7 @@ job() {
     if have_trt; then
         efficiency_trt
     fi
-    [ -n "${ORT_DIAG:-}" ] && ort_diag
+    if [ -n "${ORT_DIAG:-}" ]; then ort_diag; fi
     gpu_state
     if have_trt; then
         for precision in $STUDY; do
@@ -164,14 +180,18 @@ efficiency_torch_ort() {
     for precision in fp32 fp16 int8; do
         for bs in 8 50; do
             timed=$((bs == 8 ? 200 : 40))
-            for runtime in torch onnxruntime; do
-                local artifact=results/onnx/$model/$precision.onnx graphs=false
+            for runtime in $EFF_RUNTIMES; do
+                local artifact=results/onnx/$model/$precision.onnx graphs=false made
                 [ "$runtime" = torch ] && artifact=results/weights/$model.safetensors && graphs=true
                 [ "$precision" = int8 ] && artifact=results/onnx/$model/int8-$int8.onnx
                 [ "$precision" = int8 ] && [ "$runtime" = torch ] && continue
+                made=(--artifact "{\"$runtime\": \"$artifact\"}")
+                # without the workflow's int8 file (WORKFLOW=0): calibrated here from its fp32 file
+                [ -e "$artifact" ] || made=(--weights "results/weights/$model.safetensors"
+                    --onnx "results/onnx/$model/fp32.onnx" --work-dir "results/bench/$model")
                 echo "## $model $precision bs$bs $runtime cuda_graphs=$graphs" >>"$RUN/efficiency-torch-ort.md"
                 python3 benchmarks/harness_efficiency.py --runtime $runtime --device cuda --arch "$model" --crop "$crop" \
-                    --precision "$precision" --batch-size "$bs" --artifact "{\"$runtime\": \"$artifact\"}" \
+                    --precision "$precision" --batch-size "$bs" "${made[@]}" \
                     --options "{\"cuda_graphs\": $graphs, \"allow_tf32\": false}" \
                     --warmup 5 --timed "$timed" --windows 1 --rounds 5 >>"$RUN/efficiency-torch-ort.md" 2>&1 || true
             done
