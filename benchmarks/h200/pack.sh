@@ -51,5 +51,5 @@ if [ "${WITH_TRT:-1}" = 1 ]; then
     "$PY310" benchmarks/h200/stubs.py "$out/pack/w310"/tensorrt-*.whl "$out/pack/stubs"
 fi
 
-tar -C "$out/pack" -cf - . | split -b 63M -d -a 2 - "$out/parts/p"
+tar -C "$out/pack" -cf - . | split -b 60M -d -a 2 - "$out/parts/p"
 ls -l "$out/parts"
