@@ -264,7 +264,9 @@ def test_the_harness_waits_for_the_gpu(artifacts, runtime):
         pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu: make env-gpu)")
     weights, onnx = artifacts("resnet50")
     artifact = weights if runtime == "torch" else onnx
-    session = runtimes.load(runtime).open_session(spec(runtime, "resnet50", artifact, device="cuda"))
+    # ONNX Runtime without its own per-run sync (auto may pick either): the harness's sync is what waits
+    options = {"per_run_sync": False} if runtime == "onnxruntime" else {}
+    session = runtimes.load(runtime).open_session(spec(runtime, "resnet50", artifact, device="cuda", options=options))
     assert_the_harness_waits(session, 8, CROP)
 
 
@@ -279,6 +281,8 @@ def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     tf32 = dataclasses.replace(cuda, options={"allow_tf32": True})
     assert ortrt.provider_options(tf32)[1][0]["use_tf32"] == "1"
     assert ortrt.run_options(cuda).get_run_config_entry("disable_synchronize_execution_providers") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: sync
+        ortrt.run_options(cuda, per_run_sync=True).get_run_config_entry("disable_synchronize_execution_providers")
     assert "enable_cuda_graph" not in options[0]  # CUDA graphs are an option, off by default
     graphs = dataclasses.replace(cuda, options={"cuda_graphs": True})
     assert ortrt.provider_options(graphs)[1][0]["enable_cuda_graph"] == "1"
@@ -287,6 +291,44 @@ def test_onnxruntime_on_cuda_asks_for_strict_fp32_and_no_per_run_sync():
     cpu = SessionSpec("onnxruntime", "m", "resnet50", "fp32", 8, "cpu", "x.onnx", 224, {})
     assert ortrt.provider_options(cpu) == (["CPUExecutionProvider"], [{}])
     assert ortrt.provider_options(dataclasses.replace(cpu, options={"cuda_graphs": True}))[1] == [{}]
+
+
+def test_onnxruntime_per_run_sync_auto_keeps_the_faster_way():
+    """per_run_sync: auto on CUDA, with a stand-in for the staged batch's runs: both ways warmed
+    up, blocks of about 0.1 s sized from a probe with sync, alternating, the lower median kept
+    (no per-run sync on a tie), and the medians reported in ms per run."""
+    from infbench.runtimes.onnxruntime import choose_per_run_sync
+
+    def runs_taking(with_sync, without_sync):
+        calls = []
+
+        def seconds_per_run(per_run_sync, runs):
+            calls.append((per_run_sync, runs))
+            return with_sync if per_run_sync else without_sync
+
+        return calls, seconds_per_run
+
+    # resnet50 fp16 batch 8 on the H200: 4,222 img/s with ONNX Runtime's sync, 3,581 without
+    calls, fake = runs_taking(8 / 4222, 8 / 3581)
+    assert choose_per_run_sync(fake) == (True, {"with": 1.8948, "without": 2.234, "runs": 52})
+    # warm-up 2 + 2 runs, a probe of 3 with sync, then 3 rounds of (with, without) of 52 runs
+    # each: int(0.1 s / 1.8948 ms) = 52
+    assert calls == [(True, 2), (False, 2), (True, 3)] + [(True, 52), (False, 52)] * 3
+    _, fake = runs_taking(0.004, 0.003)
+    assert choose_per_run_sync(fake) == (False, {"with": 4.0, "without": 3.0, "runs": 25})
+    _, fake = runs_taking(0.002, 0.002)
+    assert choose_per_run_sync(fake)[0] is False
+    # slow runs: at least 3 per block; fast ones: at most 100
+    assert choose_per_run_sync(runs_taking(0.5, 0.6)[1])[1]["runs"] == 3
+    assert choose_per_run_sync(runs_taking(1e-5, 1e-5)[1])[1]["runs"] == 100
+
+    # the median decides, not one noisy block
+    times = iter([0, 0, 0.002] + [0.002, 0.003, 0.009, 0.003, 0.002, 0.003])
+
+    def noisy(per_run_sync, runs):
+        return next(times)
+
+    assert choose_per_run_sync(noisy)[0] is True  # with: 2, 9, 2 ms (median 2); without: 3, 3, 3
 
 
 def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@
 # cuBLAS/cuDNN beside it are stand-ins: pack.sh); without TensorRT in the pack (WITH_TRT=0)
 # its cells are left out. Then the idle ratio (benchmarks/idle_ratio.py); the side studies
 # of SIDE (default 1): ONNX Runtime with CUDA graphs and torch.compile, resnet50 batch 8
-# and 50; the harness-efficiency check of the PyTorch and ONNX Runtime cells of the models
+# and 50 (SIDE=sync instead: ONNX Runtime's resnet50 cells at per_run_sync auto, after the
+# efficiency checks); the harness-efficiency check of the PyTorch and ONNX Runtime cells of the models
 # in EFFICIENCY (default MODELS) and of every TensorRT cell; then the builder-level study
 # (batch 8, levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8;
 # STUDY= skips it); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
@@ -130,6 +131,10 @@ job() {
     for model in $EFFICIENCY; do
         efficiency_torch_ort "$model"
     done
+    if [ "$SIDE" = sync ]; then
+        phase "side: ONNX Runtime per_run_sync auto"
+        side
+    fi
     if have_trt; then
         efficiency_trt
     fi
@@ -162,6 +167,16 @@ side_cell() {
 
 side() {
     mkdir -p "$RUN/side"
+    if [ "$SIDE" = sync ]; then
+        # ONNX Runtime's cells of resnet50 as the workflow runs them (per_run_sync: auto),
+        # the choice and both timings in each result's runtime block
+        for precision in fp32 fp16 int8; do
+            local onnx=results/onnx/resnet50/$precision.onnx
+            [ "$precision" = int8 ] && onnx=results/bench/resnet50/resnet50-224-int8-s8s8.onnx
+            side_cell onnxruntime $precision "$onnx" '{"device": "cuda", "allow_tf32": false}' "ort-auto-$precision"
+        done
+        return
+    fi
     for precision in fp32 fp16; do
         side_cell onnxruntime $precision results/onnx/resnet50/$precision.onnx \
             '{"device": "cuda", "allow_tf32": false, "cuda_graphs": true}' "ort-graphs-$precision"
