@@ -110,6 +110,7 @@ job() {
         for m in $MODELS; do
             targets+=("results/weights/$m.safetensors" "results/onnx/$m/fp32.onnx" "results/onnx/$m/fp16.onnx")
         done
+        [ "$SIDE" = sync ] && targets+=(results/cache/synthetic/256-224.npy)
         python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" --scheduler greedy "${targets[@]}" \
             >"$RUN/snakemake.log" 2>&1 || echo "artifacts: snakemake failed" | tee "$RUN/snakemake.rc"
     else
