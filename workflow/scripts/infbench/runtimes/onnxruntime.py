@@ -2,17 +2,17 @@
 
 On the CPU a staged batch is the normalised float32 array and ``run`` is a plain
 ``session.run`` (synchronous), which is what a hand-written loop would do. On CUDA the
-staged batch is an OrtValue already on the GPU, bound once with its own I/O binding whose
-output ONNX Runtime allocates on the GPU from its arena (``bind_output(name, "cuda")``, as
-in ONNX Runtime's documented loop: a preallocated output ran resnet50 fp16 at batch 8
-about 8 % slower in some processes on the H200), so that ``run`` copies nothing; the
-run options turn off ONNX Runtime's host synchronisation after every run, and ``sync``
-waits for the outputs (once per timed window). That is not always faster: on an H200,
-resnet50 fp16 at batch 8 ran 3,581 img/s without the per-run sync and 4,222 with it
-(ONNX Runtime's default), while other cells gained up to 6 % without it. So by default
+staged batch is an OrtValue already on the GPU, bound once with its own I/O binding and
+its own preallocated output on the GPU, so that ``run`` copies and allocates nothing
+(with an output that ONNX Runtime allocates, as its documented loop does, alexnet fp16 at
+batch 8 without the per-run sync ran at 0.89 of that loop on an H200; preallocated, 1.03). The run
+options turn off ONNX Runtime's host synchronisation after every run, and ``sync`` waits
+for the outputs (once per timed window). That is not always faster: on an H200, resnet50
+fp16 at batch 8 ran 3,581 img/s without the per-run sync and 4,222 with it (ONNX
+Runtime's default), while other cells gained up to 6 % without it. So by default
 (``per_run_sync: auto``) the session times both while the first batch is staged, outside
-the timed windows, and keeps the faster; ``true`` or ``false`` fixes it. TF32 is off unless the runtime's options say
-``allow_tf32: true`` (the CUDA provider's ``use_tf32``, on by default in ONNX Runtime).
+the timed windows, and keeps the faster; ``true`` or ``false`` fixes it. TF32 is off
+unless the runtime's options say ``allow_tf32: true`` (the CUDA provider's ``use_tf32``, on by default in ONNX Runtime).
 With ``cuda_graphs: true`` (CUDA only, off by default) the provider captures a CUDA graph
 per staged batch (``enable_cuda_graph`` and a ``gpu_graph_id`` per binding, whose input and
 output keep their addresses); the graphs are captured while staging, outside the timed
@@ -185,17 +185,11 @@ class OrtSession(Session):
         self.options_of_graph.clear()
 
     def _bind(self, x):
-        """The batch on the GPU and its I/O binding. A CUDA graph needs an output at a fixed
-        address (preallocated); otherwise ONNX Runtime allocates the output on the GPU."""
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        out = ort.OrtValue.ortvalue_from_shape_and_type(self.output_shape, self.output_dtype, "cuda", 0)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, value)
-        if self.cuda_graphs:
-            out = ort.OrtValue.ortvalue_from_shape_and_type(self.output_shape, self.output_dtype, "cuda", 0)
-            binding.bind_ortvalue_output(self.output_name, out)
-        else:
-            out = None
-            binding.bind_output(self.output_name, "cuda")
+        binding.bind_ortvalue_output(self.output_name, out)
         binding.synchronize_inputs()
         return (value, out), binding
 
@@ -256,10 +250,7 @@ class OrtSession(Session):
             "providers": self.session.get_providers(),
             "threads": self.threads,
             "graph_optimization": "ORT_ENABLE_ALL",
-            "io": ("iobinding, output " + ("preallocated" if self.cuda_graphs else "allocated by onnxruntime"))
-            + " on the gpu"
-            if self.on_cuda
-            else "numpy",
+            "io": "iobinding, preallocated output" if self.on_cuda else "numpy",
             # ONNX Runtime's host sync after each run (auto: chosen by timing both, ms per run)
             "per_run_sync": self.per_run_sync if self.on_cuda else None,
             "per_run_sync_auto_ms": self.per_run_sync_ms,
