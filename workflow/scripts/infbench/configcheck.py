@@ -37,7 +37,33 @@ def schema_sentence(error):
         )
     if error.validator == "required":
         return f"config key {_key(path) or '(top level)'} is incomplete: {error.message}"
+    if error.validator == "oneOf":
+        allowed = [_alternative(sub) for sub in error.validator_value]
+        if all(allowed):
+            return (
+                f"config key {_key(path) or '(top level)'} is {error.instance!r}; it must be"
+                f" {', or '.join(allowed)} (see config/README.md)"
+            )
     return f"config key {_key(path) or '(top level)'}: {error.message}"
+
+
+def _alternative(sub):
+    """Words for one scalar alternative of a oneOf ({type: boolean}, an enum, a const, a
+    whole number with a minimum), or None."""
+    if "$ref" in sub:
+        sub = POSITIVE_INT if sub["$ref"] == "#/$defs/positive_int" else {}
+    if sub.get("type") == "boolean":
+        return "true or false"
+    if "enum" in sub:
+        return "one of " + ", ".join(repr(v) for v in sub["enum"])
+    if "const" in sub:
+        return repr(sub["const"])
+    if sub.get("type") == "integer" and "minimum" in sub:
+        return f"a whole number >= {sub['minimum']}"
+    return None
+
+
+POSITIVE_INT = {"type": "integer", "minimum": 1}
 
 
 def fill_defaults(instance, schema):
