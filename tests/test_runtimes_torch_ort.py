@@ -331,6 +331,55 @@ def test_onnxruntime_per_run_sync_auto_keeps_the_faster_way():
     assert choose_per_run_sync(noisy)[0] is True  # with: 2, 9, 2 ms (median 2); without: 3, 3, 3
 
 
+def test_onnxruntime_auto_times_each_form_with_its_own_run_options(monkeypatch):
+    """per_run_sync: auto on CUDA without a GPU: the session's choice among its two forms with
+    a stand-in for ONNX Runtime's runs and a controlled clock. Each form runs only with its own
+    run options (the documented loop: per-run sync and ONNX Runtime's output; the asynchronous
+    one: no sync and a preallocated output), the faster is kept and staged from then on."""
+    from infbench.runtimes import onnxruntime as ortrt
+
+    clock = [0.0]
+    monkeypatch.setattr(ortrt.time, "perf_counter", lambda: clock[0])
+
+    class Binding:
+        def __init__(self, preallocated):
+            self.preallocated = preallocated
+
+        def synchronize_outputs(self):
+            pass
+
+    class Runs:
+        """ONNX Runtime stand-in: 2.0 ms a run in the documented loop, 2.3 ms asynchronous."""
+
+        def __init__(self):
+            self.seen = []
+
+        def run_with_iobinding(self, binding, options):
+            try:
+                options.get_run_config_entry("disable_synchronize_execution_providers")
+                synced = False
+            except RuntimeError:
+                synced = True
+            self.seen.append((synced, binding.preallocated))
+            clock[0] += 0.0020 if synced else 0.0023
+
+    session = ortrt.OrtSession.__new__(ortrt.OrtSession)
+    session.spec = SessionSpec("onnxruntime", "m", "resnet50", "fp16", 8, "cuda", "x.onnx", 224, {})
+    session.session, session.on_cuda, session.cuda_graphs = Runs(), True, False
+    session.per_run_sync, session.per_run_sync_ms, session.options_of_graph = None, None, {}
+    monkeypatch.setattr(session, "_bind", lambda x, preallocated=True: ((x, None), Binding(preallocated)))
+
+    first = session.stage(np.zeros((8, 224, 224, 3), np.uint8))
+    assert session.per_run_sync is True and first.binding.preallocated is False
+    assert session.per_run_sync_ms == {"with": 2.0, "without": 2.3, "runs": 50}
+    # every timed run used its form's own options: never a sync with a preallocated output
+    assert set(session.session.seen) == {(True, False), (False, True)}
+    second = session.stage(np.zeros((8, 224, 224, 3), np.uint8))
+    session.session.seen.clear()
+    session.run(second)
+    assert second.binding.preallocated is False and session.session.seen == [(True, False)]
+
+
 def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_path, monkeypatch):
     """runtimes.torch.compile on the CPU (inductor, default mode): the same numbers as eager;
     the compile happens on the first batch, so the harness counts it as warm-up. Inductor

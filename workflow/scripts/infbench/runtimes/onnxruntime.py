@@ -2,20 +2,25 @@
 
 On the CPU a staged batch is the normalised float32 array and ``run`` is a plain
 ``session.run`` (synchronous), which is what a hand-written loop would do. On CUDA the
-staged batch is an OrtValue already on the GPU, bound once with its own I/O binding and
-its own preallocated output on the GPU, so that ``run`` copies and allocates nothing
-(with an output that ONNX Runtime allocates, as its documented loop does, alexnet fp16 at
-batch 8 without the per-run sync ran at 0.89 of that loop on an H200; preallocated, 1.03). The run
-options turn off ONNX Runtime's host synchronisation after every run, and ``sync`` waits
-for the outputs (once per timed window). That is not always faster: on an H200, resnet50
-fp16 at batch 8 ran 3,581 img/s without the per-run sync and 4,222 with it (ONNX
-Runtime's default), while other cells gained up to 6 % without it. So by default
-(``per_run_sync: auto``) the session times both while the first batch is staged, outside
-the timed windows, and keeps the faster; ``true`` or ``false`` fixes it. TF32 is off
-unless the runtime's options say ``allow_tf32: true`` (the CUDA provider's ``use_tf32``, on by default in ONNX Runtime).
-With ``cuda_graphs: true`` (CUDA only, off by default) the provider captures a CUDA graph
-per staged batch (``enable_cuda_graph`` and a ``gpu_graph_id`` per binding, whose input and
-output keep their addresses); the graphs are captured while staging, outside the timed
+staged batch is an OrtValue already on the GPU, bound once with its own I/O binding, in
+one of two forms. Asynchronous (``per_run_sync: false``): a preallocated output on the
+GPU and run options that turn off ONNX Runtime's host synchronisation after every run, so
+that ``sync`` waits for the outputs once per timed window. ONNX Runtime's documented loop
+(``per_run_sync: true``): its default run options, which wait for the GPU after every
+run, and an output that ONNX Runtime allocates on the GPU. Neither is always the faster,
+and mixing them is slower still. On an H200, resnet50 fp16 at batch 8 ran 4,222 img/s in
+the documented loop, 3,581 without its per-run sync and 3,880 with a preallocated output
+(bimodal); alexnet fp16 at batch 8 without the sync ran at 1.03 of the documented loop with
+a preallocated output and at 0.89 with ONNX Runtime's. So by default (``per_run_sync:
+auto``) the session binds the first staged batch both ways, times both outside the timed
+windows (``choose_per_run_sync``) and keeps the faster; the result records the choice and
+both times.
+
+TF32 is off unless the runtime's options say ``allow_tf32: true`` (the CUDA provider's
+``use_tf32``, on by default in ONNX Runtime). With ``cuda_graphs: true`` (CUDA only, off by
+default) the provider captures a CUDA graph per staged batch (``enable_cuda_graph`` and a
+``gpu_graph_id`` per binding, whose input and preallocated output keep their addresses;
+``per_run_sync`` then only decides whether a replay waits); the graphs are captured while staging, outside the timed
 windows, and the accuracy loop refills free slots in place instead of capturing anew.
 int8 on CUDA runs the Q/DQ graph in float: the CUDA provider has no int8 convolutions, so
 the cell is emulated int8 and its provenance says so.
@@ -169,11 +174,13 @@ class OrtSession(Session):
             self.options_of_graph[graph_id] = options
         return options
 
-    def _choose_per_run_sync(self, staged):
-        """per_run_sync: auto: time the staged batch's runs with and without ONNX Runtime's
-        host sync after each run (outside any timed window) and keep the faster."""
+    def _choose_per_run_sync(self, forms):
+        """per_run_sync: auto: time the first staged batch in both forms, ``forms[True]``
+        (ONNX Runtime's per-run sync) and ``forms[False]`` (none), outside any timed window,
+        and keep the faster; returns the staged batch of that form."""
 
         def seconds_per_run(per_run_sync, runs):
+            staged = forms[per_run_sync]
             options = run_options(self.spec, staged.graph_id, per_run_sync)
             t0 = time.perf_counter()
             for _ in range(runs):
@@ -183,13 +190,25 @@ class OrtSession(Session):
 
         self.per_run_sync, self.per_run_sync_ms = choose_per_run_sync(seconds_per_run)
         self.options_of_graph.clear()
+        return forms[self.per_run_sync]
 
-    def _bind(self, x):
+    def _preallocated(self, per_run_sync):
+        """A CUDA graph needs its output at a fixed address, and so does the asynchronous form;
+        with ONNX Runtime's per-run sync the output is ONNX Runtime's, as in its documented loop."""
+        return self.cuda_graphs or not per_run_sync
+
+    def _bind(self, x, preallocated=True):
+        """The batch on the GPU and its I/O binding, with a preallocated output on the GPU or
+        one that ONNX Runtime allocates there on each run."""
         value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-        out = ort.OrtValue.ortvalue_from_shape_and_type(self.output_shape, self.output_dtype, "cuda", 0)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_ortvalue_output(self.output_name, out)
+        out = None
+        if preallocated:
+            out = ort.OrtValue.ortvalue_from_shape_and_type(self.output_shape, self.output_dtype, "cuda", 0)
+            binding.bind_ortvalue_output(self.output_name, out)
+        else:
+            binding.bind_output(self.output_name, "cuda")
         binding.synchronize_inputs()
         return (value, out), binding
 
@@ -203,7 +222,11 @@ class OrtSession(Session):
         if not self.on_cuda:
             return {self.input_name: x}
         if not self.cuda_graphs:
-            staged = _Bound(*self._bind(x))
+            if self.per_run_sync is None:  # auto: the first batch, bound both ways
+                return self._choose_per_run_sync(
+                    {sync: _Bound(*self._bind(x, self._preallocated(sync))) for sync in (True, False)}
+                )
+            return _Bound(*self._bind(x, self._preallocated(self.per_run_sync)))
         else:
             slot = next((s for s in self.slots if s.user() is None), None)
             if slot is None:
@@ -219,8 +242,8 @@ class OrtSession(Session):
                 slot.values[0].update_inplace(x)
             staged = _Bound(slot.values, slot.binding, slot.graph_id)
             slot.user = weakref.ref(staged)
-        if self.per_run_sync is None:
-            self._choose_per_run_sync(staged)
+        if self.per_run_sync is None:  # auto: the first graph, replayed both ways
+            self._choose_per_run_sync({True: staged, False: staged})
         return staged
 
     def run(self, staged):
@@ -250,7 +273,13 @@ class OrtSession(Session):
             "providers": self.session.get_providers(),
             "threads": self.threads,
             "graph_optimization": "ORT_ENABLE_ALL",
-            "io": "iobinding, preallocated output" if self.on_cuda else "numpy",
+            "io": (
+                "iobinding, output "
+                + ("preallocated" if self._preallocated(self.per_run_sync) else "allocated by onnxruntime")
+                + " on the gpu"
+            )
+            if self.on_cuda
+            else "numpy",
             # ONNX Runtime's host sync after each run (auto: chosen by timing both, ms per run)
             "per_run_sync": self.per_run_sync if self.on_cuda else None,
             "per_run_sync_auto_ms": self.per_run_sync_ms,
