@@ -39,6 +39,8 @@ def test_the_error_lists_the_first_twenty_and_counts_the_rest():
     assert "/data/19.JPEG (OSError: broken); and 5 more. Replace or remove them," in sentence
     assert "/data/20.JPEG" not in sentence
     assert sentence.endswith("or set dataset.bad_images: skip to leave them out of every cell")
+    # the count is all but the twenty listed, also past forty (25 % 20 would give 5 as well)
+    assert "; and 45 more." in bad_images_error((bad * 3)[:65], 1000)
     exactly = bad_images_error(bad[:20], 100)  # twenty listed, none left to count
     assert "/data/19.JPEG (OSError: broken). Replace or remove them," in exactly and "more" not in exactly
     assert bad_images_error(bad[:1], 5) == (

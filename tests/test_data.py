@@ -367,6 +367,11 @@ def test_disagreement_lists_twenty_and_counts_the_rest(tmp_path):
     assert "img20.JPEG in dataset.root has no line; and 5 more; fix" in message
     assert "img21.JPEG" not in message
     assert "\n" not in message  # one line: launch.sh repeats it where Snakemake shows it
+    # past twice twenty: the count is still all but the twenty listed (65 - 20, not 65 % 20)
+    root = write_jpegs(tmp_path / "many", [f"img{i:02d}.JPEG" for i in range(66)])
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert " in 65 places: " in str(err.value) and "; and 45 more; fix" in str(err.value)
 
 
 @needs_sample
@@ -641,6 +646,29 @@ def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_pat
     assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
             " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...';"
             " line 4 reads 'ILSVRC2012_val_00000003,nx0000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
+
+
+def test_a_wnid_is_n_and_eight_digits(tmp_path):
+    """A LOC line's WNID must be 'n' and eight digits: one short, one long, one of another letter
+    each make their line malformed (not a WNID that the devkit lacks)."""
+    root, meta = devkit_set(tmp_path, 3)
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n1000000 1 2 3 4\n"
+                   "ILSVRC2012_val_00000002,n100000010 1 2 3 4\nILSVRC2012_val_00000003,o10000001 1 2 3 4\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=csv, devkit_meta=meta)
+    assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,n1000000 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 3 reads 'ILSVRC2012_val_00000002,n100000010 1 2 3 4', not 'ImageId,WNID ...';"
+            " line 4 reads 'ILSVRC2012_val_00000003,o10000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
+
+
+def test_a_val_map_line_of_three_fields_is_malformed(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\nb.JPEG 2 7\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert " in 1 place: line 2 reads 'b.JPEG 2 7', not '<file name> <class index 0-999>'; fix" in str(err.value)
 
 
 def test_an_index_file_without_its_header_is_refused(tmp_path):
