@@ -54,6 +54,7 @@ def test_score_without_reference_has_no_comparison():
     got = metrics.score(np.array([[0, 1, 2, 3, 4]]), np.array([4]), np.zeros((1, 5)), None)
     assert (got["top1"], got["top5"], got["mismatches"], got["cosine"], got["rel_error"]) == (0.0, 1.0, None, None, None)
     assert got["logit_images"] == 0
+    assert got["nonfinite_images"] == 0  # no flags given: every logit finite
 
 
 def test_distinct_predictions_counts_top1_classes():
@@ -117,6 +118,16 @@ def test_evaluate_ranks_ties_by_class_index_and_pads_the_last_batch():
     assert not nonfinite.any()
 
 
+def test_evaluate_lets_go_of_each_batchs_rows_once_used(monkeypatch):
+    """The accuracy pass releases exactly the cache rows of each batch after it ran (a pass
+    over a 13 GB cache would otherwise end with all of it resident), the last partial one too."""
+    released = []
+    monkeypatch.setattr(metrics, "release_rows", lambda cache, start, stop: released.append((start, stop)))
+    table = np.arange(10 * 1000, dtype=np.float32).reshape(10, 1000)
+    metrics.evaluate(LookupSession(table), images_with_ids(10), batch_size=3, keep_logits=0)
+    assert released == [(0, 3), (3, 6), (6, 9), (9, 10)]
+
+
 def test_evaluate_pads_with_copies_of_the_last_image():
     table = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
     session = LookupSession(table)
@@ -157,8 +168,8 @@ def test_score_counts_non_finite_images_and_leaves_out_the_agreement():
 
 
 class Clock:
-    def __init__(self):
-        self.now = 0.0
+    def __init__(self, start=0.0):
+        self.now = start
 
     def perf_counter(self):
         return self.now
@@ -194,7 +205,7 @@ class TimedSession(Session):
 
 
 def test_harness_arithmetic_on_a_controlled_clock(monkeypatch):
-    clock = Clock()
+    clock = Clock(start=1000.0)  # not 0: a difference of two readings must not equal their sum
     monkeypatch.setattr(timing, "time", clock)
     # the warm-up sync takes 0.5 s; the windows' syncs 1.001, 0 and 12 s
     session = TimedSession(clock, [0.5, 1.001, 0.0, 12.0])

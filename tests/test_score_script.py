@@ -100,3 +100,8 @@ def test_images_the_index_left_out_are_counted_and_named(tmp_path, files):
     assert got["images"] == 4  # the images every cell saw
     _, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference-name", "torch/fp32")
     assert (got["skipped_images"], got["skipped_files"]) == (0, [])
+    # many: all counted, the first twenty named
+    bad.write_text("file\treason\n" + "".join(f"/data/{i:02d}.JPEG\tOSError: broken\n" for i in range(25)))
+    _, got = score(tmp_path, "--predictions", cell, "--labels", labels, "--reference-name", "torch/fp32",
+                   "--bad-images", bad)
+    assert (got["skipped_images"], got["skipped_files"]) == (25, [f"/data/{i:02d}.JPEG" for i in range(20)])
