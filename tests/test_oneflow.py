@@ -117,7 +117,9 @@ np.savez(out, **logits)
         ("alexnet", 256, 224, 4),
         ("resnet50", 256, 224, 4),
         ("inception_v3", 342, 299, 2),
-        ("vgg16", 256, 224, 2),
+        # vgg16 at 224 px was the slowest test of the suite (40 s); at 112 px its 3x3 maps go
+        # through the adaptive pool to 7x7, which 224 px (7x7 already) never exercises
+        ("vgg16", 128, 112, 2),
     ],
 )
 def test_logits_equal_pytorch(arch, resize, crop, count, torch_weights, tmp_path):
