@@ -201,11 +201,12 @@ def test_harness_waits_for_oneflow(mode, torch_weights):
 
     OneFlow returns from ``run`` before the work is done. A session whose ``sync`` does
     nothing makes the harness report tens to thousands of times the true rate; the real
-    one stays near a loop that waits for every batch (1.5x allows for the overlap of
-    Python dispatch with compute and for noise on a shared 2-core machine).
+    one stays near a loop that waits for every batch. 3x allows for the overlap of Python
+    dispatch with compute and for noise on a loaded 2-core machine (1.52x was seen in one
+    CI run, where the sync-less session gave 48x); a harness that stopped waiting is far above.
     """
     out = json.loads(check_oneflow(HARNESS_WAITS, torch_weights("resnet50"), mode).splitlines()[-1])
-    assert out["harness"] <= 1.5 * out["sync_loop"], out
+    assert out["harness"] <= 3 * out["sync_loop"], out
     assert out["no_wait"] >= 5 * out["sync_loop"], out
     assert out["single_vs_full"] < 1e-4, out
     info = out["info"]
