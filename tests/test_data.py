@@ -636,39 +636,24 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
     assert list(out.parent.iterdir()) == []
 
 
-def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path):
+@pytest.mark.parametrize(
+    "wnids",
+    [
+        ("m10000001", "dog", "nx0000001"),  # strings that do not start with a WNID
+        ("n1000000", "n100000010", "o10000001"),  # one digit short, one long, another letter
+    ],
+)
+def test_a_loc_line_whose_string_does_not_start_with_a_wnid_is_malformed(tmp_path, wnids):
+    """A LOC line's WNID must be 'n' and eight digits, else the line is malformed (not a WNID
+    that the devkit lacks)."""
     root, meta = devkit_set(tmp_path, 3)
     csv = tmp_path / "LOC_val_solution.csv"
-    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,m10000001 1 2 3 4\n"
-                   "ILSVRC2012_val_00000002,dog 1 2 3 4\nILSVRC2012_val_00000003,nx0000001 1 2 3 4\n")
+    lines = [f"ILSVRC2012_val_{i:08d},{wnid} 1 2 3 4" for i, wnid in enumerate(wnids, start=1)]
+    csv.write_text("ImageId,PredictionString\n" + "".join(line + "\n" for line in lines))
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=csv, devkit_meta=meta)
-    assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,m10000001 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 3 reads 'ILSVRC2012_val_00000002,dog 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 4 reads 'ILSVRC2012_val_00000003,nx0000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
-
-
-def test_a_wnid_is_n_and_eight_digits(tmp_path):
-    """A LOC line's WNID must be 'n' and eight digits: one short, one long, one of another letter
-    each make their line malformed (not a WNID that the devkit lacks)."""
-    root, meta = devkit_set(tmp_path, 3)
-    csv = tmp_path / "LOC_val_solution.csv"
-    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n1000000 1 2 3 4\n"
-                   "ILSVRC2012_val_00000002,n100000010 1 2 3 4\nILSVRC2012_val_00000003,o10000001 1 2 3 4\n")
-    with pytest.raises(UserError) as err:
-        index_imagenet(root, labels=csv, devkit_meta=meta)
-    assert (" in 3 places: line 2 reads 'ILSVRC2012_val_00000001,n1000000 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 3 reads 'ILSVRC2012_val_00000002,n100000010 1 2 3 4', not 'ImageId,WNID ...';"
-            " line 4 reads 'ILSVRC2012_val_00000003,o10000001 1 2 3 4', not 'ImageId,WNID ...'; fix") in str(err.value)
-
-
-def test_a_val_map_line_of_three_fields_is_malformed(tmp_path):
-    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
-    labels = tmp_path / "val_map.txt"
-    labels.write_text("a.JPEG 1\nb.JPEG 2 7\n")
-    with pytest.raises(UserError) as err:
-        index_imagenet(root, labels=labels)
-    assert " in 1 place: line 2 reads 'b.JPEG 2 7', not '<file name> <class index 0-999>'; fix" in str(err.value)
+    listed = "; ".join(f"line {i} reads '{line}', not 'ImageId,WNID ...'" for i, line in enumerate(lines, start=2))
+    assert f" in 3 places: {listed}; fix" in str(err.value)
 
 
 def test_an_index_file_without_its_header_is_refused(tmp_path):
@@ -779,13 +764,14 @@ def test_a_class_folder_outside_the_synsets_file_names_that_key(tmp_path):
     assert str(err.value).endswith("; remove the folder or fix dataset.synsets")
 
 
-def test_a_label_line_without_a_class_index_is_a_problem_not_a_crash(tmp_path):
+@pytest.mark.parametrize("line", ["b.JPEG", "b.JPEG 2 7"])  # no class index; one field too many
+def test_a_label_line_without_a_class_index_is_a_problem_not_a_crash(tmp_path, line):
     root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
     labels = tmp_path / "val_map.txt"
-    labels.write_text("a.JPEG 1\nb.JPEG\n")
+    labels.write_text(f"a.JPEG 1\n{line}\n")
     with pytest.raises(UserError) as err:
         index_imagenet(root, labels=labels)
-    assert " in 1 place: line 2 reads 'b.JPEG', not '<file name> <class index 0-999>';" in str(err.value)
+    assert f" in 1 place: line 2 reads '{line}', not '<file name> <class index 0-999>';" in str(err.value)
 
 
 def test_a_loc_csv_naming_more_than_1000_wnids_cannot_give_the_class_order(tmp_path):
