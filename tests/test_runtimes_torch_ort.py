@@ -366,7 +366,7 @@ def test_onnxruntime_auto_times_each_form_with_its_own_run_options(monkeypatch):
     session = ortrt.OrtSession.__new__(ortrt.OrtSession)
     session.spec = SessionSpec("onnxruntime", "m", "resnet50", "fp16", 8, "cuda", "x.onnx", 224, {})
     session.session, session.on_cuda, session.cuda_graphs = Runs(), True, False
-    session.per_run_sync, session.per_run_sync_ms, session.options_of_graph = None, None, {}
+    session.per_run_sync, session.per_run_sync_ms = None, None
     monkeypatch.setattr(session, "_bind", lambda x, preallocated=True: ((x, None), Binding(preallocated)))
 
     first = session.stage(np.zeros((8, 224, 224, 3), np.uint8))

@@ -20,8 +20,9 @@ TF32 is off unless the runtime's options say ``allow_tf32: true`` (the CUDA prov
 ``use_tf32``, on by default in ONNX Runtime). With ``cuda_graphs: true`` (CUDA only, off by
 default) the provider captures a CUDA graph per staged batch (``enable_cuda_graph`` and a
 ``gpu_graph_id`` per binding, whose input and preallocated output keep their addresses;
-``per_run_sync`` then only decides whether a replay waits); the graphs are captured while staging, outside the timed
-windows, and the accuracy loop refills free slots in place instead of capturing anew.
+``per_run_sync`` then only decides whether a replay waits); the graphs are captured while
+staging, outside the timed windows, and the accuracy loop refills free slots in place
+instead of capturing anew.
 int8 on CUDA runs the Q/DQ graph in float: the CUDA provider has no int8 convolutions, so
 the cell is emulated int8 and its provenance says so.
 """
@@ -110,14 +111,16 @@ def _providers(spec):
 
 class _Bound:
     """A staged CUDA batch: the input OrtValue on the GPU and the I/O binding that uses it,
-    with the id of its CUDA graph (None without graphs)."""
+    the id of its CUDA graph (None without graphs) and the run options ``run`` passes (set
+    once the session knows its per-run sync)."""
 
-    __slots__ = ("value", "binding", "graph_id", "__weakref__")
+    __slots__ = ("value", "binding", "graph_id", "run_options", "__weakref__")
 
     def __init__(self, value, binding, graph_id=None):
         self.value = value
         self.binding = binding
         self.graph_id = graph_id
+        self.run_options = None
 
 
 class _Slot:
@@ -150,7 +153,6 @@ class OrtSession(Session):
         per_run_sync = options.get("per_run_sync", "auto")
         self.per_run_sync = None if per_run_sync == "auto" else bool(per_run_sync)
         self.per_run_sync_ms = None  # auto: ms per run with and without, as timed
-        self.options_of_graph = {}  # graph id (None: no graphs) -> RunOptions
         self.run_options = run_options(spec)
         if self.session.get_providers()[0] != providers[0]:
             raise UserError(
@@ -167,13 +169,6 @@ class OrtSession(Session):
         self.cuda_graphs = self.on_cuda and self.provider_options.get("enable_cuda_graph") == "1"
         self.slots = []
 
-    def _run_options(self, graph_id):
-        options = self.options_of_graph.get(graph_id)
-        if options is None:
-            options = run_options(self.spec, graph_id, bool(self.per_run_sync))
-            self.options_of_graph[graph_id] = options
-        return options
-
     def _choose_per_run_sync(self, forms):
         """per_run_sync: auto: time the first staged batch in both forms, ``forms[True]``
         (ONNX Runtime's per-run sync) and ``forms[False]`` (none), outside any timed window,
@@ -189,7 +184,6 @@ class OrtSession(Session):
             return (time.perf_counter() - t0) / runs
 
         self.per_run_sync, self.per_run_sync_ms = choose_per_run_sync(seconds_per_run)
-        self.options_of_graph.clear()
         return forms[self.per_run_sync]
 
     def _preallocated(self, per_run_sync):
@@ -223,32 +217,39 @@ class OrtSession(Session):
             return {self.input_name: x}
         if not self.cuda_graphs:
             if self.per_run_sync is None:  # auto: the first batch, bound both ways
-                return self._choose_per_run_sync(
+                staged = self._choose_per_run_sync(
                     {sync: _Bound(*self._bind(x, self._preallocated(sync))) for sync in (True, False)}
                 )
-            return _Bound(*self._bind(x, self._preallocated(self.per_run_sync)))
-        else:
-            slot = next((s for s in self.slots if s.user() is None), None)
-            if slot is None:
-                graph_id = len(self.slots) + 1
-                values, binding = self._bind(x)
-                slot = _Slot(values, binding, graph_id)
-                capture = run_options(self.spec, graph_id)
-                for _ in range(CAPTURE_RUNS):
-                    self.session.run_with_iobinding(binding, capture)
-                binding.synchronize_outputs()
-                self.slots.append(slot)
             else:
-                slot.values[0].update_inplace(x)
-            staged = _Bound(slot.values, slot.binding, slot.graph_id)
-            slot.user = weakref.ref(staged)
-        if self.per_run_sync is None:  # auto: the first graph, replayed both ways
-            self._choose_per_run_sync({True: staged, False: staged})
+                staged = _Bound(*self._bind(x, self._preallocated(self.per_run_sync)))
+        else:
+            staged = self._stage_in_slot(x)
+            if self.per_run_sync is None:  # auto: the first graph, replayed both ways
+                self._choose_per_run_sync({True: staged, False: staged})
+        staged.run_options = run_options(self.spec, staged.graph_id, self.per_run_sync)
+        return staged
+
+    def _stage_in_slot(self, x):
+        """CUDA graphs: a free slot refilled in place, else a new one bound and captured."""
+        slot = next((s for s in self.slots if s.user() is None), None)
+        if slot is None:
+            graph_id = len(self.slots) + 1
+            values, binding = self._bind(x)
+            slot = _Slot(values, binding, graph_id)
+            capture = run_options(self.spec, graph_id)
+            for _ in range(CAPTURE_RUNS):
+                self.session.run_with_iobinding(binding, capture)
+            binding.synchronize_outputs()
+            self.slots.append(slot)
+        else:
+            slot.values[0].update_inplace(x)
+        staged = _Bound(slot.values, slot.binding, slot.graph_id)
+        slot.user = weakref.ref(staged)
         return staged
 
     def run(self, staged):
         if self.on_cuda:
-            self.session.run_with_iobinding(staged.binding, self._run_options(staged.graph_id))
+            self.session.run_with_iobinding(staged.binding, staged.run_options)
             return staged.binding
         return self.session.run(None, staged, self.run_options)[0]
 
