@@ -3,12 +3,15 @@
 For each runtime, a session is opened through the registry
 (``infbench.runtimes.load(name).open_session(spec)``) and timed with
 ``infbench.timing.measure``; in the same process, a hand-written loop of the same runtime
-runs on the same batches with its own model object:
+runs on the same batches with its own model object (ONNX Runtime: the same
+InferenceSession, its own loop and bindings):
 
     torch:        with torch.inference_mode(): for x in xs: model(x)
                   (on CUDA with cuda_graphs on, the session's default: one captured graph per
                   staged batch, replayed: graph.replay())
     onnxruntime:  for x in xs: sess.run(None, {"input": x})
+                  (on CUDA: sess.run_with_iobinding(binding); on the session's own
+                  InferenceSession, so that both run the same kernels)
     tensorrt:     for x in xs: context.set_tensor_address(input, x); context.execute_async_v3(stream)
                   (its own engine, context, stream and device buffers; one stream sync at the end)
 
@@ -100,27 +103,36 @@ def torch_graph_loop(model, xs):
     return loop
 
 
-def onnxruntime_hand_loop(spec, batches):
+def onnxruntime_hand_loop(spec, batches, session=None):
     """The plainest ONNX Runtime loop: on the CPU ``sess.run(None, {"input": x})`` on float32
     arrays; on CUDA the documented device-resident form, an I/O binding of an input OrtValue
     already on the GPU and an output left to ONNX Runtime on the GPU,
     ``sess.run_with_iobinding(binding)`` with its default run options (which synchronise
-    after each run). The provider options are the session's (TF32 as configured)."""
+    after each run). The provider options are the session's (TF32 as configured).
+
+    It runs on the harness session's own InferenceSession (``session.session``), so that
+    both loops run the same kernels: ONNX Runtime's CUDA provider picks each convolution's
+    algorithm by timing candidates when a session first runs, and two sessions of one fp16
+    model, run the same way, differed by up to 15 % on the H200 (alexnet batch 8). ``--hand '{"own_session": true}'``
+    opens a session of its own instead (without CUDA graphs), as before."""
     import onnxruntime as ort
 
     from infbench.runtimes.onnxruntime import provider_options
 
     variant = spec.options.get("hand", {})  # --hand: the loop made more like the session, one step at a time
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
-    if variant.get("inter_op_threads"):
-        options.inter_op_num_threads = int(variant["inter_op_threads"])
-    providers, provider_opts = provider_options(spec)
-    provider_opts = [{k: v for k, v in o.items() if k != "enable_cuda_graph"} for o in provider_opts]
-    sess = ort.InferenceSession(
-        spec.artifact, sess_options=options, providers=providers, provider_options=provider_opts
-    )
+    if session is not None and not variant.get("own_session") and not getattr(session, "cuda_graphs", False):
+        sess = session.session
+    else:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = int(spec.options.get("threads") or os.cpu_count())
+        if variant.get("inter_op_threads"):
+            options.inter_op_num_threads = int(variant["inter_op_threads"])
+        providers, provider_opts = provider_options(spec)
+        provider_opts = [{k: v for k, v in o.items() if k != "enable_cuda_graph"} for o in provider_opts]
+        sess = ort.InferenceSession(
+            spec.artifact, sess_options=options, providers=providers, provider_options=provider_opts
+        )
     xs = [normalise_nchw(b) for b in batches]
     if spec.device == "cpu":
 
@@ -288,7 +300,8 @@ def bench(runtime, args, work):
         rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8) for _ in range(args.staged)
     ]
     session = runtimes.load(runtime).open_session(spec)
-    hand = HAND_LOOPS[runtime](spec, batches)
+    loop = HAND_LOOPS[runtime]
+    hand = loop(spec, batches, session) if runtime == "onnxruntime" else loop(spec, batches)
     rows = []
     try:
         for r in range(args.rounds):

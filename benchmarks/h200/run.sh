@@ -136,6 +136,10 @@ job() {
         phase "side: ONNX Runtime per_run_sync auto"
         side
     fi
+    if [ "$SIDE" = rounds ]; then
+        phase "ONNX Runtime fp16 batch 8, per_run_sync each way, 11 rounds"
+        sync_rounds
+    fi
     if have_trt; then
         efficiency_trt
     fi
@@ -215,6 +219,24 @@ efficiency_torch_ort() {
     done
 }
 
+# SIDE=rounds: the ONNX Runtime cells of MODELS at fp16 batch 8 (the ones below 0.98 of the
+# plain loop in session 5, their rounds 0.90-1.29 apart) with per_run_sync auto, true and
+# false, in windows of 500 batches and 11 alternating rounds
+sync_rounds() {
+    local model crop sync
+    for model in $MODELS; do
+        crop=224
+        [ "$model" = inception_v3 ] && crop=299
+        for sync in '"auto"' true false; do
+            echo "## $model fp16 bs8 onnxruntime per_run_sync=$sync" >>"$RUN/sync-rounds.md"
+            python3 benchmarks/harness_efficiency.py --runtime onnxruntime --device cuda --arch "$model" --crop "$crop" \
+                --precision fp16 --batch-size 8 --artifact "{\"onnxruntime\": \"results/onnx/$model/fp16.onnx\"}" \
+                --options "{\"cuda_graphs\": false, \"allow_tf32\": false, \"per_run_sync\": $sync}" \
+                --warmup 5 --timed 500 --windows 1 --rounds 11 2>&1 | grep -v -e cudnn_fe_call -e 'W:onnxruntime' >>"$RUN/sync-rounds.md" || true
+        done
+    done
+}
+
 # ORT_DIAG=1: ONNX Runtime fp16 resnet50 batch 8 (0.833 of the plain loop in run 3), the
 # hand loop made like the session in one respect at a time
 ort_diag() {
@@ -256,7 +278,7 @@ collect() {
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
     cat results/tables/speed-bs*.md results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
     grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
-    grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" 2>/dev/null | cut -c1-160 | head -80 || true
+    grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" "$RUN/sync-rounds.md" 2>/dev/null | cut -c1-160 | head -80 || true
     cat "$RUN/levels.md" "$RUN/phases.txt" 2>/dev/null || true
     tail -n 5 "$RUN/job.log"
 }
