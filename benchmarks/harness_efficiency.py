@@ -113,7 +113,7 @@ def onnxruntime_hand_loop(spec, batches, session=None):
     It runs on the harness session's own InferenceSession (``session.session``), so that
     both loops run the same kernels: ONNX Runtime's CUDA provider picks each convolution's
     algorithm by timing candidates when a session first runs, and two sessions of one fp16
-    model, run the same way, differed by up to 15 % on the H200 (alexnet batch 8). ``--hand '{"own_session": true}'``
+    model, run the same way, were 14 % apart on the H200 (alexnet batch 8). ``--hand '{"own_session": true}'``
     opens a session of its own instead (without CUDA graphs), as before."""
     import onnxruntime as ort
 
