@@ -90,10 +90,12 @@ def calibrate_random(model, arch, seed, images=4):
 
 def load_torch(arch, weights_path):
     """The model in eval mode with the framework-neutral weights loaded, strictly."""
+    import torch
     from safetensors.torch import load_file
 
-    model = build_torch(arch)
-    model.load_state_dict(load_file(weights_path), strict=True)
+    with torch.device("meta"):  # no initialisation of weights about to be replaced (vgg16: 2 s)
+        model = build_torch(arch)
+    model.load_state_dict(load_file(weights_path), strict=True, assign=True)
     return model.eval()
 
 
@@ -114,7 +116,8 @@ def checkpoint_state_dict(arch, checkpoint_path):
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    model = build_torch(arch)
+    with torch.device("meta"):  # names and shapes only
+        model = build_torch(arch)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(obj))
     unexpected = sorted(set(obj) - set(expected))
