@@ -109,12 +109,12 @@ def main():
     if args.what_ran:
         plan = read_config(args.what_ran)
         speed, accuracy, failures = what_ran(plan)
-        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, model_macs(plan["config"]))
+        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, lambda: model_macs(plan["config"]))
     elif args.config:
         config = read_config(args.config)
         if args.models:  # the dump's keys are sorted; the rows keep the config file's order
             config["models"] = {m: config["models"][m] for m in json.loads(args.models)}
-        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=model_macs(config))
+        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=lambda: model_macs(config))
         # every cell has its summary now: partial ones from a failed run are stale
         shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:
