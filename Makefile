@@ -93,7 +93,7 @@ report: env-main
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html $(REPORT_ARGS)
 
 test: env env-cluster
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile tests
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # mutation score of metrics, timing, scoring and the data path (cosmic-ray; not part of make test)
 mutation: env

@@ -16,6 +16,29 @@ ONEFLOW_PYTHON = Path(
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
+# The files that take minutes, in the order `make test` starts them (`pytest -n 2 --dist
+# loadfile --no-loadscope-reorder`: each worker takes whole files, the next file as soon as
+# it is almost done with its own). The whole-workflow file on one worker and the SLURM file
+# (mostly waiting on SLURM) on the other from the first second, the long OneFlow, environment
+# and runtime files next, and the short files fill in at the end. xdist's own order (the files
+# with the most tests first) started the SLURM file last, after the whole-workflow file on the
+# same worker, while the other worker had finished.
+LONG_FILES = (
+    "test_workflow.py",
+    "test_slurm.py",
+    "test_configcheck.py",  # many quick tests: what the SLURM worker has queued while it waits
+    "test_oneflow.py",
+    "test_environment.py",
+    "test_runtimes_torch_ort.py",
+    "test_checkpoints.py",
+    "test_precision.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the rest in file order
+
 
 def no_sync_control(session, batches, timed=5, rounds=3):
     """The harness against a loop that waits for and reads back every batch, and against the
