@@ -27,8 +27,8 @@ TensorRT runs under its own interpreter on an engine the workflow built (--engin
         --runtime tensorrt --device cuda --precision fp16 --batch-size 8 \\
         --engine results/engines/resnet50/fp16-bs8.plan --options '{"cuda_graphs": false}'
 
-Other runtimes plug in through HAND_LOOPS (a function that builds the hand loop) and
---weights / --onnx / --engine (artifacts made elsewhere, e.g. under another interpreter). Weights
+Other runtimes plug in through HAND_LOOPS (a function of the spec, the batches and the
+harness's session that builds the hand loop) and --weights / --onnx / --engine (artifacts made elsewhere, e.g. under another interpreter). Weights
 are seeded random torchvision initialisations (speed does not depend on them); the int8
 model is calibrated with minmax on random images (speed does not depend on the ranges).
 """
@@ -49,8 +49,9 @@ from infbench.errors import UserError, main_guard  # noqa: E402
 from infbench.runtimes.base import SessionSpec, normalise_nchw  # noqa: E402
 
 
-def torch_hand_loop(spec, batches):
-    """The plainest PyTorch loop: eager model, normalised tensors, inference mode."""
+def torch_hand_loop(spec, batches, session=None):
+    """The plainest PyTorch loop: eager model, normalised tensors, inference mode (its own
+    model: ``session`` is not used)."""
     import torch
 
     from infbench.models import load_torch
@@ -171,8 +172,9 @@ def onnxruntime_hand_loop(spec, batches, session=None):
     return loop
 
 
-def tensorrt_hand_loop(spec, batches):
-    """The plainest TensorRT loop: enqueue after enqueue on one stream, one sync at the end."""
+def tensorrt_hand_loop(spec, batches, session=None):
+    """The plainest TensorRT loop: enqueue after enqueue on one stream, one sync at the end
+    (its own engine and context: ``session`` is not used)."""
     import tensorrt as trt
 
     from infbench.runtimes.tensorrt import cudart
@@ -300,8 +302,7 @@ def bench(runtime, args, work):
         rng.integers(0, 256, (args.batch_size, args.crop, args.crop, 3), dtype=np.uint8) for _ in range(args.staged)
     ]
     session = runtimes.load(runtime).open_session(spec)
-    loop = HAND_LOOPS[runtime]
-    hand = loop(spec, batches, session) if runtime == "onnxruntime" else loop(spec, batches)
+    hand = HAND_LOOPS[runtime](spec, batches, session)
     rows = []
     try:
         for r in range(args.rounds):
