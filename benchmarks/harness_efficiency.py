@@ -28,9 +28,10 @@ TensorRT runs under its own interpreter on an engine the workflow built (--engin
         --engine results/engines/resnet50/fp16-bs8.plan --options '{"cuda_graphs": false}'
 
 Other runtimes plug in through HAND_LOOPS (a function of the spec, the batches and the
-harness's session that builds the hand loop) and --weights / --onnx / --engine (artifacts made elsewhere, e.g. under another interpreter). Weights
-are seeded random torchvision initialisations (speed does not depend on them); the int8
-model is calibrated with minmax on random images (speed does not depend on the ranges).
+harness's session that builds the hand loop) and --weights / --onnx / --engine (artifacts
+made elsewhere, e.g. under another interpreter). Weights are seeded random torchvision
+initialisations (speed does not depend on them); the int8 model is calibrated with minmax
+on random images (speed does not depend on the ranges).
 """
 
 import argparse
