@@ -50,7 +50,7 @@ from infbench.errors import UserError, main_guard  # noqa: E402
 from infbench.runtimes.base import SessionSpec, normalise_nchw  # noqa: E402
 
 
-def torch_hand_loop(spec, batches, session=None):
+def torch_hand_loop(spec, batches, session):
     """The plainest PyTorch loop: eager model, normalised tensors, inference mode (its own
     model: ``session`` is not used)."""
     import torch
@@ -105,7 +105,7 @@ def torch_graph_loop(model, xs):
     return loop
 
 
-def onnxruntime_hand_loop(spec, batches, session=None):
+def onnxruntime_hand_loop(spec, batches, session):
     """The plainest ONNX Runtime loop: on the CPU ``sess.run(None, {"input": x})`` on float32
     arrays; on CUDA the documented device-resident form, an I/O binding of an input OrtValue
     already on the GPU and an output left to ONNX Runtime on the GPU,
@@ -122,7 +122,7 @@ def onnxruntime_hand_loop(spec, batches, session=None):
     from infbench.runtimes.onnxruntime import provider_options
 
     variant = spec.options.get("hand", {})  # --hand: the loop made more like the session, one step at a time
-    if session is not None and not variant.get("own_session") and not getattr(session, "cuda_graphs", False):
+    if not variant.get("own_session") and not session.cuda_graphs:
         sess = session.session
     else:
         options = ort.SessionOptions()
@@ -173,7 +173,7 @@ def onnxruntime_hand_loop(spec, batches, session=None):
     return loop
 
 
-def tensorrt_hand_loop(spec, batches, session=None):
+def tensorrt_hand_loop(spec, batches, session):
     """The plainest TensorRT loop: enqueue after enqueue on one stream, one sync at the end
     (its own engine and context: ``session`` is not used)."""
     import tensorrt as trt
