@@ -471,16 +471,31 @@ def test_config_mistakes_name_the_key(tmp_path):
 
 
 def test_cli(tmp_path):
+    """The tables step as the workflow runs it, MACs per image from convert_weights' records:
+    a record of another crop matches no model, an unreadable one is said and costs only
+    its model's MACs; a bad result file stops it with one sentence."""
     speed, accuracy = make_results(tmp_path / "results")
     config = tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG))
+    macs = [tmp_path / f"{name}.macs.json" for name in ("resnet50", "alexnet", "vgg16")]
+    macs[0].write_text('{"arch": "resnet50", "crop": 224, "macs_per_image": 4089184256}')
+    macs[1].write_text('{"arch": "alexnet", "crop": 192, "macs_per_image": 520000000}')  # another crop
+    macs[2].write_text('{"arch": "vgg16"')
     out = tmp_path / "tables"
     cmd = [sys.executable, AGGREGATE, "--config", str(config), "--speed", *speed,
-           "--accuracy", *accuracy, "--out-dir", str(out)]  # fmt: skip
+           "--accuracy", *accuracy, "--macs", *map(str, macs), "--out-dir", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert str(out / "precision.md") in proc.stdout
+    assert proc.stderr == (
+        f"infbench: {macs[2]} cannot be read (JSONDecodeError), so the tables leave out its model's"
+        " MACs per image: delete it so that the workflow counts them again\n"
+    )
     _, rows = read_table(out / "speed-bs8.md")
     assert rows["resnet50"]["OneFlow(fp32)"] == "658"
+    with open(out / "cells.csv", newline="", encoding="utf-8") as f:
+        speed_rows = [r for r in csv.DictReader(f) if r["kind"] == "speed" and r["runtime"] in CONFIG["runtimes"]]
+    assert {(r["model"], r["gmacs_per_image"]) for r in speed_rows if r["status"] == "measured"} == {
+        ("resnet50", "4.089184256"), ("alexnet", "")}  # vgg16 has no measured cell here
     open(speed[0], "w").write("not json")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -324,6 +324,12 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
     speed = [c for c in cells if c["kind"] == "speed"]
     assert len(speed) == 2 * len(columns) * 2
     assert all(c["status"] == "measured" for c in speed)
+    # MACs per image as convert_weights counted them at the model's crop
+    for model, spec in config["models"].items():
+        record = json.loads((workdir / f"results/weights/{model}.macs.json").read_text())
+        assert (record["arch"], record["crop"]) == (spec["arch"], spec["crop"])
+        shown = {float(c["gmacs_per_image"]) for c in speed if c["model"] == model}
+        assert shown == {record["macs_per_image"] / 1e9}, model
 
     result = json.loads(
         (workdir / "results/speed/torch/resnet50/fp32-bs8.json").read_text()
@@ -554,6 +560,7 @@ def expected_after(change, config):
             {
                 "resources/checkpoints/resnet50.pth",
                 "results/weights/resnet50.safetensors",
+                "results/weights/resnet50.macs.json",
                 "results/onnx/resnet50/fp32.onnx",
             }
             | int8_outputs("resnet50")
@@ -561,10 +568,16 @@ def expected_after(change, config):
             | accuracy_outputs(chosen)
             | table_outputs(config)
         )
-    if change == "crop":  # alexnet's crop: a new cache, its ONNX and every alexnet cell
+    if change == "crop":  # alexnet's crop: a new cache, its MACs, its ONNX and every alexnet cell
         chosen = cells(config, models=["alexnet"])
         return (
-            {"results/cache/synthetic/72-63.npy", "results/onnx/alexnet/fp32.onnx"}
+            {
+                "results/cache/synthetic/72-63.npy",
+                # convert_weights counts the MACs at the crop (the weights come out the same)
+                "results/weights/alexnet.safetensors",
+                "results/weights/alexnet.macs.json",
+                "results/onnx/alexnet/fp32.onnx",
+            }
             | int8_outputs("alexnet")
             | speed_outputs(config, chosen)
             | accuracy_outputs(chosen)

@@ -182,6 +182,11 @@ def speed_files():
     ]
 
 
+def macs_files():
+    """Each model's MACs per image (counted by convert_weights), for the tables."""
+    return [rules.convert_weights.output.macs.format(model=model) for model in MODELS]
+
+
 def accuracy_files():
     return [
         f"results/accuracy/{runtime}/{model}/{precision}.json"
@@ -340,6 +345,7 @@ def what_ran_plan():
         "config": config,
         "speed": speed,
         "accuracy": accuracy,
+        "macs": macs_files(),
         "partial_dir": "results/tables/what-ran",
     }
 

@@ -23,11 +23,14 @@ rule fetch_checkpoint:
         " --model {wildcards.model} --arch {params.arch} {params.source} --out {output}"
 
 
+# It builds the model anyway, so it also counts the MACs per image at the model's crop, for
+# the tables (which then import no PyTorch): a changed crop counts them again.
 rule convert_weights:
     input:
         checkpoint_file,
     output:
-        "results/weights/{model}.safetensors",
+        weights="results/weights/{model}.safetensors",
+        macs="results/weights/{model}.macs.json",
     log:
         "logs/weights/{model}.log",
     conda:
@@ -35,13 +38,16 @@ rule convert_weights:
     params:
         run=runner("main", "convert_weights.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
+        crop=lambda wc: model_cfg(wc)["crop"],
     shell:
-        "{params.run} {log}" " --arch {params.arch} --checkpoint {input} --out {output}"
+        "{params.run} {log}"
+        " --arch {params.arch} --checkpoint {input} --out {output.weights}"
+        " --crop {params.crop} --macs-out {output.macs}"
 
 
 rule export_onnx:
     input:
-        rules.convert_weights.output[0],
+        rules.convert_weights.output.weights,
     output:
         "results/onnx/{model}/fp32.onnx",
     log:

@@ -7,6 +7,7 @@ rule tables:
     input:
         speed=speed_files(),
         accuracy=accuracy_files(),
+        macs=macs_files(),
     output:
         # report(): items of `snakemake --report` (make report), captions in workflow/report/
         speed=[
@@ -55,7 +56,8 @@ rule tables:
         "printf '%s' {params.config:q} > {output.config} && "
         "{params.run} {log}"
         " --config {output.config} --models {params.models:q}"
-        " --speed {input.speed} --accuracy {input.accuracy} --out-dir results/tables"
+        " --speed {input.speed} --accuracy {input.accuracy} --macs {input.macs}"
+        " --out-dir results/tables"
 
 
 rule plots:

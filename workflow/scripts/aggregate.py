@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from infbench.errors import UserError, main_guard  # noqa: E402
+from infbench.flops import read_macs  # noqa: E402
 from infbench.tables import write_tables  # noqa: E402
 
 
@@ -90,11 +91,14 @@ def what_ran(plan):
     return speed, accuracy, failures
 
 
-def model_macs(config):
-    """{model: MACs per image} at the model's crop, for the tables' "% of peak"."""
-    from infbench.flops import macs_per_image
-
-    return {name: macs_per_image(m["arch"], m["crop"]) for name, m in (config.get("models") or {}).items()}
+def model_macs(config, paths):
+    """{model: MACs per image} from the records convert_weights wrote (those of the
+    config's arch and crop), for the tables' "% of peak"; an unreadable record is said and
+    costs only its model's MACs."""
+    macs, problems = read_macs(paths, config.get("models") or {})
+    for problem in problems:
+        print(f"infbench: {problem}", file=sys.stderr)
+    return macs
 
 
 def main():
@@ -104,17 +108,20 @@ def main():
     parser.add_argument("--models", help="the models in the config file's order, JSON (rows follow it)")
     parser.add_argument("--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)")
     parser.add_argument("--accuracy", nargs="*", default=[], metavar="F", help="accuracy summaries (.json)")
+    parser.add_argument("--macs", nargs="*", default=[], metavar="F", help="MACs per image records (.json)")
     parser.add_argument("--out-dir", required=True, help="where the tables go")
     args = parser.parse_args()
     if args.what_ran:
         plan = read_config(args.what_ran)
         speed, accuracy, failures = what_ran(plan)
-        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, lambda: model_macs(plan["config"]))
+        # a model whose conversion failed has no record: its cells have no result either
+        macs = model_macs(plan["config"], [p for p in plan.get("macs", []) if os.path.exists(p)])
+        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, macs)
     elif args.config:
         config = read_config(args.config)
         if args.models:  # the dump's keys are sorted; the rows keep the config file's order
             config["models"] = {m: config["models"][m] for m in json.loads(args.models)}
-        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=lambda: model_macs(config))
+        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=model_macs(config, args.macs))
         # every cell has its summary now: partial ones from a failed run are stale
         shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:

@@ -556,8 +556,7 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     columns of ``COLUMNS`` and ``EXTRA_COLUMNS``. A configured cell without a result file
     is ``not run``, or ``failed`` with the reason ``failures`` gives for it (keyed
     ``(kind, runtime, model, precision, batch size or None)``). ``macs`` maps a model to
-    its MACs per image (``infbench.flops``), for each speed cell's share of its GPU's peak,
-    or is a function that returns that map (called after the result files are read).
+    its MACs per image (``infbench.flops``), for each speed cell's share of its GPU's peak.
     """
     require_pandas_3()
     models = _config(config, "models", dict)
@@ -569,8 +568,6 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
 
     speed_rows = [read_speed(p) for p in speed_files]
     accuracy_rows = [read_accuracy(p) for p in accuracy_files]
-    if callable(macs):  # counted only once every result file has been read (it imports PyTorch)
-        macs = macs()
     add_share_of_peak(speed_rows, macs, gpu_peaks())
 
     def in_matrix(row):
