@@ -134,7 +134,8 @@ def test_an_air_gapped_node_installs_from_the_wheelhouse_and_plans_the_gpu_run(t
     assert not [n for n in zipfile.ZipFile(pulp).namelist() if n.startswith("pulp/solverdir/")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
-    env.update(PYTHON=base, PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
+    # no .pyc compiled at install (a node's pip does it): installs the same files, 61 s -> 40 s here
+    env.update(PYTHON=base, PIP_NO_INDEX="1", PIP_NO_COMPILE="1", PIP_CONFIG_FILE=os.devnull)
     proc = subprocess.run(
         ["bash", "envs/offline-gpu.sh", "wheelhouse", "-n"],
         cwd=clone, capture_output=True, text=True, timeout=600, env=env,
