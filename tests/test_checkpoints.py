@@ -445,7 +445,7 @@ def _fp32_and_fp16_logits(model, arch):
     from infbench.models import INPUT_SIZE
 
     size = INPUT_SIZE[arch]
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(123))  # not the calibration inputs
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(123))  # not the calibration inputs
     with torch.no_grad():
         fp32 = model(x)
         fp16 = model.half()(x.half()).float()
