@@ -319,8 +319,8 @@ def calibrate_int8(fp32_onnx, cache_npy, rows, images, method, out_s8s8, out_u8s
         prepared = work / "prepared.onnx"
         # ONNX's own shape inference gives every tensor's shape in these CNNs (only the batch
         # is symbolic); ONNX Runtime's symbolic one, for graphs whose shapes are computed, took
-        # half of this step (alexnet 13.4 s -> 7.1 s, resnet50 5.2 -> 1.7) and changes no node
-        # or initializer of the Q/DQ models that come out
+        # half of this preparation (alexnet 13.4 s -> 7.1 s, resnet50 5.2 -> 1.7) and changes
+        # no node or initializer of the Q/DQ models that come out
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         _drop_unused_domains(prepared)
         calibrate_method, ranges, batches = _calibrate(prepared, cache, picks, method, work)
