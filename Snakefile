@@ -50,5 +50,9 @@ rule all:
         PLOTS,
 
 
+onstart:
+    hold_run_lock()
+
+
 onerror:
     tables_from_what_ran()

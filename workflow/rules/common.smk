@@ -16,6 +16,7 @@ from infbench.data import PREPROCESS_VERSION
 from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
+from infbench.results import cell_config
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(
@@ -115,6 +116,41 @@ def model_param(wildcards):
     return canonical(model_cfg(wildcards))
 
 
+def made_from(*parts):
+    """A param: the config an artifact of a model is made from, upstream steps' included:
+    ``weights`` (arch, crop, checkpoint), ``data`` (the data set block and the model's
+    resize and crop: the images it calibrates on) and ``calibration``.
+
+    Snakemake does not redo a step whose output exists when one of its inputs is missing
+    (an intermediate that a failed job's removal left missing: snakemake/snakemake#1978),
+    so a rule that named only its own settings could keep an output made from an upstream
+    config that has changed since. Naming everything upstream makes a change rerun every
+    job it affects, missing intermediates included."""
+
+    def param(wildcards):
+        m = config["models"][wildcards.model]
+        value = {}
+        if "weights" in parts:
+            value["weights"] = {k: m[k] for k in ("arch", "crop", "checkpoint")}
+        if "data" in parts:
+            value["data"] = {"dataset": config["dataset"], "resize": m["resize"]}
+        if "calibration" in parts:
+            value["calibration"] = config["calibration"]
+        return canonical(value)
+
+    return param
+
+
+def engine_made_from(wildcards):
+    """build_engine's made_from: the weights; for int8 also the calibration and its data."""
+    parts = (
+        ("weights", "data", "calibration")
+        if wildcards.precision == "int8"
+        else ("weights",)
+    )
+    return made_from(*parts)(wildcards)
+
+
 def runtime_param(wildcards):
     """The runtime's config block: a param, and the cell scripts' --options."""
     return canonical(config["runtimes"][wildcards.runtime])
@@ -201,7 +237,10 @@ CELLS = "results/tables/cells.csv"
 SPEED_TABLES = [f"results/tables/speed-bs{bs}.md" for bs in BATCH_SIZES]
 PRECISION_TABLE = "results/tables/precision.md"
 ALL_TABLES = "results/tables/report.md"  # every table in the seed report's order
-TABLES = SPEED_TABLES + [PRECISION_TABLE, CELLS, ALL_TABLES]
+# the config the tables were made for: written only by the tables rule (never by the tables
+# of a failed run, which remove it), so that asking for it reruns the tables until complete
+TABLES_CONFIG = "results/tables/config.json"
+TABLES = SPEED_TABLES + [PRECISION_TABLE, CELLS, ALL_TABLES, TABLES_CONFIG]
 # the figures (infbench/plots.py): per batch size, as PNG and SVG
 FIGURES = ("throughput", "accuracy-vs-speed")
 
@@ -294,19 +333,102 @@ def cell_gpus(wildcards):
     return int(config["runtimes"][wildcards.runtime]["device"] == "cuda")
 
 
-def recorded_config(wildcards):
-    """The config that mattered for a cell, recorded in its result."""
+def recorded_config(kind):
+    """A cell's param and recorded config: the part of the config its result depends on
+    (infbench.results.cell_config; the tables compare it with the current config)."""
+
+    def recorded(wildcards):
+        return canonical(
+            cell_config(
+                config, kind, wildcards.runtime, wildcards.model, wildcards.precision
+            )
+        )
+
+    return recorded
+
+
+def score_made_from(wildcards):
+    """score's made_from: what the cell's and the reference cell's predictions were made under."""
     return canonical(
-        {
-            "model": config["models"][wildcards.model],
-            "runtime": config["runtimes"][wildcards.runtime],
-            "timing": config["timing"],
-        }
+        [
+            cell_config(
+                config,
+                "accuracy",
+                wildcards.runtime,
+                wildcards.model,
+                wildcards.precision,
+            ),
+            cell_config(
+                config, "accuracy", REF_RUNTIME, wildcards.model, REF_PRECISION
+            ),
+        ]
     )
 
 
+def step(rule, name, own=False, **wildcards):
+    """One job a cell needs, for the tables of a failed run: its log and outputs."""
+    return {
+        "name": name,
+        "log": rule.log[0].format(**wildcards),
+        "outputs": [path.format(**wildcards) for path in rule.output],
+        "own": own,
+    }
+
+
+def steps_of_cell(runtime, model, precision, bs):
+    """The jobs a cell's result needs, upstream first: the data set, the model's weights,
+    its ONNX form and engine where the runtime loads one. The tables of a failed run name
+    the first of them that failed (aggregate.py --what-ran)."""
+    m = config["models"][model]
+    size = dict(resize=m["resize"], crop=m["crop"])
+    steps = []
+    if DATASET == "synthetic":
+        steps.append(step(rules.synthetic_images, "generating the synthetic images"))
+    steps += [
+        step(rules.index_dataset, "indexing the data set"),
+        step(
+            rules.preprocess,
+            f"preprocessing the images at {m['resize']}/{m['crop']} px",
+            **size,
+        ),
+    ]
+    if "path" not in m["checkpoint"]:
+        steps.append(
+            step(rules.fetch_checkpoint, f"fetching {model}'s checkpoint", model=model)
+        )
+    steps.append(
+        step(rules.convert_weights, f"converting {model}'s weights", model=model)
+    )
+    if ARTIFACT[runtime] == "weights":
+        return steps
+    steps.append(step(rules.export_onnx, f"exporting {model} to ONNX", model=model))
+    if precision == "fp16":
+        steps.append(
+            step(rules.convert_fp16, f"converting {model} to fp16", model=model)
+        )
+    if precision == "int8":
+        steps.append(
+            step(rules.calibrate_int8, f"calibrating {model}'s int8", model=model)
+        )
+    if ARTIFACT[runtime] == "engine":
+        if precision == "int8":
+            steps.append(
+                step(rules.int8_fp16_form, f"{model}'s int8 ONNX in fp16", model=model)
+            )
+        steps.append(
+            step(
+                rules.build_engine,
+                f"building the TensorRT engine of {model} {precision} at batch size {bs}",
+                model=model,
+                precision=precision,
+                bs=bs,
+            )
+        )
+    return steps
+
+
 def what_ran_plan():
-    """Every configured cell's result file and log, by the rules' own path patterns."""
+    """Every configured cell's result file and the jobs it needs, by the rules' own paths."""
     speed, accuracy = [], []
     for runtime, rt in config["runtimes"].items():
         for model in MODELS:
@@ -317,7 +439,8 @@ def what_ran_plan():
                         {
                             "key": [runtime, model, precision, bs],
                             "result": result.format(**cell),
-                            "log": rules.speed.log[0].format(**cell),
+                            "steps": steps_of_cell(runtime, model, precision, bs)
+                            + [step(rules.speed, "timing the cell", own=True, **cell)],
                         }
                     )
                 reference = dict(
@@ -335,9 +458,10 @@ def what_ran_plan():
                         "bad_images": BAD_IMAGES,
                         "reference": config["accuracy"]["reference"],
                         "random_weights": random_weights(model),
-                        "logs": [
-                            rules.evaluate.log[0].format(**cell),
-                            rules.score.log[0].format(**cell),
+                        "steps": steps_of_cell(runtime, model, precision, ACCURACY_BS)
+                        + [
+                            step(rules.evaluate, "evaluating", own=True, **cell),
+                            step(rules.score, "scoring", own=True, **cell),
                         ],
                     }
                 )
@@ -351,7 +475,12 @@ def what_ran_plan():
 
 
 def tables_from_what_ran():
-    """onerror: every table from the result files that exist, failed cells with their reason."""
+    """onerror: every table from the result files that exist, failed cells with their
+    reason, marked partial. The tables rule's config dump is removed first, so that to
+    Snakemake the tables are never complete after a failed or interrupted run: the next
+    run plans the tables again, and with them every cell that has no result yet."""
+    if os.path.exists(TABLES_CONFIG):
+        os.remove(TABLES_CONFIG)
     plan = "logs/tables-what-ran.json"
     os.makedirs("logs", exist_ok=True)
     with open(plan, "w") as f:
@@ -362,8 +491,8 @@ def tables_from_what_ran():
             f" --what-ran {plan} --out-dir results/tables"
         )
         print(
-            "infbench: some jobs failed; results/tables/ shows what ran, each failed cell"
-            " with its reason (the next run retries them)",
+            "infbench: some jobs failed or were interrupted; results/tables/ shows what ran, each"
+            " failed cell with its reason; run the same command again to retry them",
             file=sys.stderr,
         )
     except Exception:
@@ -372,3 +501,54 @@ def tables_from_what_ran():
             " see logs/tables-what-ran.log",
             file=sys.stderr,
         )
+
+
+# One run at a time in a directory: Snakemake's lock stops a second run, with a message
+# that also suggests --unlock. The run that holds it also holds this file (flock, released
+# when its process ends, even killed), so a second run can say first, in one sentence,
+# that another run is active here.
+RUN_LOCK = ".snakemake/infbench-run.lock"
+_held = []
+
+
+def hold_run_lock():
+    """onstart: this run holds the directory (pid and start time in the file)."""
+    import fcntl
+    import time
+
+    os.makedirs(os.path.dirname(RUN_LOCK), exist_ok=True)
+    lock = open(RUN_LOCK, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    lock.flush()
+    _held.append(lock)
+
+
+def say_if_another_run_is_active():
+    """At start, before Snakemake's own lock check: one sentence if another run holds the
+    directory (nothing is changed: Snakemake's lock then stops a second run)."""
+    import fcntl
+
+    if not workflow.is_main_process or not os.path.exists(RUN_LOCK):
+        return
+    with open(RUN_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "pid unknown"
+            print(
+                f"infbench: another snakemake run ({holder}) is working in {os.getcwd()} and holds"
+                " Snakemake's lock on it, so a second run stops at that lock (a dry-run with -n"
+                " works beside it): wait for the first run to finish",
+                file=sys.stderr,
+            )
+        else:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+say_if_another_run_is_active()

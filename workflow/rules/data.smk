@@ -61,6 +61,8 @@ rule preprocess:
         run=runner("main", "preprocess.py"),
         # bumped when the preprocessing code changes what it writes: the caches are redone
         version=PREPROCESS_VERSION,
+        # the index it reads is made from it (see made_from in common.smk)
+        dataset=canonical(config["dataset"]),
     shell:
         "{params.run} {log}"
         " --index {input} --resize {wildcards.resize} --crop {wildcards.crop}"

@@ -27,6 +27,7 @@ rule build_engine:
         run=runner("tensorrt", "build_engine.py"),
         # every engine option, with its default: a changed option rebuilds the engines
         engine=engine_args(),
+        made_from=engine_made_from,
     shell:
         "{params.run} {log}"
         " --onnx {input.onnx} --batch-size {wildcards.bs} --precision {wildcards.precision}"
@@ -66,7 +67,7 @@ rule speed:
         model=model_param,
         options=runtime_param,
         timing=canonical(config["timing"]),
-        recorded=recorded_config,
+        recorded=recorded_config("speed"),
     shell:
         "{params.run} {log}"
         " {params.cell} --options {params.options:q} --cache {input.cache}"
@@ -93,10 +94,11 @@ rule evaluate:
         model=model_param,
         options=runtime_param,
         keep=config["accuracy"]["keep_logits"],
+        recorded=recorded_config("accuracy"),
     shell:
         "{params.run} {log}"
         " {params.cell} --options {params.options:q} --cache {input.cache}"
-        " --keep-logits {params.keep} --out {output}"
+        " --keep-logits {params.keep} --config {params.recorded:q} --out {output}"
 
 
 rule score:
@@ -121,6 +123,7 @@ rule score:
         run=runner("main", "score.py"),
         reference=config["accuracy"]["reference"],
         random=lambda wc: int(random_weights(wc.model)),
+        made_from=score_made_from,
     shell:
         "{params.run} {log}"
         " --predictions {input.predictions} --labels {input.labels}"

@@ -39,6 +39,7 @@ rule convert_weights:
         run=runner("main", "convert_weights.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
         crop=lambda wc: model_cfg(wc)["crop"],
+        made_from=made_from("weights"),
     shell:
         "{params.run} {log}"
         " --arch {params.arch} --checkpoint {input} --out {output.weights}"
@@ -58,6 +59,7 @@ rule export_onnx:
         run=runner("main", "export_onnx.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
         crop=lambda wc: model_cfg(wc)["crop"],
+        made_from=made_from("weights"),
     shell:
         "{params.run} {log}"
         " --arch {params.arch} --weights {input} --crop {params.crop} --out {output}"

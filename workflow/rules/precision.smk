@@ -15,6 +15,7 @@ rule convert_fp16:
         run=runner("main", "convert_fp16.py"),
         # bumped when the fp16 conversion changes what it writes: redone for every model
         version=FP16_VERSION,
+        made_from=made_from("weights"),
     shell:
         "{params.run} {log}" " --onnx {input} --out {output}"
 
@@ -40,6 +41,7 @@ rule calibrate_int8:
         images=config["calibration"]["images"],
         method=config["calibration"]["method"],
         seed=config["calibration"]["seed"],
+        made_from=made_from("weights", "data", "calibration"),
     shell:
         "{params.run} {log}"
         " --onnx {input.onnx} --cache {input.cache} --index {input.index}"
@@ -61,5 +63,6 @@ rule int8_fp16_form:
         run=runner("main", "convert_fp16.py"),
         # bumped when the fp16 conversion changes what it writes: redone for every model
         version=FP16_VERSION,
+        made_from=made_from("weights", "data", "calibration"),
     shell:
         "{params.run} {log}" " --onnx {input} --out {output}"

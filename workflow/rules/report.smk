@@ -41,7 +41,7 @@ rule tables:
             subcategory="all tables",
             labels={"table": "all tables, in the seed report's order"},
         ),
-        config="results/tables/config.json",
+        config=TABLES_CONFIG,
     log:
         "logs/tables.log",
     conda:

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from infbench import files, metrics, provenance, runtimes  # noqa: E402
 from infbench.cli import add_cell_args, cell_of, open_cache, spec_from_args  # noqa: E402
-from infbench.errors import main_guard  # noqa: E402
+from infbench.errors import main_guard, out_of_memory_names  # noqa: E402
 from infbench.progress import Progress  # noqa: E402
 
 
@@ -27,6 +27,7 @@ def main():
     add_cell_args(parser)
     parser.add_argument("--cache", required=True, help="uint8 NHWC .npy tensor cache")
     parser.add_argument("--keep-logits", type=int, default=1000)
+    parser.add_argument("--config", default="{}", help="config that mattered, JSON (recorded)")
     parser.add_argument("--out", required=True, help="the .npz to write")
     args = parser.parse_args()
 
@@ -37,11 +38,13 @@ def main():
     cache = open_cache(args.cache, spec.crop)
     phases.mark("inputs")
     started = provenance.now()
-    session = runtimes.load(spec.runtime).open_session(spec)
+    with out_of_memory_names(spec):
+        session = runtimes.load(spec.runtime).open_session(spec)
     phases.mark("open_session")
     try:
         progress = Progress(f"evaluate {spec.runtime} {spec.model} {spec.precision}", len(cache))
-        top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits, progress)
+        with out_of_memory_names(spec):
+            top5, logits, nonfinite = metrics.evaluate(session, cache, spec.batch_size, args.keep_logits, progress)
         progress.finish()
         phases.mark("evaluate")
         info = session.info()
@@ -51,7 +54,9 @@ def main():
     meta = {
         "cell": cell_of(spec),
         # phases: where this process's time went (seconds)
-        "provenance": provenance.result_block(info, started, provenance.now(), args.artifact, phases),
+        "provenance": provenance.result_block(
+            info, started, provenance.now(), args.artifact, phases, config=json.loads(args.config)
+        ),
     }
     with files.atomic_output(args.out) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a name

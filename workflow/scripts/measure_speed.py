@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from infbench import gpu, provenance, results, runtimes, timing  # noqa: E402
 from infbench.cli import add_cell_args, cell_of, open_cache, several_cells, spec_from_args  # noqa: E402
-from infbench.errors import main_guard  # noqa: E402
+from infbench.errors import UserError, main_guard, out_of_memory_names  # noqa: E402
 
 
 def staged_batches(cache, batch_size, count):
@@ -50,10 +50,20 @@ def main():
     cells = several_cells(args, args.out)
     cfg = json.loads(args.timing)
     cache = open_cache(args.cache, args.crop)
+    failed = []
     for index, (batch_size, artifact, out) in enumerate(cells):
         spec = spec_from_args(args, batch_size, artifact)
-        time_cell(spec, cache, cfg, args, out, phases, (index + 1, len(cells)))
+        try:
+            with out_of_memory_names(spec):
+                time_cell(spec, cache, cfg, args, out, phases, (index + 1, len(cells)))
+        except UserError as err:
+            # the cell's sentence now; the other batch sizes still get their cells (a cell
+            # whose batch does not fit says so, and the smaller ones are still measured)
+            print(f"infbench: {err}", file=sys.stderr, flush=True)
+            failed.append(spec.batch_size)
         phases = phases.next()
+    if failed:
+        sys.exit(2)  # each failed cell's sentence is above
 
 
 def time_cell(spec, cache, cfg, args, out, phases, place):
@@ -72,6 +82,11 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
             cfg["timed_batches"],
             cfg["windows"],
             probe=gpu.clock_state if spec.device == "cuda" else None,
+            after_window=lambda done, rate: print(
+                f"{spec.runtime} {spec.model} {spec.precision} bs{spec.batch_size}: window {done}/{cfg['windows']}"
+                f" {rate:.1f} img/s",
+                flush=True,
+            ),
         )
         phases.mark("measure")
         info = session.info()
@@ -94,7 +109,7 @@ def time_cell(spec, cache, cfg, args, out, phases, place):
         {
             "cell": cell_of(spec),
             "result": result,
-            "flagged": result["spread"] > cfg["max_spread"],
+            "flagged": timing.spread_flagged(result["spread"], cfg["max_spread"]),
             "clock_drop": gpu.clock_drop(clocks["before"], clocks["after"]) if clocks else None,
             # phases: where this process's time went since the previous cell's result (the
             # first cell: since the process started), up to writing this file (seconds)

@@ -39,16 +39,19 @@ def summarise(predictions, labels, reference, reference_name, random_weights, ba
     """The accuracy summary of one cell, as the score rule writes it (reference may be None)."""
     top5, logits, nonfinite, meta = load_predictions(predictions)
     labels = np.load(labels)
-    scored_against = None
+    scored_against, reference_config = None, None
     if reference:
-        ref_top5, ref_logits, _, _ = load_predictions(reference)
+        ref_top5, ref_logits, _, ref_meta = load_predictions(reference)
         scored_against = (ref_top5, ref_logits)
+        reference_config = ref_meta["provenance"].get("config")
     summary = metrics.score(top5, labels, logits, scored_against, nonfinite)
     return {
         "cell": meta["cell"],
         **summary,
         "reference": reference_name,
         "reference_available": scored_against is not None,
+        # what the reference predictions were made under: mismatches hold only while it is current
+        "reference_config": reference_config,
         "random_weights": bool(random_weights),
         # images of the data set that no cell saw: unreadable, left out by the index step
         "skipped_images": len(skipped := read_bad_images(bad_images)),

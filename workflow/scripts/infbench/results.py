@@ -12,6 +12,11 @@ back by the aggregate step; this module is the one place that knows their format
 ``write`` puts a record on disk atomically; ``read_speed`` and ``read_accuracy`` give one
 file as a flat row (a dict with the keys of ``infbench.tables.COLUMNS``), checking every
 value they use, so that a file in another format ends in one sentence that names it.
+
+Every result records the part of the config its numbers depend on (``cell_config``, in
+``provenance.config``): the workflow passes it to the step, and the tables compare it with
+the current config (``config_changes``), so that a result measured under another config is
+never shown as the cell's measurement.
 Standard library only: the OneFlow and TensorRT interpreters write speed files too.
 """
 
@@ -25,6 +30,57 @@ _NUMBER = (int, float)
 
 # the keys under which runtimes' info() report library and driver versions
 LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cuda", "cudnn", "driver")
+
+
+def cell_config(config, kind, runtime, model, precision):
+    """The part of the (validated) config that a cell's result depends on, as recorded in
+    it: the model's and the runtime's blocks; for speed the timing block; for accuracy the
+    data set and the accuracy run's batch size and kept logits (not the reference: a score
+    against another reference keeps its top-1, see the tables); for int8 the calibration
+    and the data set its images come from.
+    The workflow passes it to the step as a param, so a change to it also reruns the cell.
+    """
+    record = {"model": config["models"][model], "runtime": config["runtimes"][runtime]}
+    if kind == "speed":
+        record["timing"] = config["timing"]
+    else:
+        accuracy = config["accuracy"]
+        record["accuracy"] = {key: accuracy.get(key) for key in ("batch_size", "keep_logits")}
+    if kind != "speed" or precision == "int8":  # int8: the calibration images come from it
+        record["dataset"] = config["dataset"]
+    if precision == "int8":
+        record["calibration"] = config.get("calibration")
+    return record
+
+
+# what config_changes says of a result that records no config (an older version wrote it)
+NO_CONFIG = "no config recorded"
+
+# where each block of cell_config lives in the config file, for the sentences that name it
+_CONFIG_KEYS = {"model": "models.{model}", "runtime": "runtimes.{runtime}"}
+
+
+def config_changes(recorded, current, runtime, model):
+    """The config keys whose values differ between a result's recorded config and the
+    current one (``cell_config``), named as in the config file (``models.a2.checkpoint``):
+    a mapping whose keys changed is named itself, otherwise the differing values inside it.
+    Empty when nothing changed; ``[NO_CONFIG]`` for a result that records none.
+    """
+    if not isinstance(recorded, dict):
+        return [NO_CONFIG]
+    changed = []
+
+    def walk(was, now, key):
+        if isinstance(was, dict) and isinstance(now, dict) and was.keys() == now.keys():
+            for k in was:
+                walk(was[k], now[k], f"{key}.{k}")
+        elif was != now:
+            changed.append(key)
+
+    for block in sorted(set(recorded) | set(current)):
+        name = _CONFIG_KEYS.get(block, block).format(model=model, runtime=runtime)
+        walk(recorded.get(block), current.get(block), name)
+    return changed
 
 
 def write(path, record):
@@ -92,6 +148,8 @@ def _provenance(data, path, device):
         "versions": _versions(runtime_info),
         "started": _get(data, path, "provenance.started", str, required=False),
         "finished": _get(data, path, "provenance.finished", str, required=False),
+        # the config it was measured under (cell_config), for the tables' staleness check
+        "recorded_config": _get(data, path, "provenance.config", dict, required=False),
     }
 
 
@@ -144,6 +202,8 @@ def read_accuracy(path):
         "top1": g("top1", _NUMBER),
         "top5": g("top5", _NUMBER, required=False),
         "reference": g("reference", str),
+        # the config the reference predictions were made under (its cell_config)
+        "reference_config": g("reference_config", dict, required=False, nullable=True),
         "mismatches": g("mismatches", int, nullable=True),
         "logit_images": g("logit_images", int, required=False),
         "cosine": g("cosine", _NUMBER, required=False),

@@ -18,7 +18,7 @@ import pandas as pd
 
 from infbench import files
 from infbench.errors import UserError
-from infbench.results import read_accuracy, read_speed
+from infbench.results import NO_CONFIG, cell_config, config_changes, read_accuracy, read_speed
 from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
@@ -31,11 +31,13 @@ FLAG = "*"  # appended to a speed figure whose timing spread was flagged
 CLOCK_FLAG = "†"  # appended to a speed figure whose GPU lost clock speed while it was timed
 OTHER_DEVICE = "‡"  # appended to a speed figure measured on another device than the table's others
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
-FAILED = "failed"  # the cell's job ran and failed; its one-sentence reason is a footnote
+FAILED = "failed"  # the cell's job, or a step it needs, failed; its one-sentence reason is a footnote
+STALE = "stale"  # a result file exists but was measured under another config: not shown
 
 # the cell frame's columns and their dtypes, in cells.csv's order; kind: speed, reference
 # (a figure from the config's reference_results) or accuracy; status: measured, reference,
-# not run or failed (with the reason its log gives)
+# not run, failed (with the reason its log gives) or stale (with what changed; its figures
+# are left out)
 COLUMNS = {
     "kind": "str", "status": "str", "runtime": "str", "runtime_label": "str", "model": "str",
     "arch": "str", "precision": "str", "batch_size": "Int64", "device": "str", "device_name": "str",
@@ -48,7 +50,7 @@ COLUMNS = {
     "versions": "str", "started": "str", "finished": "str", "source": "str", "reason": "str",
 }  # fmt: skip
 # in the frame, not in cells.csv: what the tables' footnotes also need
-EXTRA_COLUMNS = {"classes": "Int64", "skipped_files": object, "tf32": "boolean"}
+EXTRA_COLUMNS = {"classes": "Int64", "skipped_files": object, "tf32": "boolean", "scored_against": "str"}
 CSV_FIELDS = list(COLUMNS)
 
 _NUMBER = (int, float)
@@ -231,17 +233,27 @@ def usual_devices(rows):
 # ---------------------------------------------------------------- the tables
 
 
-def _failed(records):
-    """(``model Runtime(precision)``, the reason its log gives) of each failed cell."""
-    return [
-        (f"{r['model']} {label(r['runtime'], r['precision'])}", r["reason"]) for r in records if r["status"] == FAILED
-    ]
-
-
-def failed_note(failed):
-    """The footnote of the ``failed`` marker: each failed cell and its log's sentence."""
-    listed = "; ".join(f"{where}: {reason}" for where, reason in failed)
-    return f"`{FAILED}`: the cell's job failed (the next run tries it again); its log says: {listed}"
+def status_notes(records, what):
+    """The footnotes of the cells that show no figure (``not run``, ``failed``, ``stale``),
+    each failed or stale cell with its reason; ``what`` names the missing result file."""
+    notes = []
+    if any(r["status"] == NOT_RUN for r in records):
+        notes.append(
+            f"`{NOT_RUN}`: configured, but no {what} for this cell was given to the aggregate step"
+            " (its job has not run yet)."
+        )
+    for status, meaning in (
+        (FAILED, "the cell's job, or a step it needs, failed (the next run tries it again); the log says"),
+        (STALE, "its result file was measured under another config, so its figures are not shown"),
+    ):
+        listed = "; ".join(
+            f"{r['model']} {label(r['runtime'], r['precision'])}: {r['reason']}"
+            for r in records
+            if r["status"] == status
+        )
+        if listed:
+            notes.append(f"`{status}`: {meaning}: {listed}.")
+    return notes
 
 
 def _speed_text(row, usual):
@@ -276,8 +288,7 @@ def speed_section(config, batch_size, cells, figures):
     flagged = [r for r in shown if r["flagged"]]
     slowed = [r for r in shown if r["clock_drop"]]
     elsewhere = [r for r in shown if r["device_name"] != usual[r["device"]]]
-    failed = _failed(records)
-    markers = {marker for marker in (NOT_RUN, NO_FIGURE) if table.eq(marker).to_numpy().any()}
+    missing = NO_FIGURE if table.eq(NO_FIGURE).to_numpy().any() else None
 
     timing = config.get("timing") or {}
     crops = {}
@@ -288,14 +299,8 @@ def speed_section(config, batch_size, cells, figures):
         " median over the windows; inputs already normalised and resident on the device"
         " (an integer, 1 decimal below 100).",
     ]
-    if NOT_RUN in markers:
-        notes.append(
-            f"`{NOT_RUN}`: configured, but no result file for this cell was given to the"
-            " aggregate step (the job has not run or failed)."
-        )
-    if failed:
-        notes.append(failed_note(failed))
-    if NO_FIGURE in markers:
+    notes += status_notes(records, "speed result")
+    if missing:
         notes.append(f"`{NO_FIGURE}`: the reference source gives no figure for this model and precision.")
     if flagged:
         limit = timing.get("max_spread")
@@ -319,6 +324,13 @@ def speed_section(config, batch_size, cells, figures):
                 f"{r['model']} {label(r['runtime'], r['precision'])} {r['percent_of_peak']:.1f} %" for r in shares
             )
             + "."
+            + (
+                " Above 100 %: the MACs count a direct convolution, and the runtime computed the"
+                " cell with fewer multiplies (Winograd- or FFT-style convolution kernels do), so the"
+                " share is not a measurement error; cells.csv keeps it."
+                if any(r["percent_of_peak"] > 100 for r in shares)
+                else ""
+            )
         )
     if slowed:
         notes.append(
@@ -418,8 +430,10 @@ def _accuracy_cell(row):
     whose logits were not all finite says so instead of numbers computed from them."""
     if row.get("nonfinite_images"):
         return _nonfinite_cell(row)
-    mismatches = NO_REFERENCE if row["mismatches"] is None else str(row["mismatches"])
-    text = f"{row['top1']:.3f} / {mismatches}"
+    if row["mismatches"] is None:  # no reference to count them against: top-5 instead
+        top5 = f" (top-5 {row['top5']:.3f})" if row["top5"] is not None else ""
+        return f"{row['top1']:.3f} / {NO_REFERENCE}{top5}"
+    text = f"{row['top1']:.3f} / {row['mismatches']}"
     if _shows_agreement(row):
         rel = f", rel {row['rel_error']:.1e}" if row["rel_error"] is not None else ""
         text += f" (cos {row['cosine']:.5f}{rel})"
@@ -444,7 +458,6 @@ def precision_section(config, cells):
     here = cells[cells["kind"].eq("accuracy")]
     records = _records(here)
     shown = [r for r in records if r["status"] == "measured"]
-    failed = _failed(records)
     texts = [_accuracy_cell(r) if r["status"] == "measured" else r["status"] for r in records]
     here = here.assign(column=_column_labels(here), text=texts)
     table = pivot(here, models, [("accuracy", label(r, p)) for r, p in cols])
@@ -456,14 +469,7 @@ def precision_section(config, cells):
         f" mismatches, the number of images whose top-1 prediction differs from the reference"
         f" cell {ref_label} (`accuracy.reference: {ref_runtime}/{ref_precision}`)."
     )
-    notes = []
-    if table.eq(NOT_RUN).to_numpy().any():
-        notes.append(
-            f"`{NOT_RUN}`: configured, but no accuracy summary for this cell was given to the"
-            " aggregate step (the job has not run or failed)."
-        )
-    if failed:
-        notes.append(failed_note(failed))
+    notes = status_notes(records, "accuracy summary")
     skipped = max((r for r in shown if r.get("skipped_images")), key=lambda r: r["skipped_images"], default=None)
     if skipped is not None:
         names = ", ".join(os.path.basename(f) for f in skipped["skipped_files"][:5])
@@ -478,10 +484,20 @@ def precision_section(config, cells):
             " range) for that many images; the cell's top-1, mismatches and agreement would be"
             " computed from them, so they are not shown (they are in cells.csv)."
         )
-    if any(r["mismatches"] is None for r in shown):
+    unscored = [r for r in shown if r["mismatches"] is None]
+    if any(not r.get("scored_against") for r in unscored):
         notes.append(
-            f"`{NO_REFERENCE}`: the reference cell {ref_label} has no predictions to compare"
+            f"`{NO_REFERENCE} (top-5 …)`: the reference cell {ref_label} has no predictions to compare"
             " with (it was not run or failed), so mismatches need it: top-1 and top-5 only."
+        )
+    earlier = [r for r in unscored if r.get("scored_against")]
+    if earlier:
+        notes.append(
+            f"`{NO_REFERENCE} (top-5 …)` where the mismatches were counted against other predictions than"
+            f" {ref_label}'s under the current config (`accuracy.reference: {ref_runtime}/{ref_precision}`): "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {r['scored_against']}" for r in earlier)
+            + f"; mismatches need {ref_label}'s predictions, so top-1 and top-5 only (the next run that has them"
+            " scores these cells against them)."
         )
     random = [r for r in shown if r["random_weights"]]
     if random:
@@ -524,15 +540,40 @@ def _index(rows, key, kind):
     return out
 
 
-def _check_reference(config, accuracy):
-    """Accuracy summaries scored against another reference than the config's are stale."""
-    ref = "/".join(reference_cell(config))
-    for row in accuracy.values():
-        if row["reference"] != ref:
-            raise UserError(
-                f"result file {row['source']} counts mismatches against {row['reference']} but"
-                f" accuracy.reference is {ref}; delete it so the workflow regenerates it"
-            )
+def stale_reason(changes):
+    """The sentence of a ``stale`` cell: which config keys changed since its result."""
+    if changes == [NO_CONFIG]:
+        return "its result file records no config (an older version wrote it); the next run measures it again"
+    return (
+        f"its result file was measured under another config ({', '.join(changes)} changed since);"
+        " the next run measures it again"
+    )
+
+
+def _freshness(config, kind, row):
+    """The config keys that changed since ``row``'s result was measured (empty: fresh)."""
+    current = cell_config(config, kind, row["runtime"], row["model"], row["precision"])
+    return config_changes(row.get("recorded_config"), current, row["runtime"], row["model"])
+
+
+def _scored_against_the_reference(config, row):
+    """An accuracy row scored against another reference than the config's, or against
+    reference predictions made under another config than the reference cell's current one,
+    keeps its top-1 and top-5 (they do not depend on the reference); its mismatches and
+    logit agreement do, so they are dropped, as when the reference has no predictions
+    (``n/a``), and ``scored_against`` says what they were counted against."""
+    if row["mismatches"] is None:
+        return row
+    ref_runtime, ref_precision = reference_cell(config)
+    scored = row["reference"]
+    if scored == f"{ref_runtime}/{ref_precision}":
+        current = cell_config(config, "accuracy", ref_runtime, row["model"], ref_precision)
+        changes = config_changes(row.get("reference_config"), current, ref_runtime, row["model"])
+        if not changes:
+            return row
+        scored += " predictions made under another config" if changes != [NO_CONFIG] else " (config not recorded)"
+    row.update(mismatches=None, cosine=None, rel_error=None, logit_images=None, scored_against=scored)
+    return row
 
 
 def require_pandas_3(version=None):
@@ -553,10 +594,14 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
 
     One row per cell, in the tables' order (per batch size: each model's speed cells in
     column order, then its reference figures; then each model's accuracy cells), with the
-    columns of ``COLUMNS`` and ``EXTRA_COLUMNS``. A configured cell without a result file
-    is ``not run``, or ``failed`` with the reason ``failures`` gives for it (keyed
-    ``(kind, runtime, model, precision, batch size or None)``). ``macs`` maps a model to
-    its MACs per image (``infbench.flops``), for each speed cell's share of its GPU's peak.
+    columns of ``COLUMNS`` and ``EXTRA_COLUMNS``. A cell shows its result file only if the
+    config the result records is the current one for that cell (``cell_config``); without
+    such a file it is ``failed`` with the reason ``failures`` gives for it (keyed ``(kind,
+    runtime, model, precision, batch size or None)``), ``stale`` (a result measured under
+    another config: what changed, no figures) or ``not run``. An accuracy result scored
+    against another reference keeps top-1 and top-5 and loses its mismatches. ``macs``
+    maps a model to its MACs per image (``infbench.flops``), for each speed cell's share
+    of its GPU's peak.
     """
     require_pandas_3()
     models = _config(config, "models", dict)
@@ -567,7 +612,7 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     ref = "/".join(reference_cell(config))
 
     speed_rows = [read_speed(p) for p in speed_files]
-    accuracy_rows = [read_accuracy(p) for p in accuracy_files]
+    accuracy_rows = [_scored_against_the_reference(config, read_accuracy(p)) for p in accuracy_files]
     add_share_of_peak(speed_rows, macs, gpu_peaks())
 
     def in_matrix(row):
@@ -582,31 +627,35 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     )
     accuracy = _index(
         (r for r in accuracy_rows if r["source"] not in unused),
-        lambda r: (r["runtime"], r["model"], r["precision"]),
+        lambda r: (r["runtime"], r["model"], r["precision"], None),
         "accuracy",
     )
-    _check_reference(config, accuracy)
 
-    def measured(row):
-        return {**row, "runtime_label": LABELS.get(row["runtime"], row["runtime"])}
-
-    def not_run(kind, runtime, model, precision, batch_size):
-        reason = (failures or {}).get((kind, runtime, model, precision, batch_size))
+    def cell(kind, found, key):
+        """The row of one configured cell. Its result, if the config it records is the
+        current one; else ``failed`` with the reason ``failures`` gives (its job or a step
+        it needs failed), ``stale`` with what changed, or ``not run``."""
+        row = found.get(key[1:])
+        changes = _freshness(config, kind, row) if row is not None else None
+        if row is not None and not changes:
+            return {**row, "runtime_label": LABELS.get(row["runtime"], row["runtime"])}
+        reason = (failures or {}).get(key)
+        status = FAILED if reason is not None else STALE if changes else NOT_RUN
+        _, runtime, model, precision, batch_size = key
         return {
-            "kind": kind, "status": NOT_RUN if reason is None else FAILED, "reason": reason,
-            "runtime": runtime,
-            "runtime_label": LABELS.get(runtime, runtime), "model": model,
+            "kind": kind, "status": status, "reason": reason or (stale_reason(changes) if changes else None),
+            "runtime": runtime, "runtime_label": LABELS.get(runtime, runtime), "model": model,
             "arch": (models[model] or {}).get("arch"), "precision": precision,
             "batch_size": batch_size, "device": (runtimes[runtime] or {}).get("device"),
             "reference": ref if kind == "accuracy" else None,
+            "source": row["source"] if row is not None else None,
         }  # fmt: skip
 
     rows = []
     for batch_size in batch_sizes:
         for model in models:
             for runtime, precision in cols:
-                key = (runtime, model, precision, batch_size)
-                rows.append(measured(speed[key]) if key in speed else not_run("speed", *key))
+                rows.append(cell("speed", speed, ("speed", runtime, model, precision, batch_size)))
             for lab, precision in reference_columns(figures, models, batch_size):
                 fig = figures.get((lab, model, precision, batch_size))
                 if fig is not None:
@@ -619,8 +668,7 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
                     })  # fmt: skip
     for model in models:
         for runtime, precision in cols:
-            key = (runtime, model, precision)
-            rows.append(measured(accuracy[key]) if key in accuracy else not_run("accuracy", *key, None))
+            rows.append(cell("accuracy", accuracy, ("accuracy", runtime, model, precision, None)))
     dtypes = {**COLUMNS, **EXTRA_COLUMNS}
     frame = pd.DataFrame.from_records(rows, columns=list(dtypes)).astype(dtypes)
     return frame, unused
@@ -646,11 +694,20 @@ def write_atomic(path, text):
     files.atomic_write(path, text)
 
 
-def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None):
+# the first line of every table written after a failed or interrupted run (aggregate.py --what-ran)
+PARTIAL = (
+    "> Partial: written from what ran before the run failed or was interrupted. The next run"
+    " (the same command) does every cell that is `failed`, `stale` or `not run`, then writes"
+    " these tables again."
+)
+
+
+def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None, partial=False):
     """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
 
-    ``failures`` and ``macs``: as ``load_cells`` takes them. Returns ``{"written": [paths],
-    "unused": [result files for cells not in the config], "cells": the cell frame}``.
+    ``failures`` and ``macs``: as ``load_cells`` takes them; ``partial``: the tables of a
+    run that did not finish, which say so first. Returns ``{"written": [paths], "unused":
+    [result files for cells not in the config], "cells": the cell frame}``.
     """
     cells, unused = load_cells(config, speed_files, accuracy_files, failures, macs)
     figures = reference_figures(config)
@@ -659,15 +716,16 @@ def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, ma
         for bs in _config(config, "batch_sizes", list)
     ]
     sections.append(("precision.md", "Precision", precision_section(config, cells)))
+    banner = f"{PARTIAL}\n\n" if partial else ""
 
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for name, title, body in sections:
         written.append(os.path.join(out_dir, name))
-        write_atomic(written[-1], f"# {title}\n\n{body}")
+        write_atomic(written[-1], f"# {title}\n\n{banner}{body}")
     written.append(os.path.join(out_dir, "cells.csv"))
     write_atomic(written[-1], cells_csv(cells))
-    report = "# infbench report\n\n" + "\n".join(f"## {t}\n\n{b}" for _, t, b in sections)
+    report = "# infbench report\n\n" + banner + "\n".join(f"## {t}\n\n{b}" for _, t, b in sections)
     written.append(os.path.join(out_dir, "report.md"))
     write_atomic(written[-1], report)
     return {"written": written, "unused": unused, "cells": cells}

@@ -10,13 +10,21 @@ import statistics
 import time
 
 
-def measure(session, batches, warmup_batches, timed_batches, windows, probe=None):
+def spread_flagged(spread, max_spread):
+    """Whether a cell's windows disagree by more than ``timing.max_spread`` (the tables'
+    ``*``): decided here once, when the cell is measured, and recorded in its result."""
+    return spread > max_spread
+
+
+def measure(session, batches, warmup_batches, timed_batches, windows, probe=None, after_window=None):
     """Time ``windows`` windows of ``timed_batches`` inferences each.
 
     ``batches`` are uint8 NHWC host arrays of the session's batch size; they are staged
     once, before any timing. Returns images/s per window, their median and spread.
     ``probe`` (optional, e.g. ``infbench.gpu.clock_state``) is called just before the first
     window and just after the last, outside them; its readings are returned as ``probe``.
+    ``after_window(done, images_per_s)`` (optional, e.g. a progress line in the log) is
+    called after each window, outside it.
     """
     t_stage = time.perf_counter()
     staged = [session.stage(b) for b in batches]
@@ -33,12 +41,14 @@ def measure(session, batches, warmup_batches, timed_batches, windows, probe=None
 
     readings = {"before": probe()} if probe else None
     seconds = []
-    for _ in range(windows):
+    for done in range(1, windows + 1):
         t0 = time.perf_counter()
         for i in range(timed_batches):
             out = session.run(staged[i % n])
         session.sync(out)
         seconds.append(time.perf_counter() - t0)
+        if after_window:
+            after_window(done, timed_batches * batch_size / seconds[-1])
     if probe:
         readings["after"] = probe()
 
