@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from infbench.errors import UserError
+from infbench.results import cell_config
 from infbench.tables import write_tables
+from infbench.timing import spread_flagged
 
 AGGREGATE = os.path.join(
     os.path.dirname(__file__), "..", "workflow", "scripts", "aggregate.py"
@@ -47,8 +49,11 @@ VERSIONS = {"oneflow": {"oneflow": "0.9.0"}, "onnxruntime": {"onnxruntime": "1.3
             "torch": {"torch": "2.14.1"}}  # fmt: skip
 
 
-def provenance(runtime):
+def provenance(runtime, kind="speed", model=None, precision=None, config=CONFIG):
+    """A result's provenance block, with the config it was measured under (the tables show a
+    result only if that is the current config of its cell)."""
     return {
+        "config": cell_config(config, kind, runtime, model, precision),
         "runtime": {
             **VERSIONS[runtime],  # each library under its own key, as the runtimes' info() has it
             "device_name": "Test Xeon 9999",
@@ -71,9 +76,9 @@ def write_speed(root, runtime, model, precision, bs, windows, max_spread=0.1, cl
                    "window_seconds": [500 * bs / w for w in windows], "spread": spread,
                    "ms_per_batch": 1000 * bs / median, "batch_size": bs, "staged_batches": 4,
                    "warmup_batches": 5, "timed_batches": 500, "windows": len(windows)},
-        "flagged": spread > max_spread,
+        "flagged": spread_flagged(spread, max_spread),
         "clock_drop": clock_drop,
-        "provenance": provenance(runtime),
+        "provenance": provenance(runtime, "speed", model, precision),
     }  # fmt: skip
     path = root / "speed" / runtime / model / f"{precision}-bs{bs}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +94,9 @@ def write_accuracy(root, runtime, model, precision, top1, mismatches, random_wei
                  "batch_size": 50, "device": "cpu"},
         "images": 500, "top1": top1, "top5": min(1.0, top1 + 0.2),
         "reference": "oneflow/fp32", "reference_available": mismatches is not None,
+        "reference_config": cell_config(CONFIG, "accuracy", "oneflow", model, "fp32") if mismatches is not None else None,
         "mismatches": mismatches, "logit_images": 100, "cosine": cosine, "rel_error": rel_error,
-        "random_weights": random_weights, "provenance": provenance(runtime),
+        "random_weights": random_weights, "provenance": provenance(runtime, "accuracy", model, precision),
         "nonfinite_images": nonfinite_images,
     }  # fmt: skip
     path = root / "accuracy" / runtime / model / f"{precision}.json"
@@ -219,12 +225,12 @@ def test_precision_table(tables):
     assert (
         rows["alexnet"]["ONNX Runtime(fp32)"] == "0.001 / 3 (cos 0.99998, rel 2.1e-05)"
     )
-    assert rows["vgg16"]["PyTorch(fp32)"] == "0.495 / n/a"
+    assert rows["vgg16"]["PyTorch(fp32)"] == "0.495 / n/a (top-5 0.695)"
     assert rows["vgg16"]["OneFlow(fp32)"] == "not run"
     text = open(path, encoding="utf-8").read()
     assert "over 500 images" in text and "reference cell OneFlow(fp32)" in text
     footnotes = "\n".join(notes(path))
-    assert "`n/a`: the reference cell OneFlow(fp32)" in footnotes
+    assert "`n/a (top-5 …)`: the reference cell OneFlow(fp32) has no predictions" in footnotes
     int8 = next(n for n in notes(path) if n.startswith("- int8:"))
     assert int8 == (
         "- int8: one not recorded calibration (ONNX Runtime's) on not recorded images of the"
@@ -354,7 +360,7 @@ EXPECTED = {
         "alexnet": ["0.002 / 0 (cos 1.00000, rel 0.0e+00)", "0.001 / 3 (cos 0.99998, rel 2.1e-05)",
                     "not run", "not run"],
         "resnet50": ["0.613 / 0", "not run", "0.613 / 59", "not run"],
-        "vgg16": ["not run", "not run", "not run", "0.495 / n/a"],
+        "vgg16": ["not run", "not run", "not run", "0.495 / n/a (top-5 0.695)"],
     },
 }  # fmt: skip
 
@@ -455,9 +461,85 @@ def test_stale_results_are_refused_or_left_out(tmp_path):
     )
     with pytest.raises(UserError, match="same cell"):
         write_tables(CONFIG, speed + [twin], accuracy, str(tmp_path / "tables"))
+
+
+def test_a_score_against_another_reference_keeps_top1_and_top5_not_its_mismatches(tmp_path):
+    """accuracy.reference changed since the cells were scored (their reference failed since,
+    say): top-1 and top-5 do not depend on it and stay; mismatches and agreement do, so they
+    read n/a, and the note names the reference each was scored against."""
+    speed, accuracy = make_results(tmp_path)
     other = dict(CONFIG, accuracy={"reference": "onnxruntime/fp32"})
-    with pytest.raises(UserError, match="accuracy.reference is onnxruntime/fp32"):
-        write_tables(other, speed, accuracy, str(tmp_path / "tables"))
+    out = tmp_path / "tables"
+    done = write_tables(other, speed, accuracy, str(out))
+    _, rows = read_table(out / "precision.md")
+    assert rows["resnet50"]["ONNX Runtime(int8)"] == "0.613 / n/a (top-5 0.813)"
+    assert rows["alexnet"]["ONNX Runtime(fp32)"] == "0.001 / n/a (top-5 0.201)"  # no (cos …): that was against oneflow
+    assert (
+        "- `n/a (top-5 …)` where the mismatches were counted against other predictions than ONNX"
+        " Runtime(fp32)'s under the current config (`accuracy.reference: onnxruntime/fp32`): alexnet"
+        " OneFlow(fp32): oneflow/fp32; alexnet ONNX Runtime(fp32): oneflow/fp32;"
+    ) in "\n".join(notes(out / "precision.md"))
+    cells = done["cells"]
+    scored = cells[(cells["kind"] == "accuracy") & (cells["status"] == "measured")]
+    assert scored["mismatches"].isna().all() and scored["cosine"].isna().all()
+    # the four scored against OneFlow fp32; vgg16's never had its reference
+    assert scored["scored_against"].fillna("").tolist() == ["oneflow/fp32"] * 4 + [""]
+
+
+def test_a_result_measured_under_another_config_is_stale_and_shows_no_figure(tmp_path):
+    """The cells' results were measured under CONFIG; then alexnet's checkpoint and the timing
+    changed. Every alexnet cell and every speed cell is `stale` with what changed, and no
+    figure of theirs is shown; resnet50's accuracy cells (timing does not touch them) stay."""
+    speed, accuracy = make_results(tmp_path)
+    changed = json.loads(json.dumps(CONFIG))
+    changed["models"]["alexnet"]["checkpoint"] = {"url": "https://example.org/a.pth", "sha256": "0" * 64}
+    changed["timing"]["timed_batches"] = 100
+    out = tmp_path / "tables"
+    done = write_tables(changed, speed, accuracy, str(out))
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["alexnet"]["OneFlow(fp32)"] == rows["resnet50"]["OneFlow(fp32)"] == "stale"
+    assert rows["alexnet"]["PyTorch(fp32)"] == "not run"  # no result file at all
+    assert rows["resnet50"]["TensorRT official(fp32)"] == "1025"  # a reference figure is no result
+    stale = next(n for n in notes(out / "speed-bs8.md") if n.startswith("- `stale`"))
+    assert stale.startswith(
+        "- `stale`: its result file was measured under another config, so its figures are not shown:"
+        " alexnet OneFlow(fp32): its result file was measured under another config"
+        " (models.alexnet.checkpoint, timing.timed_batches changed since); the next run measures it again;"
+    )
+    assert "resnet50 OneFlow(fp32): its result file was measured under another config (timing.timed_batches" in stale
+    _, rows = read_table(out / "precision.md")
+    assert rows["alexnet"]["OneFlow(fp32)"] == "stale" and rows["resnet50"]["OneFlow(fp32)"] == "0.613 / 0"
+    cells = done["cells"]
+    stale_rows = cells[cells["status"] == "stale"]
+    assert len(stale_rows) == 6 + 2  # every speed file, and alexnet's two accuracy summaries
+    assert stale_rows["images_per_s"].isna().all() and stale_rows["top1"].isna().all()
+    assert stale_rows["source"].str.endswith(".json").all()
+    # a cell whose job (or a step it needs) failed since says so rather than stale
+    failures = {("speed", "oneflow", "alexnet", "fp32", 8): "fetching alexnet's checkpoint failed: no network"}
+    write_tables(changed, speed, accuracy, str(out), failures)
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["alexnet"]["OneFlow(fp32)"] == "failed" and rows["resnet50"]["OneFlow(fp32)"] == "stale"
+    # a result that records no config (an older version's) is stale too
+    data = json.loads(Path(speed[0]).read_text())
+    del data["provenance"]["config"]
+    Path(speed[0]).write_text(json.dumps(data))
+    write_tables(CONFIG, speed, accuracy, str(out))
+    _, rows = read_table(out / "speed-bs8.md")
+    assert rows["alexnet"]["OneFlow(fp32)"] == "stale" and rows["alexnet"]["ONNX Runtime(fp32)"] == "81.2"
+    assert "alexnet OneFlow(fp32): its result file records no config (an older version wrote it)" in "\n".join(
+        notes(out / "speed-bs8.md")
+    )
+
+
+def test_tables_of_a_run_that_did_not_finish_say_so_first(tmp_path):
+    speed, accuracy = make_results(tmp_path)
+    out = tmp_path / "tables"
+    write_tables(CONFIG, speed, accuracy, str(out), partial=True)
+    for name in ("speed-bs8.md", "speed-bs50.md", "precision.md"):
+        assert (out / name).read_text().splitlines()[2].startswith("> Partial: written from what ran before")
+    assert (out / "report.md").read_text().splitlines()[2].startswith("> Partial:")
+    write_tables(CONFIG, speed, accuracy, str(out))
+    assert "Partial" not in (out / "speed-bs8.md").read_text()
 
 
 def test_config_mistakes_name_the_key(tmp_path):
@@ -572,6 +654,12 @@ def test_the_speed_footnote_gives_each_gpu_cells_share_of_peak(tmp_path):
     assert {(r["runtime"], r["batch_size"], r["percent_of_peak"][:5]) for r in rows if r["percent_of_peak"]} == {
         ("torch", "50", "51.95")}  # 2 x 4.089e9 x 4,250 img/s / 66.9e12
     assert all(r["gmacs_per_image"].startswith("4.089") for r in rows if r["status"] == "measured")
+    # above 100 % (vgg16 fp32 on TensorRT did 102.8 % on the H200): the note says why
+    data["result"]["images_per_s"] = 8500.0  # 2 x 4.089e9 x 8,500 / 66.9e12 = 103.9 %
+    path.write_text(json.dumps(data))
+    write_tables(CONFIG, speed + [str(path)], accuracy, str(out), macs={"resnet50": 4_089_184_256})
+    share = next(n for n in notes(out / "speed-bs50.md") if n.startswith("- % of peak"))
+    assert "resnet50 PyTorch(fp32) 103.9 %. Above 100 %: the MACs count a direct convolution" in share
 
 
 def test_a_cell_measured_on_another_device_than_the_rest_is_marked(tmp_path):
