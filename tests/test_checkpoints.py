@@ -505,11 +505,20 @@ def test_the_first_trusted_download_records_its_digest_and_later_downloads_must_
 
 class Hostile(http.server.BaseHTTPRequestHandler):
     """/endless: a body without end (bounded here at 64 MiB); /huge: announces 10 GiB;
-    /trickle: PAYLOAD[:40], a byte every 0.05 s; /to?<url>: 302 to <url>. ``server.sent``
-    counts the body bytes written."""
+    /trickle: PAYLOAD[:40], a byte every 0.05 s; /slow-headers: a header a byte every 0.05 s
+    (for 10 s); /to?<url>: 302 to <url>. ``server.sent`` counts the body bytes written."""
 
     def do_GET(self):
         self.server.requests += 1
+        if self.path == "/slow-headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(200):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                if self.server.release.wait(0.05):
+                    break
+            self.close_connection = True
+            return
         if self.path.startswith("/to?"):
             self.send_response(302)
             self.send_header("Location", self.path[4:])
@@ -614,6 +623,11 @@ def test_an_attempt_has_an_overall_deadline_however_often_bytes_arrive(hostile, 
     assert hostile.requests == 2 and 0 < hostile.sent < 40
     kept = part_file(dest).read_bytes()  # the second attempt asked for the rest: the part holds a prefix
     assert 0 < len(kept) < 40 and kept == PAYLOAD[: len(kept)]
+    # still reading the headers, a byte at a time, when the deadline comes: the socket is shut
+    began = time.monotonic()
+    with pytest.raises(UserError, match=r"\(last: the attempt took longer than .*deadline_s \(0\.4 s\)\)"):
+        download(hostile.url + "/slow-headers", PAYLOAD_SHA, tmp_path / "h.pth", retries=0, timeout=1.0, deadline=0.4)
+    assert time.monotonic() - began < 3  # the headers alone would take 10 s
 
 
 def test_redirects_are_followed_only_to_https(hostile, tmp_path, monkeypatch):
