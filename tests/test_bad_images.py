@@ -299,8 +299,8 @@ def scan_and_load_with_little_memory(files):
 
 
 def test_images_that_would_blow_up_are_unreadable_before_any_pixel_is_decoded(tmp_path):
-    """A 20000x1 PNG is 90 bytes and a 65500x1 JPEG 17 kB, but the shorter side resized to 256
-    makes 5 and 17 gigapixels; 8192x8193 is one row over MAX_PIXELS."""
+    """A 20000x1 PNG is 82 bytes and a 65500x1 JPEG 6 kB, but the shorter side resized to 256
+    makes 1.3 and 4.3 gigapixels; 8192x8193 is one row over MAX_PIXELS (8192 x 8192)."""
     from PIL import Image
 
     strip, jpeg, big = tmp_path / "strip.PNG", tmp_path / "strip.JPEG", tmp_path / "big.PNG"

@@ -37,8 +37,8 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 # the only formats Pillow may read a data set's file as, whatever its name says (an EPS
 # file named .JPEG would otherwise be handed to Ghostscript)
 IMAGE_FORMATS = ("JPEG", "PNG")
-# pixels an image may have, decoded or resized (64 Mi: a 50-megapixel photograph fits; one
-# at the bound takes about 0.8 GB to decode, convert and resize, per worker)
+# pixels an image may have, decoded or resized (64 Mi: a 50-megapixel photograph fits; an
+# RGBA PNG at the bound peaked at 0.57 GB to decode, convert and resize, per worker)
 MAX_PIXELS = 8192 * 8192
 # the longer side over the shorter: past it the resize to the model's input (the shorter
 # side to ``resize``) would blow a strip of a few bytes up to gigabytes
