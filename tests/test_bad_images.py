@@ -413,3 +413,14 @@ def test_bad_images_tsv_keeps_one_line_per_image_whatever_the_reason_says(tmp_pa
     assert path.read_text().split("\n") == [
         "file\treason", "/d/a.JPEG\tOSError: line one\\nline\\ttwo\\r", "/d/b.JPEG\tValueError: x", ""
     ]
+
+
+def test_an_image_file_over_256_mib_is_unreadable_before_pillow_reads_it(tmp_path):
+    """Pillow keeps a JPEG's application segments in memory: the file's size is bounded too."""
+    over, at = tmp_path / "over.JPEG", tmp_path / "at.JPEG"
+    for path, size in ((over, (256 << 20) + 1), (at, 256 << 20)):
+        with path.open("wb") as f:  # sparse: no disk, no time
+            f.truncate(size)
+    bad = dict(scan_images([str(over), str(at)]))
+    assert bad[str(over)] == "too large: a file of 268,435,457 bytes, more than the 268,435,456 an image may have"
+    assert bad[str(at)].startswith("UnidentifiedImageError: ")  # read (and found not to be an image)

@@ -7,10 +7,10 @@ including) the float conversion: decode, convert("RGB"), resize the shorter side
 PIL antialiases), centre crop. Runtimes normalise in their ``stage`` step.
 
 Images and label files come from wherever the user got them (docs/security.md): images are
-opened only as IMAGE_FORMATS and refused before decoding past MAX_PIXELS or MAX_ASPECT,
-label files past MAX_LABEL_BYTES, a devkit meta.mat past MAX_META_BYTES unpacked; a label
-file names images in ``dataset.root`` by their file name alone, and no indexed path holds a
-control character (index.tsv keeps one row per image).
+opened only as IMAGE_FORMATS and refused before decoding past MAX_IMAGE_BYTES, MAX_PIXELS
+or MAX_ASPECT, label files past MAX_LABEL_BYTES or MAX_LABEL_LINES, a devkit meta.mat past
+MAX_META_BYTES unpacked; a label file names images in ``dataset.root`` by their file name
+alone, and no indexed path holds a control character (index.tsv keeps one row per image).
 """
 
 import heapq
@@ -40,6 +40,9 @@ IMAGE_FORMATS = ("JPEG", "PNG")
 # pixels an image may have, decoded or resized (64 Mi: a 50-megapixel photograph fits; an
 # RGBA PNG at the bound peaked at 0.57 GB to decode, convert and resize, per worker)
 MAX_PIXELS = 8192 * 8192
+# an image file's bytes: Pillow keeps every application segment of a JPEG in memory (a
+# 200 MB file of them, 8 x 8 pixels, took 220 MB), and a PNG at MAX_PIXELS is at most 256 MiB
+MAX_IMAGE_BYTES = 256 << 20
 # the longer side over the shorter: past it the resize to the model's input (the shorter
 # side to ``resize``) would blow a strip of a few bytes up to gigabytes
 MAX_ASPECT = 100
@@ -718,6 +721,9 @@ def _decode(path):
     a file that is not one of IMAGE_FORMATS or is too large (``_too_large``), refused from
     its header before any pixel is decoded. ``why`` is one line."""
     try:
+        size = os.stat(path).st_size
+        if size > MAX_IMAGE_BYTES:
+            return None, f"too large: a file of {size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image may have"
         with warnings.catch_warnings():
             # Pillow warns between 1x and 2x its own limit; MAX_PIXELS is below it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
