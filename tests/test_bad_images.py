@@ -243,3 +243,184 @@ def test_preprocessing_counts_and_releases_whole_chunks_past_the_first(tmp_path,
     np.lib.format.open_memmap(tmp_path / "cache.npy", mode="w+", dtype=np.uint8, shape=(2 * chunk, 8, 8, 3))
     infbench.data._fill_chunk(tmp_path / "cache.npy", chunk, [tmp_path / "a.JPEG"] * chunk, 8, 8)
     assert released == [(chunk, 2 * chunk)]
+
+
+# --- hostile images: other formats, sizes that blow up, memory that runs out ---
+
+
+def png(width, height, truncated=False):
+    """A valid all-black 1-bit PNG of ``width`` x ``height``, made by hand: a 64-megapixel one
+    is 8 kB. ``truncated``: its pixel data cut short (the header still says the size)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pixels = zlib.compress((b"\0" + bytes((width + 7) // 8)) * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    pixels = pixels[: len(pixels) // 4] if truncated else pixels
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+# Runs in a child whose address space is capped at what it holds plus 512 MiB, so that an
+# image that would take gigabytes fails there (as MemoryError) instead of on this machine.
+LIMITED = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from infbench.data import load_image, scan_images
+from infbench.errors import UserError
+with open("/proc/self/status") as f:
+    size = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) << 10
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), resource.RLIM_INFINITY))
+files = sys.argv[2:]
+found = {file: why for file, why in scan_images(files)}
+loaded = {}
+for file in files:
+    try:
+        loaded[file] = str(load_image(file, 256, 224).shape)
+    except UserError as err:
+        loaded[file] = "UserError: " + str(err)
+    except BaseException as err:
+        loaded[file] = err.__class__.__name__
+print(json.dumps([found, loaded]))
+"""
+
+
+def scan_and_load_with_little_memory(files):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", LIMITED, str(SCRIPTS), *map(str, files)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_images_that_would_blow_up_are_unreadable_before_any_pixel_is_decoded(tmp_path):
+    """A 20000x1 PNG is 82 bytes and a 65500x1 JPEG 6 kB, but the shorter side resized to 256
+    makes 1.3 and 4.3 gigapixels; 8192x8193 is one row over MAX_PIXELS (8192 x 8192)."""
+    from PIL import Image
+
+    strip, jpeg, big = tmp_path / "strip.PNG", tmp_path / "strip.JPEG", tmp_path / "big.PNG"
+    strip.write_bytes(png(20000, 1))
+    Image.new("L", (65500, 1), 128).save(jpeg, quality=90)
+    big.write_bytes(png(8192, 8193))
+    at_bound = tmp_path / "at-bound.PNG"  # as many pixels as allowed: decoded (and found truncated)
+    at_bound.write_bytes(png(8192, 8192, truncated=True))
+    wide, wider = tmp_path / "wide.PNG", tmp_path / "wider.PNG"  # sides 100 and 101 times apart
+    Image.new("RGB", (1000, 10), (10, 200, 30)).save(wide)
+    Image.new("RGB", (10, 1010), (10, 200, 30)).save(wider)
+    files = [strip, jpeg, big, at_bound, wide, wider]
+    found, loaded = scan_and_load_with_little_memory(files)
+    ratio = "one side more than 100 times the other, which resizing would blow up"
+    assert found == {
+        str(strip): f"too large: 20000x1 pixels, {ratio}",
+        str(jpeg): f"too large: 65500x1 pixels, {ratio}",
+        str(big): "too large: 8192x8193 pixels, more than the 67,108,864 an image may have",
+        str(at_bound): found[str(at_bound)],
+        str(wider): f"too large: 10x1010 pixels, {ratio}",
+    }
+    assert not found[str(at_bound)].startswith("too large")
+    assert loaded[str(wide)] == "(224, 224, 3)"
+    for file in (strip, jpeg, big, wider):
+        assert loaded[str(file)] == (
+            f"UserError: {file} cannot be read as an image ({found[str(file)]}); replace it, remove it"
+            " from the data set, or set dataset.bad_images: skip to leave unreadable images out"
+        )
+
+
+def test_running_out_of_memory_is_an_unreadable_image_not_a_crash(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from infbench.data import load_image
+
+    rows = make_synthetic(tmp_path / "img", 1, seed=0)
+    file = rows[0][0]
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "resize", no_memory)
+    with pytest.raises(UserError) as err:
+        load_image(file, 72, 64)
+    assert str(err.value).startswith(f"{file} cannot be read as an image (MemoryError while resizing it to ")
+    monkeypatch.setattr(Image.Image, "convert", no_memory)
+    assert scan_images([file]) == [(file, "MemoryError")]
+    with pytest.raises(UserError, match=r"cannot be read as an image \(MemoryError\)"):
+        load_image(file, 72, 64)
+
+
+def test_a_resize_past_the_pixel_bound_is_refused_before_it_is_made(tmp_path, monkeypatch):
+    """An image within MAX_ASPECT, resized to a huge configured resize: the config's to lower."""
+    from PIL import Image
+
+    import infbench.data
+    from infbench.data import load_image
+
+    path = tmp_path / "wide.JPEG"
+    Image.new("RGB", (100, 1), (1, 2, 3)).save(path)
+    with pytest.raises(UserError) as err:
+        load_image(path, 820, 820)  # 82000 x 820 pixels: over 64 Mi
+    assert str(err.value) == (
+        f"resizing {path} (100x1) to the model's resize 820 would make 82000x820 pixels,"
+        " more than the 67,108,864 an image may have; lower that resize"
+    )
+    # at the bound and one past it, with a bound small enough to allocate here: 3000 x 30
+    monkeypatch.setattr(infbench.data, "MAX_PIXELS", 3000 * 30)
+    assert load_image(path, 30, 30).shape == (30, 30, 3)
+    monkeypatch.setattr(infbench.data, "MAX_PIXELS", 3000 * 30 - 1)
+    with pytest.raises(UserError, match="would make 3000x30 pixels, more than the 89,999 an image may have"):
+        load_image(path, 30, 30)
+
+
+def test_an_image_in_another_format_is_never_handed_to_an_outside_program(tmp_path):
+    """PostScript named .JPEG: Pillow would open it as EPS and run Ghostscript (`gs`) on it."""
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ran = tmp_path / "gs-ran.txt"
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> '{ran}'\nexit 0\n")  # stands in for Ghostscript, and says so
+    gs.chmod(0o755)
+    root = tmp_path / "img"
+    rows = make_synthetic(root, 2, seed=4)
+    evil = root / "synthetic_000001.JPEG"
+    evil.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
+    (root / "val_map.txt").write_text("".join(f"{Path(f).name} {label}\n" for f, label in rows))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "index_dataset.py"), "--root", str(root), "--labels",
+         str(root / "val_map.txt"), "--out", str(out / "index.tsv"), "--labels-out", str(out / "labels.npy"),
+         "--bad-out", str(out / "bad_images.tsv"), "--bad-images", "skip"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not ran.exists(), ran.read_text()
+    bad = (out / "bad_images.tsv").read_text().splitlines()
+    assert bad == ["file\treason", f"{evil}\tUnidentifiedImageError: cannot identify image file '{evil}'"]
+    assert subprocess.run([str(gs), "--version"]).returncode == 0 and ran.exists()  # the stand-in works
+
+
+def test_bad_images_tsv_keeps_one_line_per_image_whatever_the_reason_says(tmp_path):
+    from infbench.data import write_bad_images
+
+    path = tmp_path / "bad_images.tsv"
+    write_bad_images(path, [("/d/a.JPEG", "OSError: line one\nline\ttwo\r"), ("/d/b.JPEG", "ValueError: x")])
+    assert path.read_text().split("\n") == [
+        "file\treason", "/d/a.JPEG\tOSError: line one\\nline\\ttwo\\r", "/d/b.JPEG\tValueError: x", ""
+    ]
+
+
+def test_an_image_file_over_256_mib_is_unreadable_before_pillow_reads_it(tmp_path):
+    """Pillow keeps a JPEG's application segments in memory: the file's size is bounded too."""
+    over, at = tmp_path / "over.JPEG", tmp_path / "at.JPEG"
+    for path, size in ((over, (256 << 20) + 1), (at, 256 << 20)):
+        with path.open("wb") as f:  # sparse: no disk, no time
+            f.truncate(size)
+    bad = dict(scan_images([str(over), str(at)]))
+    assert bad[str(over)] == "too large: a file of 268,435,457 bytes, more than the 268,435,456 an image may have"
+    assert bad[str(at)].startswith("UnidentifiedImageError: ")  # read (and found not to be an image)

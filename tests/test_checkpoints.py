@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,15 +110,16 @@ def test_good_download(server, tmp_path):
     assert leftovers(dest.parent) == ["model.pth"]
 
 
-def test_sha256_prefix_is_accepted(server, tmp_path):
+def test_sha256_prefix_is_accepted_only_when_the_first_download_is_trusted(server, tmp_path):
     """torchvision publishes only the first 8 hex digits of some files (resnet50-0676ba61.pth)."""
     dest = tmp_path / "model.pth"
-    download(server.url + "/file", PAYLOAD_SHA[:8], dest, backoff=0.01)
+    download(server.url + "/file", PAYLOAD_SHA[:8], dest, backoff=0.01, trust_first_download=True)
     assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["model.pth", "sha256-pins.tsv"]
     wrong = "%08x" % ((int(PAYLOAD_SHA[:8], 16) + 1) % 2**32)
     with pytest.raises(UserError, match=f"config says {wrong}"):
-        download(server.url + "/file", wrong, tmp_path / "other.pth", backoff=0.01)
-    assert leftovers(tmp_path) == ["model.pth"]
+        download(server.url + "/file", wrong, tmp_path / "other" / "m.pth", backoff=0.01, trust_first_download=True)
+    assert leftovers(tmp_path / "other") == []
 
 
 def test_wrong_checksum_leaves_nothing(server, tmp_path):
@@ -303,7 +305,7 @@ def test_resumed_file_failing_the_check_is_deleted(server, tmp_path):
 
 
 def test_full_sha256_is_printed_when_only_a_prefix_is_given(server, tmp_path, capsys):
-    download(server.url + "/file", PAYLOAD_SHA[:8], tmp_path / "a.pth", model="resnet50")
+    download(server.url + "/file", PAYLOAD_SHA[:8], tmp_path / "a.pth", model="resnet50", trust_first_download=True)
     err = capsys.readouterr().err
     assert f"set models.resnet50.checkpoint.sha256 to {PAYLOAD_SHA}" in err
     download(server.url + "/file", PAYLOAD_SHA, tmp_path / "b.pth", model="resnet50")
@@ -314,9 +316,8 @@ def test_cli_prints_the_full_sha256_for_a_prefix(server, tmp_path):
     dest = tmp_path / "model.pth"
     cmd = [sys.executable, str(SCRIPTS / "fetch_checkpoint.py"), "--arch", "resnet50"]
     cmd += ["--out", str(dest), "--model", "resnet50", "--url", server.url + "/file"]
-    proc = subprocess.run(
-        cmd + ["--sha256", PAYLOAD_SHA[:8]], capture_output=True, text=True, timeout=60
-    )
+    cmd += ["--sha256", PAYLOAD_SHA[:8], "--trust_first_download", "True"]  # as the rule passes it
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"set models.resnet50.checkpoint.sha256 to {PAYLOAD_SHA}" in proc.stderr
     assert dest.read_bytes() == PAYLOAD
@@ -329,7 +330,10 @@ def test_retries_zero_fails_on_the_first_error_and_a_rerun_resumes(server, tmp_p
         download(server.url + "/file", PAYLOAD_SHA, dest, retries=0, model="alexnet")
     text = str(err.value)
     assert f"after 1 attempt (last: connection closed after {N} of {len(PAYLOAD)} bytes)" in text
-    assert "raise models.alexnet.checkpoint.retries or models.alexnet.checkpoint.timeout_s" in text
+    assert (
+        "raise models.alexnet.checkpoint.retries, models.alexnet.checkpoint.timeout_s"
+        " or models.alexnet.checkpoint.deadline_s"
+    ) in text
     assert server.requests == 1
     assert leftovers(tmp_path) == [part_file(dest).name]
     download(server.url + "/file", PAYLOAD_SHA, dest, retries=0)
@@ -398,7 +402,7 @@ def test_schema_takes_retries_and_timeout_s_with_a_url_only():
             "calibration": {"images": 10},
         }
 
-    url = {"url": "https://x/r50.pth", "sha256": "0676ba61"}
+    url = {"url": "https://x/r50.pth", "sha256": "0676ba61", "trust_first_download": True}
     check(config(url), schema)
     check(config({**url, "retries": 0, "timeout_s": 2.5}), schema)
     for bad in (
@@ -420,6 +424,269 @@ def test_a_second_downloader_is_refused(server, tmp_path):
         with pytest.raises(UserError, match="another process is downloading"):
             download(server.url + "/file", PAYLOAD_SHA, dest)
     assert server.requests == 0
+
+
+# --- a hostile network: forged files, endless or slow bodies, redirects, planted links ---
+
+
+def schema_config(checkpoint):
+    import yaml
+
+    from infbench.configcheck import check
+
+    schema = yaml.safe_load((SCRIPTS.parents[0] / "schemas" / "config.schema.yaml").read_text())
+    model = {"arch": "resnet50", "resize": 256, "crop": 224, "checkpoint": checkpoint}
+    config = {
+        "dataset": {"kind": "synthetic", "images": 20, "seed": 0},
+        "models": {"r50": model},
+        "runtimes": {"torch": {"device": "cpu", "precisions": ["fp32"]}},
+        "batch_sizes": [8],
+    }
+    return check(config, schema)
+
+
+def test_a_short_digest_is_refused_unless_the_first_download_is_trusted(server, tmp_path):
+    """32 bits of sha256 are forged in a minute: a prefix alone downloads nothing."""
+    dest = tmp_path / "model.pth"
+    with pytest.raises(UserError) as err:
+        download(server.url + "/file", PAYLOAD_SHA[:8], dest, model="resnet50")
+    assert str(err.value).startswith(
+        f"models.resnet50.checkpoint.sha256 is {PAYLOAD_SHA[:8]}, 8 of the sha256's 64 hex digits,"
+    )
+    assert "add models.resnet50.checkpoint.trust_first_download: true" in str(err.value)
+    with pytest.raises(UserError, match="63 of the sha256's 64"):
+        download(server.url + "/file", PAYLOAD_SHA[:63], dest)
+    assert server.requests == 0 and leftovers(tmp_path) == []
+    prefix = {"url": "https://x/r50.pth", "sha256": "0676ba61"}
+    for refused in (prefix, {**prefix, "trust_first_download": False}):
+        with pytest.raises(UserError, match=r"config key models\.r50\.checkpoint must be one of"):
+            schema_config(refused)
+    schema_config({**prefix, "trust_first_download": True})
+    schema_config({**prefix, "sha256": PAYLOAD_SHA})
+
+
+def test_every_shipped_checkpoint_has_a_full_digest_or_trusts_its_first_download_explicitly():
+    import yaml
+
+    for path in sorted((SCRIPTS.parents[1] / "config").glob("*.yaml")):
+        for name, model in yaml.safe_load(path.read_text())["models"].items():
+            source = model["checkpoint"]
+            if "url" in source:
+                assert source["url"].startswith("https://"), (path.name, name)
+                full = re.fullmatch(r"[0-9a-f]{64}", source["sha256"])
+                assert full or source.get("trust_first_download") is True, (path.name, name)
+
+
+def test_the_first_trusted_download_records_its_digest_and_later_downloads_must_match_it(server, tmp_path):
+    dest = tmp_path / "model.pth"
+    url = server.url + "/file"
+    download(url, PAYLOAD_SHA[:8], dest, model="r50", trust_first_download=True)
+    pins = tmp_path / "sha256-pins.tsv"
+    assert pins.read_text() == f"url\tsha256\n{url}\t{PAYLOAD_SHA}\n"
+    dest.unlink()
+    download(url, PAYLOAD_SHA[:8], dest, model="r50", trust_first_download=True)  # the same file again
+    assert dest.read_bytes() == PAYLOAD and pins.read_text().count("\n") == 2  # recorded once
+    # A first download that was another file with the same 8 digits (what a forgery is):
+    # the file served now matches the config's prefix, but not the recorded digest.
+    first = PAYLOAD_SHA[:8] + "0" * 56
+    pins.write_text(f"url\tsha256\n{url}\t{first}\n")
+    dest.unlink()
+    with pytest.raises(UserError) as err:
+        download(url, PAYLOAD_SHA[:8], dest, model="r50", trust_first_download=True)
+    assert str(err.value) == (
+        f"{url} has sha256 {PAYLOAD_SHA}, but its first download, recorded in {pins}, had {first}:"
+        " the file has changed since; if its publisher really replaced it, set models.r50.checkpoint.sha256"
+        f" to the new full digest (or delete that line of {pins}) and run again"
+    )
+    assert leftovers(tmp_path) == ["sha256-pins.tsv"]
+    download(url, PAYLOAD_SHA, dest, model="r50")  # a full digest in the config is the config's word
+    assert dest.read_bytes() == PAYLOAD
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """/endless: a body without end (bounded here at 64 MiB); /huge: announces 10 GiB;
+    /trickle: PAYLOAD[:40], a byte every 0.05 s; /slow-headers: a header a byte every 0.05 s
+    (for 10 s); /to?<url>: 302 to <url>. ``server.sent`` counts the body bytes written."""
+
+    def do_GET(self):
+        self.server.requests += 1
+        if self.path == "/slow-headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(200):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                if self.server.release.wait(0.05):
+                    break
+            self.close_connection = True
+            return
+        if self.path.startswith("/to?"):
+            self.send_response(302)
+            self.send_header("Location", self.path[4:])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        if self.path == "/huge":
+            self.send_header("Content-Length", str(10 << 30))
+        elif self.path == "/trickle":
+            self.send_header("Content-Length", "40")
+        self.end_headers()
+        try:
+            if self.path == "/trickle":
+                for byte in PAYLOAD[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    self.server.sent += 1
+                    if self.server.release.wait(0.05):
+                        return
+            elif self.path in ("/endless", "/huge"):
+                block = os.urandom(1 << 16)
+                for _ in range((64 << 20) // len(block)):
+                    self.wfile.write(block)
+                    self.server.sent += len(block)
+        except OSError:
+            pass  # the client hung up
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler, tls=None):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    httpd.requests, httpd.sent, httpd.release = 0, 0, threading.Event()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    httpd.url = f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
+    return httpd
+
+
+def stop(*servers):
+    for httpd in servers:
+        httpd.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def hostile():
+    httpd = serve(Hostile)
+    yield httpd
+    stop(httpd)
+
+
+def test_a_download_stops_at_its_size_limit_and_keeps_nothing(hostile, tmp_path):
+    dest = tmp_path / "model.pth"
+    with pytest.raises(UserError) as err:
+        download(hostile.url + "/endless", PAYLOAD_SHA, dest, model="vgg16", max_bytes=2 << 20)
+    assert str(err.value) == (
+        f"{hostile.url}/endless sends more than {2 << 20} bytes, more than models.vgg16.checkpoint.max_mib"
+        " (2 MiB) allows: nothing is kept; if the checkpoint is really that large, raise"
+        " models.vgg16.checkpoint.max_mib, else fix models.vgg16.checkpoint.url"
+    )
+    assert leftovers(tmp_path) == [] and hostile.requests == 1  # not retried, no .part to refill
+    with pytest.raises(UserError, match=f"/huge announces {10 << 30} bytes, more than"):
+        download(hostile.url + "/huge", PAYLOAD_SHA, dest, max_bytes=2 << 20)
+    assert leftovers(tmp_path) == []
+    # a part kept from a run with a larger bound is started over, not resumed past the bound
+    part_file(dest).write_bytes(b"x" * (3 << 20))
+    with pytest.raises(UserError, match="/endless sends more than"):
+        download(hostile.url + "/endless", PAYLOAD_SHA, dest, max_bytes=2 << 20)
+    assert leftovers(tmp_path) == []
+
+
+def test_the_cli_takes_max_mib_and_deadline_s_as_the_rule_passes_them(server, hostile, tmp_path):
+    dest = tmp_path / "model.pth"
+    base = [sys.executable, str(SCRIPTS / "fetch_checkpoint.py"), "--arch", "resnet50", "--model", "r50"]
+    base += ["--out", str(dest), "--retries", "0", "--sha256", PAYLOAD_SHA]
+    for options, words in (
+        (["--max_mib", "1", "--url", server.url + "/file"], "announces 3145728 bytes, more than"),
+        (["--deadline_s", "0.3", "--url", hostile.url + "/trickle"], "took longer than"),
+    ):
+        proc = subprocess.run(base + options, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_an_attempt_has_an_overall_deadline_however_often_bytes_arrive(hostile, tmp_path):
+    """A byte every 0.05 s never trips a 1 s read timeout; the attempt's deadline ends it."""
+    dest = tmp_path / "model.pth"
+    began = time.monotonic()
+    with pytest.raises(UserError) as err:
+        download(hostile.url + "/trickle", hashlib.sha256(PAYLOAD[:40]).hexdigest(), dest, model="r50",
+                 retries=1, timeout=1.0, deadline=0.4, backoff=0.01)
+    took = time.monotonic() - began
+    assert 0.8 <= took < 3  # two attempts of 0.4 s each (each whole body takes 2 s)
+    assert "(last: the attempt took longer than models.r50.checkpoint.deadline_s (0.4 s))" in str(err.value)
+    assert hostile.requests == 2 and 0 < hostile.sent < 40
+    kept = part_file(dest).read_bytes()  # the second attempt asked for the rest: the part holds a prefix
+    assert 0 < len(kept) < 40 and kept == PAYLOAD[: len(kept)]
+    # still reading the headers, a byte at a time, when the deadline comes: the socket is shut
+    began = time.monotonic()
+    with pytest.raises(UserError, match=r"\(last: the attempt took longer than .*deadline_s \(0\.4 s\)\)"):
+        download(hostile.url + "/slow-headers", PAYLOAD_SHA, tmp_path / "h.pth", retries=0, timeout=1.0, deadline=0.4)
+    assert time.monotonic() - began < 3  # the headers alone would take 10 s
+
+
+def test_redirects_are_followed_only_to_https(hostile, tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        capture_output=True,
+    ) if shutil.which("openssl") else None
+    if made is None or made.returncode != 0:
+        pytest.skip("openssl cannot make a certificate here (the https half needs one)")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted by ssl's default context
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure, other = serve(Handler, tls=context), serve(Hostile, tls=context)
+    secure.stall, secure.honour_range, secure.drops, secure.hangs, secure.ranges = 0, True, 0, 0, []
+    try:
+        folder = tmp_path / "out"
+        # https to https on another port: followed (the sha256 vouches for the file)
+        download(f"{other.url}/to?{secure.url}/file", PAYLOAD_SHA, folder / "a.pth")
+        assert (folder / "a.pth").read_bytes() == PAYLOAD
+        for start, target in (
+            (other.url, f"{hostile.url}/endless"),  # https to http: a downgrade, even to this machine
+            (hostile.url, "ftp://127.0.0.1/model.pth"),
+            (hostile.url, "http://192.0.2.1/model.pth"),  # plain http off this machine
+            (hostile.url, "file:///etc/hostname"),
+        ):
+            with pytest.raises(UserError) as err:
+                download(f"{start}/to?{target}", PAYLOAD_SHA, folder / "b.pth", model="r50", backoff=0.01)
+            assert str(err.value) == (
+                f"{start}/to?{target} redirects (HTTP 302) to {target!r}, which is not https; downloads"
+                " follow redirects to https only: set models.r50.checkpoint.url to the file's https address"
+            )
+        assert hostile.sent == 0 and leftovers(folder) == ["a.pth"]
+    finally:
+        stop(secure, other)
+    for url in ("http://192.0.2.1/model.pth", "ftp://127.0.0.1/model.pth", "file:///etc/hostname"):
+        with pytest.raises(UserError, match="checkpoints are downloaded over https only"):
+            download(url, PAYLOAD_SHA, folder / "c.pth")
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_a_planted_part_link_is_not_followed(server, tmp_path, target_exists):
+    dest = tmp_path / "model.pth"
+    target = tmp_path / "precious.txt"
+    if target_exists:
+        target.write_text("keep me\n")
+    part_file(dest).symlink_to(target)
+    with pytest.raises(UserError) as err:
+        download(server.url + "/file", PAYLOAD_SHA, dest)
+    assert str(err.value) == (
+        f"{part_file(dest)} is a symbolic link or not a plain file, where the download of"
+        f" {server.url}/file keeps its partial file; delete it and run again"
+    )
+    assert (target.read_text() == "keep me\n") if target_exists else not target.exists()
+    assert server.requests == 0 and not dest.exists()
 
 
 def test_random_checkpoint_is_seeded_and_loadable(tmp_path):

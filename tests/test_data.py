@@ -182,8 +182,9 @@ def devkit_wnid(ilsvrc_id):
     return FAKE_WNIDS[7 * ilsvrc_id % 1000]
 
 
-def write_devkit_meta(path, wnid_of_id):
-    """A meta.mat like the devkit's: a synsets struct array (N x 1) with its eight fields.
+def write_devkit_meta(path, wnid_of_id, extra=None, compression=False):
+    """A meta.mat like the devkit's: a synsets struct array (N x 1) with its eight fields
+    (and the ``extra`` variables beside it, compressed if ``compression``).
 
     Besides the 1,000 leaves (IDs 1-1000) it holds two inner nodes whose WNIDs sort before
     every leaf, and the entries are shuffled: neither their position nor the inner nodes
@@ -216,7 +217,7 @@ def write_devkit_meta(path, wnid_of_id):
             np.uint8(1 if children else 0),
             np.uint16(0 if children else 1300),
         )
-    savemat(str(path), {"synsets": synsets})
+    savemat(str(path), {"synsets": synsets, **(extra or {})}, do_compression=compression)
     return path
 
 
@@ -856,3 +857,167 @@ def test_a_meta_mat_entry_of_id_0_is_not_a_class(tmp_path):
     wnids = {0: "n00000999", **{i: devkit_wnid(i) for i in range(1, 1001)}}
     meta = write_devkit_meta(tmp_path / "meta.mat", wnids)
     assert read_devkit_meta(meta) == {i: devkit_wnid(i) for i in range(1, 1001)}
+
+
+# --- (v) hostile label files and file names ---
+
+
+def test_a_label_file_over_its_stated_size_is_refused_before_it_is_read(tmp_path):
+    MAX_LABEL_BYTES, MAX_LABEL_LINES = 16 << 20, 1_000_000  # as data.py and config/README.md state them
+    root = write_jpegs(tmp_path / "val", ["a.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    with labels.open("wb") as f:  # a sparse file: no disk, no time
+        f.truncate(MAX_LABEL_BYTES + 1)
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert str(err.value) == (
+        f"dataset.labels {labels} is 16.0 MiB, more than the 16 MiB a label file may be; set dataset.labels to the right file"
+    )
+    labels.write_bytes(b"a.JPEG 1\n" + b"\n" * MAX_LABEL_LINES)  # 1,000,001 lines in 1 MB
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert str(err.value) == (
+        f"dataset.labels {labels} has 1,000,001 lines, more than the 1,000,000 a label file may have;"
+        " set dataset.labels to the right file"
+    )
+    labels.write_bytes(b"a.JPEG 1\n" + b"\n" * (MAX_LABEL_LINES - 1))  # exactly the bound: read
+    assert labels_of(index_imagenet(root, labels=labels)) == [("a.JPEG", 1)]
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_bytes(b"\r" * (MAX_LABEL_LINES + 1))  # old Mac line ends count as lines too
+    write_jpegs(tmp_path / "folders" / FAKE_WNIDS[0], ["a.JPEG"])
+    with pytest.raises(UserError, match=r"dataset\.synsets .* has 1,000,001 lines"):
+        index_imagenet(tmp_path / "folders", synsets=synsets)
+
+
+def test_a_long_malformed_line_is_shown_shortened(tmp_path):
+    root = write_jpegs(tmp_path / "val", ["a.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\n" + "x " * 100_000 + "\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert f" in 1 place: line 2 reads {'x ' * 40!r}..., not '<file name> <class index 0-999>'; fix" in str(err.value)
+    assert len(str(err.value)) < 500
+
+
+def meta_with_junk(path, junk_bytes):
+    """The fixture devkit's meta.mat, compressed, with a variable of ``junk_bytes`` zeros beside synsets."""
+    junk = {"junk": np.zeros(junk_bytes, np.uint8)}
+    return write_devkit_meta(path, {i: devkit_wnid(i) for i in range(1, 1001)}, extra=junk, compression=True)
+
+
+def test_a_meta_mat_is_read_for_its_synsets_only(tmp_path):
+    """A 12 MiB variable beside them (12 kB compressed) is skipped, not loaded."""
+    import tracemalloc
+
+    meta = meta_with_junk(tmp_path / "meta.mat", 12 << 20)
+    assert meta.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        wnid_of = read_devkit_meta(meta)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert wnid_of == {i: devkit_wnid(i) for i in range(1, 1001)}
+    assert peak < 6 << 20
+
+
+def test_a_meta_mat_unpacking_past_its_bound_is_refused_before_scipy_reads_it(tmp_path):
+    meta = meta_with_junk(tmp_path / "meta.mat", 17 << 20)
+    with pytest.raises(UserError) as err:
+        read_devkit_meta(meta)
+    assert str(err.value) == (
+        f"dataset.devkit_meta {meta} unpacks to more than 16 MiB, which the devkit's meta.mat does not;"
+        " set dataset.devkit_meta to the ILSVRC2012 devkit's data/meta.mat"
+    )
+    assert read_devkit_meta(meta_with_junk(tmp_path / "under.mat", 15 << 20))[1] == devkit_wnid(1)
+
+
+def test_a_label_file_names_images_inside_the_root_only(tmp_path):
+    """'../outside/private.png' and an absolute path are problems, never indexed; a link the
+    user made inside the root is followed."""
+    outside = write_jpegs(tmp_path / "outside", ["private.png", "linked.JPEG"])
+    root = write_jpegs(tmp_path / "val", ["a.JPEG"])
+    (root / "b.JPEG").symlink_to(outside / "linked.JPEG")
+    labels = tmp_path / "val_map.txt"
+    labels.write_text(f"a.JPEG 1\nb.JPEG 2\n../outside/private.png 3\n{outside / 'private.png'} 4\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    why = "which is not a file name in dataset.root (label files name each image by its file name alone)"
+    assert (
+        f" in 2 places: line 3 names ../outside/private.png, {why}; line 4 names {outside / 'private.png'}, {why}; fix"
+    ) in str(err.value)
+    labels.write_text("a.JPEG 1\nb.JPEG 2\n")
+    assert [(f, label) for f, label in index_imagenet(root, labels=labels)] == [
+        (str(root / "a.JPEG"), 1), (str(root / "b.JPEG"), 2)
+    ]
+    csv = tmp_path / "LOC_val_solution.csv"  # an ImageId is a file name too
+    csv.write_text(f"ImageId,PredictionString\na,{FAKE_WNIDS[1]} 1 2 3 4\nb,{FAKE_WNIDS[2]} 1 2 3 4\n"
+                   f"../outside/linked,{FAKE_WNIDS[3]} 1 2 3 4\n")
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS))
+    with pytest.raises(UserError, match=r" in 1 place: line 4 names \.\./outside/linked\.JPEG, which is not a file"):
+        index_imagenet(root, labels=csv, synsets=synsets)
+
+
+def test_control_characters_in_file_names_never_reach_the_index(tmp_path):
+    """A tab or a line break in a name would add rows to index.tsv: refused, shown escaped."""
+    root = tmp_path / "val"
+    write_jpegs(root / FAKE_WNIDS[0], ["a.JPEG", "b\tc.JPEG"])
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"{w} name\n" for w in FAKE_WNIDS))
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, synsets=synsets)
+    assert str(err.value) == (
+        f"'{root / FAKE_WNIDS[0]}/b\\tc.JPEG' in dataset.root has a control character in its name, which"
+        " index.tsv cannot hold; rename the file or move it out of dataset.root"
+    )
+    flat = write_jpegs(tmp_path / "flat", ["a.JPEG", "evil\n.JPEG", "odd\u2028.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text("a.JPEG 1\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(flat, labels=labels)
+    assert (" in 2 places: 'evil\\n.JPEG' in dataset.root has no line;"
+            " 'odd\\u2028.JPEG' in dataset.root has no line; fix") in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+    index = tmp_path / "index.tsv"
+    with pytest.raises(UserError, match=r"'/data/x\\ny\.JPEG' holds a control character"):
+        write_index(index, [("/data/a.JPEG", 1), ("/data/x\ny.JPEG", 2)])
+    assert not index.exists()
+
+
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0663"])  # superscript two; Arabic-Indic three
+def test_a_digit_that_is_not_ascii_is_a_malformed_line_not_a_crash(tmp_path, digit):
+    from infbench.data import select
+
+    root = write_jpegs(tmp_path / "val", ["a.JPEG", "b.JPEG"])
+    labels = tmp_path / "val_map.txt"
+    labels.write_text(f"a.JPEG 1\nb.JPEG {digit}\n")
+    with pytest.raises(UserError) as err:
+        index_imagenet(root, labels=labels)
+    assert f" in 1 place: line 2 reads 'b.JPEG {digit}', not '<file name> <class index 0-999>';" in str(err.value)
+    root, meta = devkit_set(tmp_path / "devkit", 2)
+    truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text(f"1\n{digit}\n")
+    with pytest.raises(UserError, match=f" in 1 place: line 2 reads '{digit}', not one ILSVRC2012_ID 1-1000;"):
+        index_imagenet(root, labels=truth, devkit_meta=meta)
+    index = tmp_path / "index.tsv"
+    index.write_text(f"file\tlabel\n/data/a.JPEG\t{digit}\n")
+    with pytest.raises(UserError, match="line 2 is not '<file><TAB><label>'"):
+        read_index(index)
+    with pytest.raises(UserError, match=f"dataset.images is '{digit}'"):
+        select([("a", 1)], digit, "x")
+    with pytest.raises(UserError, match=f"dataset.images is '{digit}'"):
+        make_synthetic(tmp_path / "synthetic", digit, seed=0)
+
+
+def test_a_planted_link_at_a_temporary_name_is_replaced_not_followed(tmp_path):
+    """index.tsv is written through .index.tsv.tmp: a link left there must not send it elsewhere."""
+    target = tmp_path / "elsewhere.txt"
+    (tmp_path / ".index.tsv.tmp").symlink_to(target)  # dangling: opening it would create the target
+    write_index(tmp_path / "index.tsv", [("/data/a.JPEG", 1)])
+    assert not target.exists()
+    assert (tmp_path / "index.tsv").read_text() == "file\tlabel\n/data/a.JPEG\t1\n"
+    target.write_text("keep me\n")
+    (tmp_path / ".index.tsv.tmp").symlink_to(target)
+    write_index(tmp_path / "index.tsv", [("/data/b.JPEG", 2)])
+    assert target.read_text() == "keep me\n" and not (tmp_path / "index.tsv").is_symlink()

@@ -1,5 +1,6 @@
 # The data set: generated synthetic JPEGs or an ImageNet validation folder, indexed the
-# same way, then preprocessed once per input size into a uint8 NHWC tensor cache.
+# same way, then preprocessed once per input size into a uint8 NHWC tensor cache. Every
+# path and value reaches the shell quoted ({...:q}; params.run and params.args quote their own).
 
 
 rule synthetic_images:
@@ -14,8 +15,8 @@ rule synthetic_images:
         images=config["dataset"].get("images"),
         seed=config["dataset"]["seed"],
     shell:
-        "{params.run} {log}"
-        " --images {params.images} --seed {params.seed} --out {output}"
+        "{params.run} {log:q}"
+        " --images {params.images:q} --seed {params.seed:q} --out {output:q}"
 
 
 rule index_dataset:
@@ -40,9 +41,9 @@ rule index_dataset:
         args=dataset_args(),
         bad_images=config["dataset"]["bad_images"],
     shell:
-        "{params.run} {log}"
-        " {params.args} --bad-images {params.bad_images} --workers {threads}"
-        " --out {output.index} --labels-out {output.labels} --bad-out {output.bad}"
+        "{params.run} {log:q}"
+        " {params.args} --bad-images {params.bad_images:q} --workers {threads}"
+        " --out {output.index:q} --labels-out {output.labels:q} --bad-out {output.bad:q}"
 
 
 rule preprocess:
@@ -64,6 +65,6 @@ rule preprocess:
         # the index it reads is made from it (see made_from in common.smk)
         dataset=canonical(config["dataset"]),
     shell:
-        "{params.run} {log}"
-        " --index {input} --resize {wildcards.resize} --crop {wildcards.crop}"
-        " --out {output} --workers {threads}"
+        "{params.run} {log:q}"
+        " --index {input:q} --resize {wildcards.resize:q} --crop {wildcards.crop:q}"
+        " --out {output:q} --workers {threads}"

@@ -1,6 +1,7 @@
 # Model artifacts: checkpoint (downloaded and verified, a user's file, or seeded random)
 # -> framework-neutral weights -> fp32 ONNX. Per-model config reaches each rule through
-# params, so a change to one model reruns only that model's jobs.
+# params, so a change to one model reruns only that model's jobs. Every path and value
+# reaches the shell quoted ({...:q}; params.run and params.source quote their own parts).
 
 
 rule fetch_checkpoint:
@@ -19,8 +20,8 @@ rule fetch_checkpoint:
             for key, value in sorted(model_cfg(wc)["checkpoint"].items())
         ),
     shell:
-        "{params.run} {log}"
-        " --model {wildcards.model} --arch {params.arch} {params.source} --out {output}"
+        "{params.run} {log:q}"
+        " --model {wildcards.model:q} --arch {params.arch:q} {params.source} --out {output:q}"
 
 
 # It builds the model anyway, so it also counts the MACs per image at the model's crop, for
@@ -41,9 +42,9 @@ rule convert_weights:
         crop=lambda wc: model_cfg(wc)["crop"],
         made_from=made_from("weights"),
     shell:
-        "{params.run} {log}"
-        " --arch {params.arch} --checkpoint {input} --out {output.weights}"
-        " --crop {params.crop} --macs-out {output.macs}"
+        "{params.run} {log:q}"
+        " --arch {params.arch:q} --checkpoint {input:q} --out {output.weights:q}"
+        " --crop {params.crop:q} --macs-out {output.macs:q}"
 
 
 rule export_onnx:
@@ -61,5 +62,5 @@ rule export_onnx:
         crop=lambda wc: model_cfg(wc)["crop"],
         made_from=made_from("weights"),
     shell:
-        "{params.run} {log}"
-        " --arch {params.arch} --weights {input} --crop {params.crop} --out {output}"
+        "{params.run} {log:q}"
+        " --arch {params.arch:q} --weights {input:q} --crop {params.crop:q} --out {output:q}"

@@ -29,6 +29,7 @@ from infbench.data import (  # noqa: E402
     index_imagenet,
     label_layout,
     scan_images,
+    write_bad_images,
     write_index,
 )
 from infbench.errors import UserError, main_guard  # noqa: E402
@@ -92,7 +93,7 @@ def main(argv=None):
     if bad and args.bad_images == "fail":
         raise UserError(bad_images_error(bad, len(rows)))
     if args.bad_out:
-        files.atomic_write(args.bad_out, "file\treason\n" + "".join(f"{f}\t{why}\n" for f, why in bad))
+        write_bad_images(args.bad_out, bad)
     if bad:
         skipped = {file for file, _ in bad}
         rows = [row for row in rows if row[0] not in skipped]
@@ -108,7 +109,7 @@ def main(argv=None):
             )
     labels = np.asarray([label for _, label in rows], dtype=np.int64)
     with files.atomic_output(args.labels_out) as tmp:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             np.save(f, labels)
     write_index(args.out, rows)
     print(

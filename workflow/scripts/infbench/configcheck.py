@@ -32,8 +32,9 @@ def schema_sentence(error):
     if "checkpoint" in path:
         return (
             f"config key {_key(path[: path.index('checkpoint') + 1])} must be one of"
-            " {url: ..., sha256: <hex digest or its first 8+ digits>} (optionally retries: <whole"
-            " number >= 0>, timeout_s: <seconds > 0>), {path: ...} or {random: <seed>}"
+            " {url: <https://...>, sha256: <the full 64-digit hex digest>} (a published prefix of"
+            " 8+ digits only with trust_first_download: true; optionally retries: <whole number"
+            " >= 0>, timeout_s, deadline_s: <seconds > 0>, max_mib: <MiB > 0>), {path: ...} or {random: <seed>}"
         )
     if error.validator == "required":
         return f"config key {_key(path) or '(top level)'} is incomplete: {error.message}"

@@ -53,10 +53,10 @@ def atomic_output(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
-    if tmp.is_dir():
+    if tmp.is_dir() and not tmp.is_symlink():
         shutil.rmtree(tmp)
-    elif tmp.exists():
-        tmp.unlink()  # a killed earlier attempt's
+    elif os.path.lexists(tmp):
+        tmp.unlink()  # a killed earlier attempt's (a symbolic link itself, never its target)
     try:
         yield str(tmp)
         mode = 0o777 if tmp.is_dir() else 0o666
@@ -75,7 +75,7 @@ def atomic_write(path, data, fsync=False):
     """Write ``data`` (bytes or str) to ``path`` atomically (``atomic_output``)."""
     with atomic_output(path) as tmp:
         binary = isinstance(data, bytes)
-        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as f:
+        with open(tmp, "xb") if binary else open(tmp, "x", encoding="utf-8", newline="") as f:
             f.write(data)
             if fsync:
                 f.flush()
