@@ -76,6 +76,6 @@ def test_readme_names_the_runtimes_of_the_gpu_config(planned):
 
 def test_config_readme_names_the_runtimes_of_the_gpu_config(planned):
     text = paragraph("config/README.md", "`config/config.yaml` is the embedded default")
-    gpu = text[text.index("`config/gpu.yaml`"):].split("nothing to download")[0]
+    gpu = text[text.index("`config/gpu.yaml`") :].split("nothing to download")[0]
     # OneFlow is named only as the one it leaves out
     assert labels_named(gpu.replace("not OneFlow", "")) == planned["gpu.yaml"][1]

@@ -126,7 +126,9 @@ def test_every_peak_is_its_datasheet_figure():
         for precision, printed in sheet["printed"].items():
             low, high = _datasheet_interval(printed, precision in sheet["sparse"])
             value = rates[precision]
-            assert low <= value < high, f"{device} {precision}: {value} is not {printed} {'/ 2 ' * (precision in sheet['sparse'])}as printed"
+            assert low <= value < high, (
+                f"{device} {precision}: {value} is not {printed} {'/ 2 ' * (precision in sheet['sparse'])}as printed"
+            )
         assert peaks[device]["source"], device
 
 
