@@ -29,7 +29,9 @@ the cell is emulated int8 and its provenance says so.
 Two more CUDA provider options, at ONNX Runtime's own defaults unless the config says:
 ``prefer_nhwc`` (default false; the provider's ``prefer_nhwc``, in the default builds since
 1.20: NHWC convolutions, the layout tensor cores work in, with transposes added where
-needed) and ``cudnn_conv_algo_search`` (``EXHAUSTIVE``, the default: cuDNN times every
+needed; the change that brought them, microsoft/onnxruntime#19470, says their cuDNN-frontend
+convolutions use TF32 whatever ``use_tf32`` says, so fp32 cells with it are not known strict)
+and ``cudnn_conv_algo_search`` (``EXHAUSTIVE``, the default: cuDNN times every
 algorithm on the first run of each convolution; ``HEURISTIC``: cuDNN's heuristics pick one;
 ``DEFAULT``: implicit precomputed GEMM, no search). ``benchmarks/ort_cuda_options.py`` times
 every combination.
