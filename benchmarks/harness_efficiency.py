@@ -110,7 +110,8 @@ def onnxruntime_hand_loop(spec, batches, session):
     arrays; on CUDA the documented device-resident form, an I/O binding of an input OrtValue
     already on the GPU and an output left to ONNX Runtime on the GPU,
     ``sess.run_with_iobinding(binding)`` with its default run options (which synchronise
-    after each run). The provider options are the session's (TF32 as configured).
+    after each run). The provider options are the session's (TF32, NHWC and cuDNN's algorithm
+    search as configured).
 
     It runs on the harness session's own InferenceSession (``session.session``), so that
     both loops run the same kernels: ONNX Runtime's CUDA provider picks each convolution's

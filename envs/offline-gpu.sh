@@ -21,4 +21,6 @@ fi
 .venv/bin/pip install --quiet --no-index --find-links "$wheelhouse" -r "$wheelhouse/requirements.txt"
 touch .venv/.installed
 .venv/bin/snakemake --version
-exec .venv/bin/snakemake --cores all --resources gpu=1 --scheduler greedy --configfile config/gpu.yaml "$@"
+# --configfile=FILE, one argument: after `--configfile FILE` Snakemake reads the arguments up
+# to the next option as more config files, so a target given first would be read as one
+exec .venv/bin/snakemake --cores all --resources gpu=1 --scheduler greedy --configfile=config/gpu.yaml "$@"

@@ -150,6 +150,41 @@ def test_an_air_gapped_node_installs_from_the_wheelhouse_and_plans_the_gpu_run(t
     assert version.stdout.strip() == "1.31.1", version.stderr[-1000:]
 
 
+def test_offline_gpu_passes_its_extra_arguments_to_snakemake_as_targets(tmp_path):
+    """envs/offline-gpu.sh WHEELHOUSE TARGET -n, where TARGET is a table a previous run wrote:
+    Snakemake plans TARGET (nothing to do) instead of reading it as a second config file. The
+    clone's .venv/bin/snakemake is the project's Snakemake (the wheelhouse is empty: nothing
+    to install), so only the script's own command line is under test."""
+    import sys
+
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in files.stdout.splitlines():
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).write_bytes((REPO / name).read_bytes())
+    (clone / "wheelhouse").mkdir()
+    (clone / "wheelhouse" / "requirements.txt").write_text("# nothing: Snakemake is the project's\n")
+    (clone / ".venv" / "bin").mkdir(parents=True)
+    snakemake = clone / ".venv" / "bin" / "snakemake"
+    snakemake.write_text(f'#!/bin/sh\nexec {sys.prefix}/bin/snakemake "$@"\n')
+    snakemake.chmod(0o755)
+    table = clone / "results" / "tables" / "speed-bs8.md"
+    table.parent.mkdir(parents=True)
+    table.write_text(  # a speed table as the tables step writes one (not YAML)
+        "| model | PyTorch(fp32) | ONNX Runtime(fp32) |\n|:--|--:|--:|\n| alexnet | 296 | 1323* |\n\n"
+        "`*`: timing spread ((max - min) / median of the windows) above timing.max_spread = 10 %\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env.update(PYTHON=os.path.join(sys.base_prefix, "bin", "python3"), PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
+    proc = subprocess.run(
+        ["bash", "envs/offline-gpu.sh", "wheelhouse", "results/tables/speed-bs8.md", "-n"],
+        cwd=clone, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Nothing to be done (all requested files are present and up to date)." in proc.stdout + proc.stderr
+
+
 def test_offline_install_without_a_wheelhouse_says_how_to_make_one(tmp_path):
     proc = subprocess.run(
         ["bash", str(REPO / "envs/offline-gpu.sh"), str(tmp_path / "none")],

@@ -7,6 +7,7 @@ exact.
 """
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -310,24 +311,59 @@ def test_progress_lines_say_how_far_and_how_long_is_left():
     ]
 
 
+class Beats:
+    """Stands in for a Heartbeat's stop event, so that the test decides when each beat comes:
+    ``wait`` (the beat thread's pause between lines) returns False only when the test lets
+    one beat through (``beat``), and True once ``set``, as the real event's wait returns at
+    its timeout or when set. ``beat`` returns when the thread has printed its line and is
+    waiting again, so nothing depends on how fast the thread runs."""
+
+    def __init__(self):
+        self.waits = []  # the timeout of each wait
+        self._allowed, self._stopped = 0, False
+        self._turn = threading.Condition()
+
+    def wait(self, timeout=None):
+        with self._turn:
+            self.waits.append(timeout)
+            self._turn.notify_all()
+            self._turn.wait_for(lambda: self._stopped or self._allowed >= len(self.waits))
+            return self._stopped
+
+    def set(self):
+        with self._turn:
+            self._stopped = True
+            self._turn.notify_all()
+
+    def beat(self):
+        with self._turn:
+            assert self._turn.wait_for(lambda: len(self.waits) == self._allowed + 1, timeout=10), "no wait to end"
+            self._allowed += 1
+            self._turn.notify_all()
+            assert self._turn.wait_for(lambda: len(self.waits) == self._allowed + 1, timeout=10), "no next wait"
+
+
 def test_a_heartbeat_says_how_long_a_step_without_progress_has_run():
-    """TensorRT 8.x builds report no progress: a line every `every` seconds, and one at the end."""
+    """TensorRT 8.x builds report no progress: a line every `every` seconds, and one at the end.
+    The beats and the clock are the test's: each line is the time run until its beat."""
     import io
-    import time
 
     from infbench.progress import Heartbeat
 
-    clock, out = Clock(), io.StringIO()
-    with Heartbeat("build fp16 engine, batch 8", every=0.05, clock=clock.perf_counter, stream=out):
-        for now in (65.0, 130.0):
+    clock, out, beats = Clock(start=1000.0), io.StringIO(), Beats()
+    heartbeat = Heartbeat("build fp16 engine, batch 8", every=30.0, clock=clock.perf_counter, stream=out)
+    heartbeat._stop = beats  # its pause between lines
+    with heartbeat:
+        for now in (1065.0, 1130.0):
             clock.now = now
-            time.sleep(0.2)
-        clock.now = 3725.0
-    lines = out.getvalue().splitlines()
-    assert "build fp16 engine, batch 8: running for 1 min 5 s" in lines
-    assert "build fp16 engine, batch 8: running for 2 min 10 s" in lines
-    assert lines[-1] == "build fp16 engine, batch 8: 1 h 2 min in all"
-    assert set(lines[:-1]) <= {f"build fp16 engine, batch 8: running for {t}" for t in ("0 s", "1 min 5 s", "2 min 10 s")}
+            beats.beat()
+        clock.now = 4725.0
+    assert out.getvalue().splitlines() == [
+        "build fp16 engine, batch 8: running for 1 min 5 s",
+        "build fp16 engine, batch 8: running for 2 min 10 s",
+        "build fp16 engine, batch 8: 1 h 2 min in all",
+    ]
+    assert beats.waits == [30.0, 30.0, 30.0]  # `every` seconds before each line, and the one the end cut short
 
 
 def test_tensorrt_build_progress_from_its_progress_monitor():

@@ -405,3 +405,113 @@ def test_torch_compile_gives_the_eager_logits_and_compiles_in_the_warm_up(tmp_pa
     assert got["warmup_seconds"] > 10 * got["window_seconds"][0]  # the compile
     np.testing.assert_allclose(compiled.logits(compiled.run(compiled.stage(x))),
                                eager.logits(eager.run(eager.stage(x))), rtol=1e-4, atol=1e-5)
+
+
+# --- the settings a result records: read back from the runtime --------------------------
+
+
+def test_onnxruntime_records_the_threads_its_session_runs_with(artifacts):
+    """threads: 2 is the intra-op count (one operator's threads), inter-op stays 1: read back
+    from the InferenceSession's own options, so a session opened otherwise says so."""
+    _, onnx = artifacts("alexnet")
+    session = runtimes.load("onnxruntime").open_session(spec("onnxruntime", "alexnet", onnx, options={"threads": 2}))
+    try:
+        options = session.session.get_session_options()
+        info = session.info()
+    finally:
+        session.close()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert (info["threads"], info["inter_op_threads"]) == (2, 1)
+    assert info["graph_optimization"] == "ORT_ENABLE_ALL"
+    # on the CPU there is no CUDA provider to report on
+    assert (info["tf32"], info["cuda_graphs"], info["prefer_nhwc"], info["per_run_sync"]) == (None, False, None, None)
+
+
+def test_onnxruntime_reads_its_per_run_sync_back_from_the_run_options():
+    """Real RunOptions: ONNX Runtime waits for the GPU after each run unless told not to."""
+    from infbench.runtimes import onnxruntime as ortrt
+
+    cuda = SessionSpec("onnxruntime", "m", "resnet50", "fp16", 8, "cuda", "x.onnx", 224, {})
+    assert ortrt.syncs_after_each_run(ortrt.run_options(cuda, per_run_sync=False)) is False
+    assert ortrt.syncs_after_each_run(ortrt.run_options(cuda, per_run_sync=True)) is True
+    assert ortrt.syncs_after_each_run(ortrt.run_options(cuda, graph_id=2, per_run_sync=True)) is True
+
+
+def test_onnxruntime_cuda_options_nhwc_and_the_algorithm_search():
+    """prefer_nhwc and cudnn_conv_algo_search reach the CUDA provider under its own names and
+    values; by default ONNX Runtime's own defaults (NCHW, exhaustive search); a value the
+    provider does not know is one sentence naming the key."""
+    from infbench.runtimes import onnxruntime as ortrt
+
+    cuda = SessionSpec("onnxruntime", "m", "resnet50", "fp16", 8, "cuda", "x.onnx", 224, {})
+    default = ortrt.provider_options(cuda)[1][0]
+    assert (default["prefer_nhwc"], default["cudnn_conv_algo_search"]) == ("0", "EXHAUSTIVE")
+    for search in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
+        chosen = dataclasses.replace(cuda, options={"prefer_nhwc": True, "cudnn_conv_algo_search": search})
+        options = ortrt.provider_options(chosen)[1][0]
+        assert (options["prefer_nhwc"], options["cudnn_conv_algo_search"]) == ("1", search)
+    wrong = dataclasses.replace(cuda, options={"cudnn_conv_algo_search": "exhaustive"})
+    with pytest.raises(UserError) as err:
+        ortrt.provider_options(wrong)
+    assert str(err.value) == (
+        "config key runtimes.onnxruntime.cudnn_conv_algo_search is 'exhaustive';"
+        " it must be one of EXHAUSTIVE, HEURISTIC, DEFAULT"
+    )
+
+
+def test_onnxruntime_defaults_are_the_schemas():
+    """The defaults the runtime applies are the ones the schema and config/README.md state."""
+    import yaml
+
+    from infbench.runtimes import onnxruntime as ortrt
+
+    root = Path(__file__).resolve().parents[1]
+    keys = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())["$defs"]["runtime"]["properties"]
+    for key in ("prefer_nhwc", "cudnn_conv_algo_search"):
+        assert keys[key]["default"] == ortrt.DEFAULTS[key], key
+    assert keys["cudnn_conv_algo_search"]["enum"] == list(ortrt.CONV_ALGO_SEARCH)
+    readme = (root / "config/README.md").read_text()
+    assert "| `prefer_nhwc` | onnxruntime on cuda:" in readme and "Default false" in readme
+    assert "| `cudnn_conv_algo_search` | onnxruntime on cuda:" in readme and "default `EXHAUSTIVE`" in readme
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+    reason="onnxruntime here has no CUDA provider (install onnxruntime-gpu: make env-gpu)",
+)
+@needs_cuda
+def test_onnxruntime_records_the_cuda_options_its_session_runs_with(artifacts):
+    _, onnx = artifacts("alexnet")
+    options = {"prefer_nhwc": True, "cudnn_conv_algo_search": "HEURISTIC", "per_run_sync": False}
+    session = runtimes.load("onnxruntime").open_session(
+        spec("onnxruntime", "alexnet", onnx, device="cuda", options=options)
+    )
+    try:
+        session.stage(np.zeros((8, CROP, CROP, 3), np.uint8))
+        info = session.info()
+    finally:
+        session.close()
+    assert (info["prefer_nhwc"], info["cudnn_conv_algo_search"], info["tf32"]) == (True, "HEURISTIC", False)
+    assert (info["cuda_graphs"], info["per_run_sync"]) == (False, False)
+
+
+def test_torch_on_cuda_keeps_fp32_strict_unless_asked():
+    """The TF32 decision, made and read back on the CPU: PyTorch's flags are process-wide and
+    can be set without a GPU. By default neither matrix products nor cuDNN convolutions may
+    use TF32 (PyTorch's own default lets cuDNN use it); allow_tf32: true allows both."""
+    from infbench.runtimes import torch as torch_rt
+
+    was = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        torch_rt.apply_cuda_settings(torch_rt.cuda_settings({}))
+        assert torch_rt.settings_in_force() == {
+            "tf32": False, "tf32_matmul": False, "tf32_cudnn": False, "cudnn_benchmark": True,
+        }
+        torch_rt.apply_cuda_settings(torch_rt.cuda_settings({"allow_tf32": True}))
+        assert torch_rt.settings_in_force()["tf32"] is True
+        # read back, not echoed: a flag set behind the session's back shows
+        torch_rt.apply_cuda_settings(torch_rt.cuda_settings({"allow_tf32": False}))
+        torch.backends.cudnn.allow_tf32 = True
+        assert torch_rt.settings_in_force()["tf32"] is True and torch_rt.settings_in_force()["tf32_matmul"] is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = was

@@ -267,13 +267,44 @@ def test_an_engine_is_timed_with_the_options_its_sidecar_records():
 
 TENSORRT_PYTHON = os.path.join(os.path.dirname(HERE), ".venv-tensorrt", "bin", "python")
 
+# TensorRT 8.6.0 (the PyPI wheel `make env-tensorrt` installs) as the code meets it: the enum
+# members it names, with their values, and the requirements the wheel's METADATA lists.
+# Checked against the real bindings by the test after the next, wherever TensorRT is installed.
+TRT86 = {
+    "version": "8.6.0",
+    "BuilderFlag": {"FP16", "INT8", "TF32"},  # the members the code sets (of 8.6's many)
+    "NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+    "TacticSource": TRT86_TACTIC_SOURCES,
+    "requires": ["nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "numpy ; extra == 'numpy'"],
+}
+# the tactic sources the H200 runs limit TensorRT to (benchmarks/h200/run.sh, SOURCES)
+RUN_SH_SOURCES = ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"]
 
+
+def test_what_the_code_asks_of_tensorrt_8_6_is_in_its_bindings():
+    """Without TensorRT: each name the build code uses on 8.6.0 is one of 8.6.0's (as recorded
+    above, from its bindings), and the wheel says the CUDA it was built for."""
+    assert engine.api_generation(TRT86["version"]) == 8
+    creation = TRT86["NetworkDefinitionCreationFlag"]
+    assert engine.network_creation_flags(TRT86["version"], creation.get("STRONGLY_TYPED"), creation.get("EXPLICIT_BATCH")) == 1
+    for precision in ("fp32", "fp16", "int8"):
+        assert set(engine.precision_flags(TRT86["version"], precision)) <= TRT86["BuilderFlag"], precision
+    assert "TF32" in TRT86["BuilderFlag"]  # set or cleared on every build (allow_tf32)
+    assert engine.tactic_source_mask(RUN_SH_SOURCES, TRT86["TacticSource"]) == 0b11000
+    assert engine.tactic_source_mask(sorted(TRT86["TacticSource"]), TRT86["TacticSource"]) == 0b11111
+    assert engine.tensorrt_cuda_major({"tensorrt": TRT86["requires"]}) == 12
+
+
+@pytest.mark.tensorrt
 @pytest.mark.skipif(not os.path.exists(TENSORRT_PYTHON),
-                    reason="no .venv-tensorrt here (make env-tensorrt builds it; make test does not)")
+                    reason="needs TensorRT's Python bindings, in .venv-tensorrt (make env-tensorrt builds it, about 2 GB;"
+                           " make test does not); no GPU needed. The names the code uses on 8.6.0 are checked"
+                           " without it (test_what_the_code_asks_of_tensorrt_8_6_is_in_its_bindings)")
 def test_the_installed_tensorrt_has_every_name_its_generation_uses():
-    """Against the real bindings of `make env-tensorrt` (no GPU needed to read them)."""
+    """Against the real bindings of `make env-tensorrt` (no GPU needed to read them); on
+    8.6.0 also the record the TensorRT-free test above checks the code against."""
     script = """
-import sys, tensorrt as trt
+import json, sys, tensorrt as trt
 sys.path.insert(0, sys.argv[1])
 from infbench.runtimes.tensorrt import build as engine
 g = engine.api_generation(trt.__version__)
@@ -293,13 +324,23 @@ for cls, name in [(trt.IBuilderConfig, "builder_optimization_level"), (trt.IBuil
     assert hasattr(cls, name), name
 cuda = engine.tensorrt_cuda_major(engine.installed_tensorrt_packages())
 print(trt.__version__, g, flags, mask, trt.BuilderFlag.TF32, cuda)
+members = lambda enum: {n: int(v) for n, v in enum.__members__.items()}
+print(json.dumps({"BuilderFlag": sorted(trt.BuilderFlag.__members__), "NetworkDefinitionCreationFlag": members(creation),
+                  "TacticSource": members(trt.TacticSource), "requires": engine.installed_tensorrt_packages().get("tensorrt")}))
 """
     out = subprocess.run([TENSORRT_PYTHON, "-c", script, SCRIPTS], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    version, generation, flags, mask, tf32, cuda = out.stdout.split()
+    first, real = out.stdout.splitlines()[:2]
+    version, generation, flags, mask, tf32, cuda = first.split()
     assert generation == {"8": "8", "9": "8", "10": "10"}.get(version.split(".")[0], "11")
     assert cuda == "12" if version == "8.6.0" else cuda in ("12", "13")  # the CUDA its wheel was built for
     assert (generation, flags) != ("8", "0") and int(mask) > 0 and tf32 == "BuilderFlag.TF32"
+    if version == TRT86["version"]:
+        real = json.loads(real)
+        assert TRT86["BuilderFlag"] <= set(real["BuilderFlag"])
+        assert real["NetworkDefinitionCreationFlag"] == TRT86["NetworkDefinitionCreationFlag"]
+        assert real["TacticSource"] == TRT86["TacticSource"]
+        assert sorted(real["requires"]) == sorted(TRT86["requires"])
 
 
 # --- ONNX opsets for TensorRT 8.x's parser --------------------------------------------

@@ -106,6 +106,8 @@ class OneFlowSession(Session):
             "oneflow_git_commit": getattr(flow, "__git_commit__", None),
             "flowvision": flowvision.__version__,
             "mode": self._mode,
+            # graph mode: the nn.Graphs OneFlow has compiled, one per input shape run so far
+            "graphs_compiled": sum(g.is_compiled for g in self._graphs.values()) if self._mode == "graph" else None,
             "device": self.spec.device,
             "device_name": cpu_name(),
             "threads": self._threads,
@@ -117,7 +119,8 @@ class OneFlowSession(Session):
             version = sysconfig.get_cuda_version()  # e.g. 11070
             info["device_name"] = flow.cuda.get_device_name(0)
             info["cuda"] = f"{version // 1000}.{version % 1000 // 10}"
-            info["tf32"] = self._tf32
+            # as OneFlow's CUDA provider reads it (the variable the session set), not the config
+            info["tf32"] = os.environ.get("ONEFLOW_EP_CUDA_ENABLE_TF32_EXECUTION") == "1"
         return info
 
     def close(self):

@@ -25,6 +25,21 @@ staging, outside the timed windows, and the accuracy loop refills free slots in 
 instead of capturing anew.
 int8 on CUDA runs the Q/DQ graph in float: the CUDA provider has no int8 convolutions, so
 the cell is emulated int8 and its provenance says so.
+
+Two more CUDA provider options, at ONNX Runtime's own defaults unless the config says:
+``prefer_nhwc`` (default false; the provider's ``prefer_nhwc``, in the default builds since
+1.20: NHWC convolutions, the layout tensor cores work in, with transposes added where
+needed; the change that brought them, microsoft/onnxruntime#19470, says their cuDNN-frontend
+convolutions use TF32 whatever ``use_tf32`` says, so fp32 cells with it are not known strict)
+and ``cudnn_conv_algo_search`` (``EXHAUSTIVE``, the default: cuDNN times every
+algorithm on the first run of each convolution; ``HEURISTIC``: cuDNN's heuristics pick one;
+``DEFAULT``: implicit precomputed GEMM, no search). ``benchmarks/ort_cuda_options.py`` times
+every combination.
+
+What a result records (``info``) is read back from ONNX Runtime, not from the config: the
+threads from the session's own options, TF32, CUDA graphs, NHWC and the algorithm search from
+the provider options the session runs with (``get_provider_options``), the per-run sync from
+the run options the timed runs used.
 """
 
 import os
@@ -55,15 +70,70 @@ AUTO_BLOCK_S = 0.1
 AUTO_ROUNDS = 3
 
 
+# the runtime's CUDA options and their defaults (the schema's, config/README.md's)
+DEFAULTS = {
+    "allow_tf32": False,
+    "cuda_graphs": False,
+    "prefer_nhwc": False,
+    "cudnn_conv_algo_search": "EXHAUSTIVE",
+}
+CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
 def provider_options(spec):
-    """(providers, their options) for the cell: on CUDA, TF32 and CUDA graphs as the config says."""
+    """(providers, their options) for the cell: on CUDA, TF32, CUDA graphs, NHWC and cuDNN's
+    algorithm search as the config says (the CUDA provider's option names and values)."""
     if spec.device == "cpu":
         return [PROVIDERS["cpu"]], [{}]
-    options = spec.options or {}
-    cuda = {"device_id": "0", "use_tf32": "1" if options.get("allow_tf32", False) else "0"}
-    if options.get("cuda_graphs", False):
+    options = {**DEFAULTS, **(spec.options or {})}
+    search = options["cudnn_conv_algo_search"]
+    if search not in CONV_ALGO_SEARCH:
+        raise UserError(
+            f"config key runtimes.onnxruntime.cudnn_conv_algo_search is {search!r};"
+            f" it must be one of {', '.join(CONV_ALGO_SEARCH)}"
+        )
+    cuda = {
+        "device_id": "0",
+        "use_tf32": "1" if options["allow_tf32"] else "0",
+        "prefer_nhwc": "1" if options["prefer_nhwc"] else "0",
+        "cudnn_conv_algo_search": search,
+    }
+    if options["cuda_graphs"]:
         cuda["enable_cuda_graph"] = "1"
     return [PROVIDERS["cuda"], PROVIDERS["cpu"]], [cuda, {}]
+
+
+def settings_in_force(session, run_options=None):
+    """The settings ``session`` (an InferenceSession) runs with, as ONNX Runtime reports them:
+    its threads and graph optimisation from its session options; on CUDA, TF32, CUDA graphs,
+    NHWC and cuDNN's algorithm search from the provider options it was created with, and the
+    per-run sync from ``run_options`` (the timed runs'; None: not known yet)."""
+    so = session.get_session_options()
+    settings = {
+        "threads": so.intra_op_num_threads,  # intra-op: the threads one operator runs on
+        "inter_op_threads": so.inter_op_num_threads,
+        "graph_optimization": so.graph_optimization_level.name,
+    }
+    cuda = session.get_provider_options().get(PROVIDERS["cuda"])
+    if cuda is None:
+        empty = {"tf32": None, "cuda_graphs": False, "prefer_nhwc": None, "cudnn_conv_algo_search": None}
+        return {**settings, **empty, "per_run_sync": None}
+    return {
+        **settings,
+        "tf32": cuda.get("use_tf32") == "1",
+        "cuda_graphs": cuda.get("enable_cuda_graph") == "1",
+        "prefer_nhwc": cuda.get("prefer_nhwc") == "1",
+        "cudnn_conv_algo_search": cuda.get("cudnn_conv_algo_search"),
+        "per_run_sync": None if run_options is None else syncs_after_each_run(run_options),
+    }
+
+
+def syncs_after_each_run(options):
+    """Whether runs with these RunOptions wait for the GPU (ONNX Runtime's default), read back."""
+    try:
+        return options.get_run_config_entry("disable_synchronize_execution_providers") != "1"
+    except RuntimeError:  # "does not have configuration": the default
+        return True
 
 
 def run_options(spec, graph_id=None, per_run_sync=False):
@@ -148,7 +218,6 @@ class OrtSession(Session):
         self.session = ort.InferenceSession(
             spec.artifact, sess_options=so, providers=providers, provider_options=options_of_providers
         )
-        self.provider_options = options_of_providers[0]
         # per-run sync on CUDA: True, False, or None until auto has chosen (first staged batch)
         per_run_sync = options.get("per_run_sync", "auto")
         self.per_run_sync = None if per_run_sync == "auto" else bool(per_run_sync)
@@ -166,7 +235,9 @@ class OrtSession(Session):
         self.output_dtype = np.float16 if output.type == "tensor(float16)" else np.float32
         self.output_shape = [spec.batch_size] + [d if isinstance(d, int) else 1 for d in output.shape[1:]]
         self.on_cuda = spec.device == "cuda"
-        self.cuda_graphs = self.on_cuda and self.provider_options.get("enable_cuda_graph") == "1"
+        # as the session runs, not as asked: read back from ONNX Runtime
+        self.cuda_graphs = settings_in_force(self.session)["cuda_graphs"]
+        self.timed_run_options = None  # the run options of the latest staged batch (CUDA)
         self.slots = []
 
     def _choose_per_run_sync(self, forms):
@@ -226,7 +297,7 @@ class OrtSession(Session):
             staged = self._stage_in_slot(x)
             if self.per_run_sync is None:  # auto: the first graph, replayed both ways
                 self._choose_per_run_sync({True: staged, False: staged})
-        staged.run_options = run_options(self.spec, staged.graph_id, self.per_run_sync)
+        staged.run_options = self.timed_run_options = run_options(self.spec, staged.graph_id, self.per_run_sync)
         return staged
 
     def _stage_in_slot(self, x):
@@ -264,6 +335,7 @@ class OrtSession(Session):
         return np.asarray(output, dtype=np.float32)
 
     def info(self) -> dict:
+        """Versions, and the settings read back from ONNX Runtime (``settings_in_force``)."""
         name, driver = gpu.name_and_driver() if self.on_cuda else (cpu_name(), None)
         return {
             "runtime": "onnxruntime",
@@ -272,8 +344,9 @@ class OrtSession(Session):
             "device_name": name,
             "driver": driver,
             "providers": self.session.get_providers(),
-            "threads": self.threads,
-            "graph_optimization": "ORT_ENABLE_ALL",
+            # threads, graph optimisation; on CUDA TF32, CUDA graphs, NHWC, the cuDNN algorithm
+            # search and ONNX Runtime's host sync after each run
+            **settings_in_force(self.session, self.timed_run_options),
             "io": (
                 "iobinding, output "
                 + ("preallocated" if self._preallocated(self.per_run_sync) else "allocated by onnxruntime")
@@ -281,11 +354,8 @@ class OrtSession(Session):
             )
             if self.on_cuda
             else "numpy",
-            # ONNX Runtime's host sync after each run (auto: chosen by timing both, ms per run)
-            "per_run_sync": self.per_run_sync if self.on_cuda else None,
+            # per_run_sync auto: ms per run with and without, as timed while staging
             "per_run_sync_auto_ms": self.per_run_sync_ms,
-            "cuda_graphs": self.cuda_graphs,
-            "tf32": self.provider_options.get("use_tf32") == "1" if self.on_cuda else None,
             "int8": INT8_ON_CUDA if self.on_cuda and self.spec.precision == "int8" else None,
         }
 

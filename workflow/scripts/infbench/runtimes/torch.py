@@ -4,7 +4,9 @@ On CUDA the staged batches are normalised on the device in channels-last layout,
 is ``model.half()``, and by default each live staged batch has its own CUDA graph
 (captured in ``stage`` after a warm-up on a side stream, replayed by ``run``; all graphs
 share one memory pool, per the PyTorch CUDA-graph docs), so nothing is copied in the timed
-loop. TF32 is off unless the runtime's options say ``allow_tf32: true``.
+loop. TF32 is off unless the runtime's options say ``allow_tf32: true`` (``cuda_settings``).
+What a result records is read back from PyTorch (``settings_in_force``): the TF32 flags as
+set, and the CUDA graphs the session captured.
 """
 
 import os
@@ -21,6 +23,32 @@ from infbench.runtimes.base import Session, SessionSpec, check_cell
 
 # eager runs before a graph is captured: cuDNN picks its algorithms outside the capture
 CAPTURE_WARMUP = 3
+
+
+def cuda_settings(options):
+    """What a CUDA session sets in PyTorch for the runtime's ``options``: TF32 off unless
+    ``allow_tf32: true`` (strict fp32), cuDNN's benchmark mode on (fixed shapes: the fastest
+    kernels are picked once)."""
+    return {"allow_tf32": bool(options.get("allow_tf32", False)), "cudnn_benchmark": True}
+
+
+def apply_cuda_settings(settings):
+    """Set PyTorch's process-wide flags as ``cuda_settings`` says."""
+    torch.backends.cuda.matmul.allow_tf32 = settings["allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = settings["allow_tf32"]
+    torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+
+
+def settings_in_force():
+    """PyTorch's TF32 and cuDNN flags as they are now: ``tf32`` is true if either matrix
+    products or convolutions may use TF32 (then fp32 is not strict)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return {
+        "tf32": bool(matmul or cudnn),
+        "tf32_matmul": bool(matmul),
+        "tf32_cudnn": bool(cudnn),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
 
 
 class _Slot:
@@ -58,12 +86,9 @@ class TorchSession(Session):
         self.threads = int(options.get("threads") or os.cpu_count() or 1)
         if not on_cuda:
             torch.set_num_threads(self.threads)
-        self.allow_tf32 = bool(options.get("allow_tf32", False))
         self.cuda_graphs = bool(options.get("cuda_graphs", True)) and on_cuda
         if on_cuda:
-            torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
-            torch.backends.cudnn.allow_tf32 = self.allow_tf32
-            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+            apply_cuda_settings(cuda_settings(options))
 
         model = load_torch(spec.arch, spec.artifact)
         self.memory_format = torch.channels_last if on_cuda else torch.contiguous_format
@@ -154,8 +179,10 @@ class TorchSession(Session):
             if self.cuda_graphs
             else "eager",
             "cuda_graphs": self.cuda_graphs,
-            "tf32": self.allow_tf32 if on_cuda else None,
-            "cudnn_benchmark": True if on_cuda else None,
+            # graphs captured so far, one per staged batch that held a slot
+            "cuda_graphs_captured": len(self.slots) if self.cuda_graphs else None,
+            # as set in PyTorch now (process-wide flags), not as the config asked
+            **(settings_in_force() if on_cuda else {"tf32": None, "cudnn_benchmark": None}),
             "memory_format": "channels_last" if on_cuda else "contiguous",
         }
 
