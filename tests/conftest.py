@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 LONG_FILES = (
     "test_workflow.py",
     "test_slurm.py",
+    "test_resume.py",
     "test_configcheck.py",  # many quick tests: what the SLURM worker has queued while it waits
     "test_oneflow.py",
     "test_environment.py",

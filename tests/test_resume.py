@@ -305,3 +305,31 @@ def test_a_second_run_in_the_same_directory_stops_at_the_lock(base_run, tmp_path
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
     assert_complete(work, base_run)
+
+
+def test_an_unreadable_image_names_the_index_in_every_cell(base_run, tmp_path):
+    """The data set holds a file that is no image: the index step stops with one sentence
+    listing it, before any image is preprocessed, and every cell of the partial tables says
+    that the index failed, and why (not a bare `not run`)."""
+    from PIL import Image
+
+    work = copy_of(base_run, tmp_path)
+    root = tmp_path / "val"
+    root.mkdir()
+    for i in range(3):
+        Image.new("RGB", (80, 60), (60 * i, 90, 200)).save(root / f"img{i}.JPEG")
+    (root / "broken.JPEG").write_bytes(b"not a JPEG at all")
+    (tmp_path / "val_map.txt").write_text("img0.JPEG 1\nimg1.JPEG 2\nimg2.JPEG 3\nbroken.JPEG 4\n")
+    config = resume_config()
+    config["dataset"] = {"kind": "imagenet", "root": str(root), "labels": str(tmp_path / "val_map.txt")}
+    for never_measured in ("results/speed", "results/accuracy", "results/tables"):  # a first run on this data
+        shutil.rmtree(work / never_measured)
+    proc = snakemake(work, config=config, check=False)
+    assert proc.returncode != 0
+    assert not (work / "results/cache/imagenet").exists()
+    for table in ("speed-bs4.md", "precision.md"):
+        path = work / "results/tables" / table
+        _, rows = read_markdown_table(path)
+        assert rows["a1"][LABEL] == rows["a2"][LABEL] == "failed", table
+        assert f"a1 {LABEL}: indexing the data set failed: 1 of 4 images cannot be read: " in path.read_text()
+        assert "broken.JPEG" in path.read_text()
