@@ -486,6 +486,23 @@ def test_a_score_against_another_reference_keeps_top1_and_top5_not_its_mismatche
     assert scored["scored_against"].fillna("").tolist() == ["oneflow/fp32"] * 4 + [""]
 
 
+def test_mismatches_against_reference_predictions_of_another_config_are_not_shown(tmp_path):
+    """The reference cell is still oneflow/fp32, but its runtime block changed since the
+    cells were scored (its predictions are redone, or failed to be): mismatches counted
+    against its old predictions read n/a; the OneFlow cells themselves are stale."""
+    speed, accuracy = make_results(tmp_path)
+    changed = json.loads(json.dumps(CONFIG))
+    changed["runtimes"]["oneflow"]["mode"] = "graph"
+    out = tmp_path / "tables"
+    write_tables(changed, speed, accuracy, str(out))
+    _, rows = read_table(out / "precision.md")
+    assert rows["resnet50"]["ONNX Runtime(int8)"] == "0.613 / n/a (top-5 0.813)"
+    assert rows["resnet50"]["OneFlow(fp32)"] == "stale"
+    assert "resnet50 ONNX Runtime(int8): oneflow/fp32 predictions made under another config" in (
+        out / "precision.md"
+    ).read_text()
+
+
 def test_a_result_measured_under_another_config_is_stale_and_shows_no_figure(tmp_path):
     """The cells' results were measured under CONFIG; then alexnet's checkpoint and the timing
     changed. Every alexnet cell and every speed cell is `stale` with what changed, and no
