@@ -9,6 +9,7 @@ sentences. Tests that need cuda-python and a GPU, or TensorRT, skip with a reaso
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -598,6 +599,225 @@ def test_build_script_without_tensorrt_ends_in_one_sentence(tmp_path, onnx_path)
     assert result.returncode == 2
     assert "TensorRT is not installed in" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "fp32-bs2.plan").exists()
+
+
+# --- builds through a stand-in of TensorRT's Python API (no TensorRT, no GPU needed) ----
+
+# What TensorRT 8.6.0 logged on the H200 when inception_v3's int8 engine did not build
+# (docs/results/h200.md), in the form its logger passes them: the cause, then the builder's
+# own note that no engine came out.
+TRT86_INT8_ERRORS = [
+    "2: [graphOptimizer.cpp::chooseHigherPrecision::7079] Error Code 2: Internal Error"
+    " (Assertion dt1 == DataType::kFLOAT || dt1 == DataType::kHALF failed. )",
+    "2: [builder.cpp::buildSerializedNetwork::751] Error Code 2: Internal Error (Assertion engine != nullptr failed. )",
+]
+MYELIN_CACHE_ERRORS = [
+    "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin (Myelin error from unknown graph)",
+    "4: The timing cache will not be used!",
+]
+
+
+def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=()):
+    """A module with the calls build_engine makes on TensorRT 8.6's Python API, behaving as
+    8.6 does where it matters here: messages go to the ILogger subclass the caller passes
+    (severity, text); a failed build logs ``build_errors`` and returns None; reading a
+    timing cache whose bytes start with b"myelin" logs ``cache_errors`` and goes on."""
+    import enum
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "8.6.0"
+
+    class ILogger:
+        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3})
+
+        def __init__(self):
+            pass
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return self.data
+
+        def combine(self, other, ignore_mismatch):
+            self.data += b"+" + other.data
+            return True
+
+    class Config:
+        builder_optimization_level = 3
+
+        def __init__(self, logger):
+            self.logger, self.cache = logger, None
+
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def set_flag(self, flag):
+            pass
+
+        clear_flag = set_flag
+
+        def get_tactic_sources(self):
+            return 0b11111  # 8.6's default: all five sources
+
+        def add_optimization_profile(self, profile):
+            pass
+
+        def create_timing_cache(self, data):
+            if bytes(data).startswith(b"myelin"):
+                for message in cache_errors:
+                    self.logger.log(ILogger.Severity.ERROR, message)
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return TimingCache(b"built")
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            return object()
+
+        def create_builder_config(self):
+            return Config(self.logger)
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *shapes: None)
+
+        def build_serialized_network(self, network, config):
+            self.logger.log(ILogger.Severity.WARNING, "onnx2trt_utils.cpp:374: Your ONNX model has been generated"
+                            " with INT64 weights, while TensorRT does not natively support INT64.")
+            for message in build_errors:
+                self.logger.log(ILogger.Severity.ERROR, message)
+            return None if build_errors else plan
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse(self, data, path):
+            return True
+
+    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.BuilderFlag = types.SimpleNamespace(FP16=0, INT8=1, TF32=6)
+    trt.TacticSource = enum.IntEnum("TacticSource", TRT86_TACTIC_SOURCES)
+    return trt
+
+
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch):
+    """results/onnx/inception_v3/int8-s8s8.onnx (a one-node opset-17 ONNX) and a function that
+    runs build_engine.py's main on it, at batch size 8, with a stand-in TensorRT module;
+    it returns (exit status, stdout, stderr, the engine path)."""
+    import runpy
+
+    onnx_dir = tmp_path / "results" / "onnx" / "inception_v3"
+    onnx_dir.mkdir(parents=True)
+    onnx_file = str(onnx_dir / "int8-s8s8.onnx")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), onnx_file)
+    plan = str(tmp_path / "results" / "engines" / "inception_v3" / "int8-bs8.plan")
+    fingerprint = engine.environment_fingerprint("8.6.0", "NVIDIA H200", "9.0", "580.159.04", 13000, 12090, 12)
+    monkeypatch.setattr(engine, "current_environment", lambda version: fingerprint)
+
+    def run(capsys, trt, cache=None):
+        cache = cache or str(tmp_path / "results" / "engines" / "timing.cache")
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(sys, "argv", ["build_engine.py", *build_args_for(onnx_file, plan, cache)])
+        try:
+            runpy.run_path(os.path.join(SCRIPTS, "build_engine.py"), run_name="__main__")
+            status = 0
+        except SystemExit as done:
+            status = done.code
+        out = capsys.readouterr()
+        return status, out.out, out.err, plan
+
+    return run
+
+
+def build_args_for(onnx_file, plan, cache):
+    return ["--onnx", onnx_file, "--batch-size", "8", "--precision", "int8", "--workspace-mib", "4096",
+            "--allow-tf32", "0", "--timing-cache", cache, "--out", plan, "--sidecar", engine.sidecar_path(plan)]
+
+
+def test_a_failed_build_says_the_cell_and_tensorrts_message_in_one_sentence(fake_build, capsys):
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(build_errors=TRT86_INT8_ERRORS))
+    assert status == 2 and "Traceback" not in stderr
+    onnx_file = engine.onnx_for_engine(plan, "int8")
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"infbench: TensorRT 8\.6\.0 could not build the int8 engine of inception_v3 at batch size 8 from"
+        rf" {re.escape(onnx_file)} after \d+\.\d s: {re.escape(TRT86_INT8_ERRORS[0])} \(and 1 more error"
+        rf" message above\); run benchmarks/tensorrt_bisect\.py --onnx {re.escape(onnx_file)} --precision int8"
+        rf" to find the node that trips it, or remove int8 from runtimes\.tensorrt\.precisions", last), last
+    assert f"[TRT] [E] {TRT86_INT8_ERRORS[1]}" in stderr  # TensorRT's log stays above the sentence
+    assert not os.path.exists(plan) and not os.path.exists(engine.sidecar_path(plan))
+
+
+def test_a_builder_that_cannot_start_is_one_sentence(fake_build, capsys):
+    """TensorRT 8.6.0 on a machine without a usable GPU (seen here): a warning, then pybind11's
+    TypeError from trt.Builder."""
+    trt = fake_tensorrt()
+    started = trt.Builder.__init__
+
+    def no_gpu(self, logger):
+        started(self, logger)
+        logger.log(trt.ILogger.Severity.WARNING, "CUDA initialization failure with error: 35.")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    trt.Builder.__init__ = no_gpu
+    status, _, stderr, plan = fake_build(capsys, trt)
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "infbench: TensorRT 8.6.0 could not start its builder (CUDA initialization failure with error: 35.);"
+        " build engines on a machine with an NVIDIA GPU and its driver, or remove tensorrt from runtimes")
+
+
+def test_a_built_engine_has_its_build_seconds_and_timing_cache_use_in_its_sidecar(fake_build, capsys):
+    status, stdout, stderr, plan = fake_build(capsys, fake_tensorrt(plan=b"engine bytes"))
+    assert status == 0, stderr
+    sidecar = engine.read_sidecar(engine.sidecar_path(plan))
+    assert open(plan, "rb").read() == b"engine bytes"
+    assert isinstance(sidecar["build_seconds"], float) and 0 <= sidecar["build_seconds"] < 60
+    assert f"in {sidecar['build_seconds']:.1f} s with TensorRT 8.6.0" in stdout
+    assert sidecar["timing_cache_use"] == {"file": sidecar["timing_cache"], "bytes": 0, "loaded": False, "saved": "written"}
+    assert sidecar["flags"]["tactic_sources"] == sorted(TRT86_TACTIC_SOURCES)
+
+
+def test_a_timing_cache_tensorrt_cannot_read_is_recorded_with_its_words_and_replaced(fake_build, capsys, tmp_path):
+    cache = tmp_path / "results" / "engines" / "timing.cache"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"myelin entries")
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(cache_errors=MYELIN_CACHE_ERRORS), str(cache))
+    assert status == 0, stderr
+    use = engine.read_sidecar(engine.sidecar_path(plan))["timing_cache_use"]
+    assert use == {"file": str(cache), "bytes": 14, "loaded": False, "tensorrt_said": MYELIN_CACHE_ERRORS,
+                   "saved": "replaced"}
+    assert cache.read_bytes() == b"built"  # this build's cache, not a merge with what could not be read
+
+
+def test_a_timing_cache_that_loads_is_merged(fake_build, capsys, tmp_path):
+    cache = tmp_path / "results" / "engines" / "timing.cache"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"earlier")
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(cache_errors=MYELIN_CACHE_ERRORS), str(cache))
+    assert status == 0, stderr
+    use = engine.read_sidecar(engine.sidecar_path(plan))["timing_cache_use"]
+    assert use == {"file": str(cache), "bytes": 7, "loaded": True, "saved": "merged"}
+    assert cache.read_bytes() == b"earlier+built"
 
 
 # --- cuda-python ------------------------------------------------------------------------
