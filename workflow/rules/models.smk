@@ -2,6 +2,8 @@
 # -> framework-neutral weights -> fp32 ONNX. Per-model config reaches each rule through
 # params, so a change to one model reruns only that model's jobs.
 
+from infbench.precision import EXPORT_VERSION
+
 
 rule fetch_checkpoint:
     output:
@@ -58,6 +60,8 @@ rule export_onnx:
         run=runner("main", "export_onnx.py"),
         arch=lambda wc: model_cfg(wc)["arch"],
         crop=lambda wc: model_cfg(wc)["crop"],
+        # bumped when the export changes what it writes: redone for every model
+        version=EXPORT_VERSION,
     shell:
         "{params.run} {log}"
         " --arch {params.arch} --weights {input} --crop {params.crop} --out {output}"
