@@ -617,11 +617,12 @@ MYELIN_CACHE_ERRORS = [
 ]
 
 
-def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=()):
+def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=(), fails=None):
     """A module with the calls build_engine makes on TensorRT 8.6's Python API, behaving as
     8.6 does where it matters here: messages go to the ILogger subclass the caller passes
-    (severity, text); a failed build logs ``build_errors`` and returns None; reading a
-    timing cache whose bytes start with b"myelin" logs ``cache_errors`` and goes on."""
+    (severity, text); a failed build logs ``build_errors`` and returns None (every build,
+    or those whose parsed ONNX bytes ``fails(bytes)`` picks); reading a timing cache whose
+    bytes start with b"myelin" logs ``cache_errors`` and goes on."""
     import enum
     import types
 
@@ -683,7 +684,7 @@ def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=()):
             self.logger = logger
 
         def create_network(self, flags):
-            return object()
+            return types.SimpleNamespace(onnx=None)
 
         def create_builder_config(self):
             return Config(self.logger)
@@ -694,6 +695,8 @@ def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=()):
         def build_serialized_network(self, network, config):
             self.logger.log(ILogger.Severity.WARNING, "onnx2trt_utils.cpp:374: Your ONNX model has been generated"
                             " with INT64 weights, while TensorRT does not natively support INT64.")
+            if fails is not None and not fails(network.onnx):
+                return plan
             for message in build_errors:
                 self.logger.log(ILogger.Severity.ERROR, message)
             return None if build_errors else plan
@@ -702,9 +705,10 @@ def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=()):
         num_errors = 0
 
         def __init__(self, network, logger):
-            pass
+            self.network = network
 
         def parse(self, data, path):
+            self.network.onnx = bytes(data)
             return True
 
     trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
@@ -818,6 +822,124 @@ def test_a_timing_cache_that_loads_is_merged(fake_build, capsys, tmp_path):
     use = engine.read_sidecar(engine.sidecar_path(plan))["timing_cache_use"]
     assert use == {"file": str(cache), "bytes": 7, "loaded": True, "saved": "merged"}
     assert cache.read_bytes() == b"earlier+built"
+
+
+# --- benchmarks/tensorrt_bisect.py: its prefix graphs and bisection, without TensorRT ------
+
+
+def load_bisect():
+    spec = importlib.util.spec_from_file_location("tensorrt_bisect", os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def inception_like_int8():
+    """inception_v3's int8 preamble as the unfolded export had it: per channel Gather,
+    Unsqueeze, Mul, Add, then Concat, Q/DQ and a convolution whose weights come through a
+    DequantizeLinear listed before everything else; then ReLU and a global average pool."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(np.array(c, np.int64), f"index{c}") for c in range(3)]
+    init += [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(0.458, np.float32), "scale"),
+             numpy_helper.from_array(np.array(-0.03, np.float32), "shift"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "act_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "act_zero"),
+             numpy_helper.from_array(rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "w_q"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "w_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dq", axis=0)]
+    for c in range(3):
+        nodes += [helper.make_node("Gather", ["input", f"index{c}"], [f"g{c}"], name=f"gather{c}", axis=1),
+                  helper.make_node("Unsqueeze", [f"g{c}", "axis1"], [f"u{c}"], name=f"unsqueeze{c}"),
+                  helper.make_node("Mul", [f"u{c}", "scale"], [f"m{c}"], name=f"mul{c}"),
+                  helper.make_node("Add", [f"m{c}", "shift"], [f"a{c}"], name=f"add{c}")]
+    nodes += [helper.make_node("Concat", ["a0", "a1", "a2"], ["cat"], name="cat", axis=1),
+              helper.make_node("QuantizeLinear", ["cat", "act_scale", "act_zero"], ["cat_q"], name="cat_q"),
+              helper.make_node("DequantizeLinear", ["cat_q", "act_scale", "act_zero"], ["cat_dq"], name="cat_dq"),
+              helper.make_node("Conv", ["cat_dq", "w"], ["conv"], name="conv", kernel_shape=[3, 3], strides=[2, 2]),
+              helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+              helper.make_node("GlobalAveragePool", ["relu"], ["logits"], name="pool")]
+    graph = helper.make_graph(nodes, "inception-like", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 11, 11])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 1, 1])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bisect_cuts_after_activation_nodes_never_between_quantize_and_dequantize():
+    bisect, graph = load_bisect(), inception_like_int8().graph
+    names = [n.name for n in graph.node]
+    assert [names[i] for i in bisect.activation_nodes(graph)] == names[1:]  # not the weights' DequantizeLinear
+    assert bisect.cut_points(graph) == [i + 1 for i in range(1, 19) if names[i] != "cat_q"]
+
+
+def test_bisect_prefixes_are_valid_models_that_compute_the_full_graphs_activations():
+    """Each prefix, run by ONNX Runtime, gives the values the whole graph computes for the
+    activations the nodes left out would read (asked of the whole graph as extra outputs)."""
+    import onnxruntime
+
+    bisect, model = load_bisect(), inception_like_int8()
+    x = np.random.default_rng(1).standard_normal((2, 3, 11, 11)).astype(np.float32)
+    expected_outputs = {5: ["a0"], 13: ["a0", "a1", "a2"], 14: ["cat"], 16: ["cat_dq"], 17: ["conv"], 19: ["logits"]}
+    for length in bisect.cut_points(model.graph):
+        prefix = bisect.prefix_model(model, length)
+        onnx.checker.check_model(prefix, full_check=True)
+        outputs = [o.name for o in prefix.graph.output]
+        if length in expected_outputs:
+            assert outputs == expected_outputs[length], length
+        whole = onnx.ModelProto()
+        whole.CopyFrom(model)
+        whole.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs if name != "logits")
+        def run(m, names):
+            return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"input": x})
+        for name, got, want in zip(outputs, run(prefix, outputs), run(whole, outputs)):
+            assert np.array_equal(got, want), (length, name)
+    assert len(model.graph.node) == 19 and [o.name for o in model.graph.output] == ["logits"]  # left as it was
+
+
+@pytest.mark.parametrize("first_bad", [2, 9, 14, 19])
+def test_bisect_finds_the_first_failing_prefix_in_log2_builds(first_bad):
+    bisect = load_bisect()
+    points = bisect.cut_points(inception_like_int8().graph)  # 17 cut points
+    lo, hi, tried = bisect.first_failing(points, lambda length: length < first_bad, budget_s=60)
+    assert hi == min(p for p in points if p >= first_bad) and lo == max([0] + [p for p in points if p < first_bad])
+    assert len(tried) <= 5  # ceil(log2(17 + 1)), where one build per point would be 17
+
+
+def test_bisect_stops_when_its_budget_is_spent():
+    bisect = load_bisect()
+    clock = iter(range(0, 1000, 10)).__next__  # every build takes 10 s
+    lo, hi, tried = bisect.first_failing(list(range(1, 101)), lambda length: length < 77, budget_s=25, clock=clock)
+    assert len(tried) == 2 and lo < 77 <= hi and (lo, hi) != (76, 77)
+
+
+def test_bisect_names_the_node_whose_inclusion_fails_the_build(tmp_path, monkeypatch, capsys):
+    """Through its main, with the stand-in TensorRT failing every network that holds the
+    Concat of the input transform, at every level (as 8.6 did with inception_v3's int8)."""
+    import runpy
+
+    path = str(tmp_path / "int8-s8s8.onnx")
+    onnx.save(inception_like_int8(), path)
+    def has_concat(data):
+        return any(n.op_type == "Concat" for n in onnx.load_from_string(data).graph.node)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(build_errors=TRT86_INT8_ERRORS, fails=has_concat))
+    out_json = str(tmp_path / "bisect.json")
+    monkeypatch.setattr(sys, "argv", ["tensorrt_bisect.py", "--onnx", path, "--precision", "int8", "--json", out_json])
+    runpy.run_path(os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "prefixes of 13 nodes build, of 14 fail; the node(s) whose inclusion fails:" in out
+    assert "  node 13 Concat 'cat': inputs ['a0', 'a1', 'a2'] -> outputs ['cat']" in out
+    assert f"TensorRT: {TRT86_INT8_ERRORS[0]}" in out
+    found = json.load(open(out_json))
+    assert found["result"] == {"builds_up_to": 13, "fails_from": 14, "message": TRT86_INT8_ERRORS[0]}
+    assert len(found["builds"]) <= 6 and all(b["level"] == 0 for b in found["builds"])  # the whole graph, then log2(17)
+
+
+def test_bisect_runs_without_tensorrt_as_far_as_its_help():
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--budget-s" in result.stdout and "--level" in result.stdout
 
 
 # --- cuda-python ------------------------------------------------------------------------
