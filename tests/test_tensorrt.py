@@ -824,6 +824,33 @@ def test_a_timing_cache_that_loads_is_merged(fake_build, capsys, tmp_path):
     assert cache.read_bytes() == b"earlier+built"
 
 
+# --- the build_engine rule ---------------------------------------------------------------
+
+
+def test_engines_of_one_model_build_back_to_back_in_the_configs_model_order(tmp_path):
+    """Snakemake's plan for config/gpu.yaml: every engine of a model has that model's
+    priority, the config's first model the highest, all above the cells (priority 0)."""
+    repo = os.path.dirname(HERE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", os.path.join(repo, "Snakefile"), "-n",
+         "--configfile", os.path.join(repo, "config", "gpu.yaml"), "--directory", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=SCRIPTS),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    priorities = {}
+    for job in proc.stdout.split("\nrule ")[1:]:
+        rule, output = job.split(":", 1)[0], re.search(r"output: (\S+)", job)
+        priority = int((re.search(r"priority: (\d+)", job) or [0, 0])[1])
+        if rule == "build_engine":
+            model = output[1].split("/")[2]
+            priorities.setdefault(model, set()).add(priority)
+        elif rule in ("speed", "evaluate"):
+            assert priority == 0
+    assert all(len(p) == 1 for p in priorities.values()), priorities
+    order = [min(priorities[m]) for m in ("alexnet", "vgg16", "resnet50", "inception_v3")]
+    assert order == sorted(order, reverse=True) and len(set(order)) == 4 and min(order) > 0, priorities
+
+
 # --- benchmarks/tensorrt_bisect.py: its prefix graphs and bisection, without TensorRT ------
 
 
