@@ -1,0 +1,167 @@
+"""The H200 pack (benchmarks/h200/pack.sh, wheels.py): every wheel it carries is pip's
+resolver's pick from the project's pins, for the target Python.
+
+Offline: pack.sh's wheels stage runs against a local index of small wheels that reproduce
+the ml_dtypes mistake of an earlier pack (an unpinned `pip download --no-deps ml_dtypes`
+took 0.7.0, which needs NumPy 2, beside the pinned numpy 1.26.4). Online (skipped without
+PyPI): the real envs/requirements-tensorrt.txt resolves, for Python 3.10, to a closed set.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks" / "h200"))
+
+import wheels  # noqa: E402
+
+PY310 = "/root/.pyenv/versions/3.10.13/bin/python3.10"
+
+
+def make_wheel(folder, name, version, requires=()):
+    """A pure-Python wheel of ``name`` ``version`` whose METADATA requires ``requires``."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    files = {
+        f"{name.replace('-', '_')}/__init__.py": "",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}.dist-info/RECORD", "".join(f"{p},,\n" for p in files) + f"{dist}.dist-info/RECORD,,\n")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    """A local index: numpy 1.26.4 and 2.1.0, ml_dtypes 0.5.4 (numpy>=1.21) and 0.7.0 (numpy>=2),
+    onnx (ml_dtypes>=0.5.4, protobuf), and small stand-ins of the Python 3.12 stack; the
+    requirement files name them as the project's do."""
+    root = tmp_path_factory.mktemp("index")
+    found = root / "wheels"
+    found.mkdir()
+    for name, version, requires in [
+        ("numpy", "1.26.4", []), ("numpy", "2.1.0", []),
+        ("ml_dtypes", "0.5.4", ["numpy>=1.21"]), ("ml_dtypes", "0.7.0", ["numpy>=2.0.0"]),
+        ("protobuf", "7.36.2", []), ("onnx", "1.23.2", ["numpy>=1.23.2", "protobuf>=6.31.1", "ml_dtypes>=0.5.4"]),
+        ("tensorrt", "8.6.0", ["numpy; extra == 'numpy'"]),
+        ("snakemake", "9.27.1", ["pyyaml", "platformdirs"]), ("pyyaml", "6.0.4", []), ("pyyaml", "6.1.0", []),
+        ("platformdirs", "4.14.9", []), ("pandas", "3.1.1", ["numpy>=1.26"]), ("tabulate", "0.10.0", []),
+        ("onnxconverter-common", "1.16.0", ["onnx", "numpy", "protobuf"]), ("onnxruntime-gpu", "1.31.1", ["numpy"]),
+    ]:  # fmt: skip
+        make_wheel(found, name, version, requires)
+    (root / "requirements-tensorrt.txt").write_text("# TensorRT\ntensorrt==8.6.0\nnumpy==1.26.4\nonnx==1.23.2\n")
+    (root / "requirements-main.txt").write_text(
+        "snakemake==9.27.1\nnumpy==2.1.0\nonnx==1.23.2\npandas==3.1.1  # the tables\ntabulate==0.10.0\n"
+        "onnxconverter-common==1.16.0\npyyaml==6.0.4\ntorch==2.14.1\n"
+    )
+    (root / "requirements-gpu.txt").write_text("onnxruntime-gpu==1.31.1\n")
+    return root
+
+
+def pip_env(index):
+    return dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(index / "wheels"))
+
+
+def run_pack_wheels(index, out, with_ort="0"):
+    env = pip_env(index)
+    env.update(OUTDIR=str(out), PY310=sys.executable, PY312=sys.executable, WITH_ORT=with_ort,
+               REQ_TRT=str(index / "requirements-tensorrt.txt"), REQ_MAIN=str(index / "requirements-main.txt"),
+               REQ_GPU=str(index / "requirements-gpu.txt"))  # fmt: skip
+    return subprocess.run(["bash", str(REPO / "benchmarks/h200/pack.sh"), "wheels"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def resolver_report(index, lines, constraints=()):
+    """{name: version} of pip's own report for ``lines`` (the test's independent call)."""
+    env = pip_env(index)
+    req = index / "report-requirements.txt"
+    req.write_text("\n".join(lines) + "\n")
+    report = index / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "--report", str(report), "-r", str(req)]
+    for path in constraints:
+        command += ["-c", str(path)]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return {wheels.canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+
+
+def folder_versions(folder):
+    return {name: version for name, version, _ in (wheels.wheel_metadata(p) for p in sorted(folder.glob("*.whl")))}
+
+
+def test_pack_carries_the_resolvers_picks_for_python_310_never_an_unpinned_name(index, tmp_path):
+    done = run_pack_wheels(index, tmp_path / "devpack")
+    assert done.returncode == 0, done.stderr
+    carried = folder_versions(tmp_path / "devpack" / "wheels" / "w310")
+    assert carried == resolver_report(index, ["tensorrt==8.6.0", "numpy==1.26.4", "onnx==1.23.2"])
+    # by hand: ml_dtypes 0.7.0 needs NumPy 2, so beside the pinned numpy 1.26.4 the resolver takes 0.5.4
+    assert carried == {"tensorrt": "8.6.0", "numpy": "1.26.4", "onnx": "1.23.2", "ml-dtypes": "0.5.4", "protobuf": "7.36.2"}
+
+
+def test_pack_312_stack_is_resolved_with_the_main_pins_as_constraints(index, tmp_path):
+    done = run_pack_wheels(index, tmp_path / "devpack", with_ort="1")
+    assert done.returncode == 0, done.stderr
+    carried = folder_versions(tmp_path / "devpack" / "wheels" / "w312")
+    wanted = ["snakemake==9.27.1", "pandas==3.1.1", "tabulate==0.10.0", "onnxconverter-common==1.16.0", "onnxruntime-gpu==1.31.1"]
+    assert carried == resolver_report(index, wanted, [index / "requirements-main.txt"])
+    assert carried["numpy"] == "2.1.0" and carried["pyyaml"] == "6.0.4"  # the project's pins, not the newest
+    assert carried["ml-dtypes"] == "0.7.0"  # beside numpy 2, the newest ml_dtypes is the right one
+    assert "torch" not in carried  # a constraint installs nothing by itself
+
+
+def test_the_lock_pins_each_carried_wheel_by_its_sha256(index, tmp_path):
+    out = tmp_path / "devpack"
+    assert run_pack_wheels(index, out).returncode == 0
+    lock = {line.split()[0]: line.split("sha256:")[1] for line in (out / "lock310.txt").read_text().splitlines()}
+    for wheel in (out / "wheels" / "w310").glob("*.whl"):
+        name, version, _ = wheels.wheel_metadata(wheel)
+        assert lock[f"{name}=={version}"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def test_verify_names_a_wheel_the_resolver_did_not_pick_and_what_it_lacks(index, tmp_path):
+    """The earlier pack's folder: the pins, but ml_dtypes fetched by name (0.7.0)."""
+    folder = tmp_path / "w310"
+    folder.mkdir()
+    for name in ("tensorrt-8.6.0", "numpy-1.26.4", "onnx-1.23.2", "protobuf-7.36.2", "ml_dtypes-0.7.0"):
+        (folder / f"{name}-py3-none-any.whl").write_bytes((index / "wheels" / f"{name}-py3-none-any.whl").read_bytes())
+    lock = tmp_path / "lock.txt"
+    lock.write_text("ml-dtypes==0.5.4\nnumpy==1.26.4\nonnx==1.23.2\nprotobuf==7.36.2\ntensorrt==8.6.0\n")
+    assert wheels.verify(str(lock), str(folder)) == [
+        "ml_dtypes-0.7.0-py3-none-any.whl: ml-dtypes 0.7.0 is not the resolver's pick (0.5.4)",
+        "ml-dtypes 0.7.0 needs numpy>=2.0.0 (found 1.26.4)",
+    ]
+
+
+def test_requirement_lines_keep_only_the_named_projects(index):
+    lines = wheels.requirement_lines([index / "requirements-main.txt"], ["pandas", "Tabulate"])
+    assert lines == ["pandas==3.1.1", "tabulate==0.10.0"]
+
+
+@pytest.mark.skipif(not os.path.exists(PY310), reason=f"no Python 3.10 at {PY310}")
+def test_the_real_tensorrt_pins_resolve_to_a_closed_set_for_python_310():
+    """Online: pip's resolver, run by the pack's Python 3.10, on envs/requirements-tensorrt.txt
+    (metadata only, no wheels downloaded); skipped where PyPI cannot be reached."""
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import wheels\n"
+        "picked = wheels.resolve(wheels.requirement_lines([sys.argv[2]]))\n"
+        "versions = {p['name']: p['version'] for p in picked}\n"
+        "print(json.dumps({'versions': versions, 'unmet': [u for p in picked for u in wheels.unmet(p['requires'], versions)]}))\n"
+    )
+    done = subprocess.run([PY310, "-c", script, str(REPO / "benchmarks" / "h200"), str(REPO / "envs" / "requirements-tensorrt.txt")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    offline = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")
+    if done.returncode != 0 and any(word in done.stderr for word in offline):
+        pytest.skip(f"PyPI not reachable: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["unmet"] == []
+    assert found["versions"]["tensorrt"] == "8.6.0" and found["versions"]["numpy"] == "1.26.4"
+    assert found["versions"]["ml-dtypes"].startswith("0.5.")  # the newest ml_dtypes for NumPy 1
