@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/h200/pack.sh           # on a machine with PyPI and pyenv's Python 3.10 / 3.12
 #   bash benchmarks/h200/pack.sh wheels    # only resolve the pins and fetch the wheels
+#   bash benchmarks/h200/pack.sh parts DIR OUT [SIZE]  # any folder as parts (default 60M)
 #
 # The wheels are what pip's resolver picks, for the target Python, from the project's pins
 # (benchmarks/h200/wheels.py lock: `pip install --dry-run --report`, written as a hashed lock,
@@ -44,6 +45,7 @@ pack=$out/pack wheels=$out/wheels
 # the locks and the wheels of the Python 3.10 (TensorRT) and 3.12 (workflow) stacks
 fetch_wheels() {
     mkdir -p "$wheels"
+    rm -f "$out/lock310.txt" "$out/lock312.txt"
     if [ "$WITH_TRT" = 1 ]; then
         "$PY310" benchmarks/h200/wheels.py lock "$out/lock310.txt" -r "$REQ_TRT"
         rm -rf "$wheels/w310"
@@ -82,14 +84,13 @@ stack310() {
         nvidia/cublas/lib/libnvblas.so.12 "$cudnn/libcudnn_ops_train.so.8" "$cudnn/libcudnn_cnn_train.so.8" \
         "$cudnn/libcudnn_adv_infer.so.8" "$cudnn/libcudnn_adv_train.so.8"
     prune "$site" $(cd "$site" && ls nvidia/cuda_nvrtc/lib/*.alt.* 2>/dev/null)
+    # the stand-ins travel in every pack (a few kB): run.sh's LIBS=stand-ins puts them first
+    "$PY310" benchmarks/h200/stubs.py "$wheels/w310"/tensorrt-*.whl "$pack/stubs"
     if [ "$STANDINS" = 1 ]; then
         prune "$site" nvidia/cublas/lib/libcublas.so.12 nvidia/cublas/lib/libcublasLt.so.12 \
             "$cudnn/libcudnn.so.8" "$cudnn/libcudnn_ops_infer.so.8" "$cudnn/libcudnn_cnn_infer.so.8"
-        mkdir -p "$pack/stubs"
-        "$PY310" benchmarks/h200/stubs.py "$wheels/w310"/tensorrt-*.whl "$pack/stubs"
         cp "$pack/stubs"/libcublas*.so.12 "$site/nvidia/cublas/lib/"
         cp "$pack/stubs"/libcudnn.so.8 "$site/$cudnn/"
-        rm -rf "$pack/stubs"
         echo "stand-ins" >"$pack/LIBRARIES"
     else
         echo "real" >"$pack/LIBRARIES"
@@ -107,17 +108,25 @@ stack312() {
     "$PY312" -m pip install -q --no-index --no-deps --no-compile --target "$pack/site312" "${carry[@]}"
 }
 
-if [ "${1:-}" = wheels ]; then
-    fetch_wheels
-    exit 0
-fi
+# $1 folder, $2 where its parts and MANIFEST go, $3 part size: one tar of the folder through xz,
+# cut into parts, each part's sha256 in MANIFEST (run.sh receive checks them, unpack joins them)
+make_parts() {
+    mkdir -p "$2"
+    tar -C "$1" -cf - . | xz -T0 "-$XZ_LEVEL" | split -b "$3" -d -a 2 - "$2/p"
+    (cd "$2" && sha256sum p[0-9]* >MANIFEST)
+}
+
+case "${1:-}" in
+    wheels) fetch_wheels; exit 0 ;;
+    parts) make_parts "$2" "$3" "${4:-60M}"; exit 0 ;;
+esac
 rm -rf "$pack" "$out/parts" && mkdir -p "$pack" "$out/parts"
 fetch_wheels
 : >"$pack/PRUNED.txt"
 [ "$WITH_TRT" = 1 ] && stack310
 stack312
 cat "$out"/lock3*.txt >"$pack/LOCKS"
-tar -C "$pack" -cf - . | xz -T0 "-$XZ_LEVEL" | split -b 60M -d -a 2 - "$out/parts/p"
-(cd "$out/parts" && sha256sum p?? >MANIFEST)
+make_parts "$pack" "$out/parts" 60M
 du -sm "$pack" "$wheels" | sed 's/^/MB /'
-echo "$(ls "$out/parts" | grep -c '^p') parts of 60 MiB in $out/parts ($(cat "$pack/LIBRARIES" 2>/dev/null || echo "no TensorRT") CUDA libraries)"
+parts=("$out"/parts/p[0-9]*)
+echo "${#parts[@]} parts of 60 MiB in $out/parts ($(cat "$pack/LIBRARIES" 2>/dev/null || echo "no TensorRT") CUDA libraries)"
