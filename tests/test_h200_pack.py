@@ -165,3 +165,143 @@ def test_the_real_tensorrt_pins_resolve_to_a_closed_set_for_python_310():
     assert found["unmet"] == []
     assert found["versions"]["tensorrt"] == "8.6.0" and found["versions"]["numpy"] == "1.26.4"
     assert found["versions"]["ml-dtypes"].startswith("0.5.")  # the newest ml_dtypes for NumPy 1
+
+
+# --- run.sh on the GPU machine: one part per call, back to back ---------------------------
+
+
+def run_sh(repo, verb, env, timeout=120):
+    return subprocess.run(["bash", str(repo / "benchmarks/h200/run.sh"), verb], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def device(tmp_path):
+    """A folder packed by pack.sh's own `parts` (xz, 40 kB parts, MANIFEST), and a copy of
+    the repository's run.sh as the GPU machine's working tree; the machine's /tmp folders
+    are under tmp_path."""
+    source = tmp_path / "source"
+    (source / "site310" / "tensorrt").mkdir(parents=True)
+    (source / "site310" / "tensorrt" / "lib.so").write_bytes(os.urandom(150_000))  # does not compress
+    (source / "LIBRARIES").write_text("real\n")
+    (source / "LOCKS").write_text("tensorrt==8.6.0\n" * 2000)
+    parts = tmp_path / "parts-made"
+    done = subprocess.run(["bash", str(REPO / "benchmarks/h200/pack.sh"), "parts", str(source), str(parts), "40k"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "h200").mkdir(parents=True)
+    (repo / "benchmarks" / "h200" / "run.sh").write_bytes((REPO / "benchmarks/h200/run.sh").read_bytes())
+    machine = tmp_path / "machine"
+    env = dict(os.environ, PACK=str(machine / "pack"), PARTS=str(machine / "parts"), RUN=str(machine / "run"),
+               UNPACK_WAIT_S="20")  # fmt: skip
+    return source, parts, repo, env
+
+
+def carry(repo, parts, *names):
+    """What one call's carry puts in the working tree: these parts and MANIFEST, nothing else."""
+    folder = repo / ".devpack" / "parts"
+    if folder.exists():
+        for old in folder.iterdir():
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*names, "MANIFEST"):
+        (folder / name).write_bytes((parts / name).read_bytes())
+
+
+def wait_for(path, seconds=60):
+    import time
+
+    end = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.2)
+    return path.exists()
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_one_part_per_call_unpacks_the_pack_as_it_was(device):
+    source, parts, repo, env = device
+    names = sorted(p.name for p in parts.iterdir() if p.name != "MANIFEST")
+    assert len(names) >= 4  # 150 kB of random bytes in 40 kB parts
+    for count, name in enumerate(names, 1):
+        carry(repo, parts, name)
+        done = run_sh(repo, "receive", env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"parts here: {count} of {len(names)};" in done.stdout
+    pack = Path(env["PACK"])
+    assert wait_for(Path(f"{pack}.done")), (Path(env["PARTS"]) / "unpack.log").read_text()
+    assert tree(pack) == tree(source)
+
+
+def test_a_damaged_part_is_refused_and_not_kept(device):
+    source, parts, repo, env = device
+    (parts / "p01").write_bytes(b"x" + (parts / "p01").read_bytes()[1:])
+    carry(repo, parts, "p01")
+    done = run_sh(repo, "receive", env)
+    assert done.returncode == 2
+    assert done.stdout.strip() == "infbench: p01 arrived damaged or is not in MANIFEST (sha256 differs); send it again"
+    assert not (Path(env["PARTS"]) / "p01").exists()
+
+
+def test_start_before_every_part_came_says_how_many_are_here(device):
+    source, parts, repo, env = device
+    carry(repo, parts, "p00")
+    assert run_sh(repo, "receive", env).returncode == 0
+    done = run_sh(repo, "start", dict(env, START_WAIT_S="1"))
+    assert done.returncode == 2
+    total = len([p for p in parts.iterdir() if p.name != "MANIFEST"])
+    assert f"infbench: the pack is not unpacked (1 of {total} parts here; still unpacking): receive the rest" in done.stdout
+
+
+# --- run.json: the run's summary (benchmarks/h200/summary.py, idle_ratio.py --json) ---------
+
+
+def test_run_summary_has_what_the_published_run_records(tmp_path):
+    results, logs, run = tmp_path / "results", tmp_path / "logs", tmp_path / "run"
+    for folder in (results / "engines" / "alexnet", results / "speed" / "torch" / "alexnet",
+                   results / "accuracy" / "torch" / "alexnet", logs / "engines" / "inception_v3", run):
+        folder.mkdir(parents=True)  # fmt: skip
+    for name, seconds, loaded in (("fp16-bs8", 12.25, False), ("fp32-bs50", 30.5, None)):
+        (results / "engines" / "alexnet" / f"{name}.json").write_text(json.dumps({
+            "build_seconds": seconds, "environment": {"tensorrt": "8.6.0"},
+            "flags": {"tactic_sources": ["CUBLAS", "CUDNN"], "builder_optimization_level": 3, "builder_flags": ["FP16"]},
+            "timing_cache_use": {"loaded": loaded}}))  # fmt: skip
+    (logs / "engines" / "inception_v3" / "int8-bs8.log").write_text(
+        "[TRT] [E] 2: [graphOptimizer.cpp::chooseHigherPrecision::7079] ...\ninfbench: TensorRT 8.6.0 could not build it.\n")
+    provenance = {"started": "2026-12-03T10:00:10+00:00", "finished": "2026-12-03T10:00:40+00:00",
+                  "phases": {"start_up": 2.0, "imports": 3.0, "inputs": 5.0}}  # fmt: skip
+    (results / "speed" / "torch" / "alexnet" / "fp32-bs8.json").write_text(
+        json.dumps({"result": {"window_seconds": [1.5, 1.5, 2.0]}, "provenance": provenance}))
+    (results / "accuracy" / "torch" / "alexnet" / "fp32.json").write_text(json.dumps({"provenance": provenance}))
+    (run / "gpu.csv").write_text("2026/12/03 10:00:00.000, NVIDIA H200, 580.159.04, 1980 MHz, 3201 MHz, 40, 120.5 W\n")
+    (run / "versions-tensorrt.json").write_text(json.dumps({"python": "3.10.13", "tensorrt": "8.6.0"}))
+    (run / "phases.txt").write_text("10:00:00 workflow\n10:20:00 done\n")
+    locks = tmp_path / "LOCKS"
+    locks.write_text("nvidia-cudnn-cu12==8.9.7.29 --hash=sha256:ab\ntensorrt==8.6.0 --hash=sha256:cd\n")
+    idle = subprocess.run([sys.executable, str(REPO / "benchmarks/idle_ratio.py"), str(results), "--wall", "600",
+                           "--json", str(run / "idle.json")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert idle.returncode == 0, idle.stderr
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/h200/summary.py"), "run", "--run", str(run), "--results", str(results),
+         "--logs", str(logs), "--snakemake-rc", "1", "--wall", "600", "--started", "2026-12-03T10:00:00Z",
+         "--finished", "2026-12-03T10:20:00Z", "--command", "bash benchmarks/h200/run.sh start", "--commit", "abc1234",
+         "--libraries", "real", "--locks", str(locks)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["date"] == {"started": "2026-12-03T10:00:00Z", "finished": "2026-12-03T10:20:00Z"}
+    assert summary["commit"] == "abc1234" and summary["command"] == "bash benchmarks/h200/run.sh start"
+    assert summary["machine"] == {"gpu": "NVIDIA H200", "driver": "580.159.04"}
+    assert summary["versions"] == {"tensorrt": {"python": "3.10.13", "tensorrt": "8.6.0"}}
+    assert summary["pack"] == {"libraries": "real", "locks": {"nvidia-cudnn-cu12": "8.9.7.29", "tensorrt": "8.6.0"}}
+    assert summary["snakemake"] == {"exit_status": 1, "wall_seconds": 600.0}
+    assert summary["timed_seconds"] == 5.0 and summary["wall_over_timed"] == 120.0  # 1.5 + 1.5 + 2.0 s of windows
+    assert summary["results"] == {"speed": 1, "accuracy": 1}
+    assert summary["engines"]["alexnet/fp16-bs8"] == {
+        "build_seconds": 12.25, "tactic_sources": ["CUBLAS", "CUDNN"], "builder_optimization_level": 3,
+        "builder_flags": ["FP16"], "timing_cache_loaded": False, "tensorrt": "8.6.0"}  # fmt: skip
+    assert summary["engine_build_seconds"] == 42.8  # 12.25 + 30.5, to 0.1 s
+    assert summary["engines_failed"] == {"inception_v3/int8-bs8": "infbench: TensorRT 8.6.0 could not build it."}
+    assert summary["phases"] == [["10:00:00", "workflow"], ["10:20:00", "done"]]

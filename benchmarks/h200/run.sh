@@ -115,7 +115,10 @@ trt_python() {
 start() {
     mkdir -p "$RUN"
     local waited=0
-    while [ ! -e "$PACK.done" ] && [ ! -e "$PACK.failed" ] && [ "$waited" -lt 600 ]; do sleep 2; waited=$((waited + 2)); done
+    while [ ! -e "$PACK.done" ] && [ ! -e "$PACK.failed" ] && [ "$waited" -lt "${START_WAIT_S:-600}" ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
     if [ ! -e "$PACK.done" ]; then
         echo "infbench: the pack is not unpacked ($(parts_here) parts here; $(cat "$PACK.failed" 2>/dev/null || echo "still unpacking")): receive the rest, or see $PARTS/unpack.log"
         exit 2
