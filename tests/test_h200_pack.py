@@ -305,3 +305,25 @@ def test_run_summary_has_what_the_published_run_records(tmp_path):
     assert summary["engine_build_seconds"] == 42.8  # 12.25 + 30.5, to 0.1 s
     assert summary["engines_failed"] == {"inception_v3/int8-bs8": "infbench: TensorRT 8.6.0 could not build it."}
     assert summary["phases"] == [["10:00:00", "workflow"], ["10:20:00", "done"]]
+
+
+def test_libchecks_network_is_a_valid_onnx_model_for_tensorrt_8s_parser(tmp_path):
+    """The small network run.sh start builds on the GPU (benchmarks/h200/libcheck.py): ONNX
+    Runtime runs it at the batch size of the check, opset 17 as TensorRT 8.6's parser wants."""
+    import importlib.util
+
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    spec = importlib.util.spec_from_file_location("libcheck", REPO / "benchmarks" / "h200" / "libcheck.py")
+    libcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(libcheck)
+    path = libcheck.small_network(str(tmp_path / "small.onnx"))
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    (logits,) = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert logits.shape == (8, 10) and np.isfinite(logits).all()
+    assert {op.op_type for op in model.graph.node} == {"Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"}

@@ -3,9 +3,10 @@
     LD_DEBUG=files $TRTPY benchmarks/h200/libcheck.py 2>ld.log; grep 'opening file=' ld.log
 
 Builds a small network (convolution, ReLU, global average pool, fully connected; fp32 and
-fp16, batch 8) through infbench's own build (``build.build_serialized``) twice: with
-TensorRT's default tactic sources (what the run uses) and with only the external ones
-(CUBLAS, CUBLAS_LT, CUDNN), so that cuBLAS, cuBLASLt and cuDNN are called for certain.
+fp16, batch 8) through infbench's own build (``build.build_serialized``) with TensorRT's
+default tactic sources (what the run uses) and with only the external ones (CUBLAS,
+CUBLAS_LT, CUDNN), so that cuBLAS, cuBLASLt and cuDNN are called for certain; with
+--tactic-sources, with those only (the stand-ins' run: TensorRT's own kernels).
 Prints one line per build: built or not, seconds, the sources in effect, TensorRT's first
 error. With the pack's pruned cuDNN (benchmarks/h200/pack.sh) a sub-library it lacks would
 show here, in seconds, instead of in the middle of the run. Needs TensorRT and a GPU.
@@ -56,6 +57,14 @@ def small_network(path):
 
 
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--tactic-sources", help="comma-separated TacticSource names: build with these only (stand-ins: their run's)"
+    )
+    args = parser.parse_args()
+    source_sets = [None, EXTERNAL] if args.tactic_sources is None else [args.tactic_sources.split(",")]
     trt = engine.import_tensorrt()
     failed = 0
     with tempfile.TemporaryDirectory() as work:
@@ -64,7 +73,7 @@ def main():
             data = f.read()
         shapes = engine.profile_shapes(path, 8)
         for precision in ("fp32", "fp16"):
-            for sources in (None, EXTERNAL):
+            for sources in source_sets:
                 options = engine.build_options(precision, 8, 1024, False, sources, None)
                 built = engine.build_serialized(trt, data, path, shapes, options, what="libcheck")
                 ok = built["plan"] is not None

@@ -24,11 +24,15 @@
 # The CUDA math libraries (STANDINS): by default the real ones, as TensorRT 8.6 uses them:
 # cuBLAS (libcublas, libcublasLt), cuDNN's shim with its inference sub-libraries ops_infer and
 # cnn_infer (the training ones and adv_infer, for RNNs, serve none of TensorRT's convolution
-# tactics: docs/tensorrt-api-notes.md), NVRTC without its .alt twins; headers and libnvblas
-# stay behind. STANDINS=1: stand-ins for cuBLAS and cuDNN instead (benchmarks/h200/stubs.py:
-# every function returns an error; run.sh then limits TensorRT to its own tactic sources), the
-# fallback when the real ones cannot travel. WITH_TRT=0: no Python 3.10 and no TensorRT (a run
-# of PyTorch and ONNX Runtime only). XZ_LEVEL: xz's preset (default 6).
+# tactics: docs/tensorrt-api-notes.md), NVRTC without its .alt twins; headers, libnvblas,
+# pulp's solver binaries and the test suites of pandas and onnx stay behind. STANDINS=1:
+# stand-ins for cuBLAS and cuDNN instead (benchmarks/h200/stubs.py: every function returns an
+# error; run.sh then limits TensorRT to its own tactic sources), the fallback when the real
+# ones cannot travel; the stand-ins travel in every pack (LIBS=stand-ins on the machine).
+# WITH_TRT=0: no Python 3.10 and no TensorRT (a run of PyTorch and ONNX Runtime only).
+# XZ_LEVEL: xz's preset (default 6).
+#
+# Sizes (2026-12-02, xz -6; parts of 60 MiB): see docs/h200-pack.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY310=${PY310:-/root/.pyenv/versions/3.10.13/bin/python3.10}
@@ -83,7 +87,7 @@ stack310() {
     prune "$site" nvidia/cublas/include nvidia/cudnn/include nvidia/cuda_runtime/include nvidia/cuda_nvrtc/include \
         nvidia/cublas/lib/libnvblas.so.12 "$cudnn/libcudnn_ops_train.so.8" "$cudnn/libcudnn_cnn_train.so.8" \
         "$cudnn/libcudnn_adv_infer.so.8" "$cudnn/libcudnn_adv_train.so.8"
-    prune "$site" $(cd "$site" && ls nvidia/cuda_nvrtc/lib/*.alt.* 2>/dev/null)
+    prune "$site" $(cd "$site" && ls nvidia/cuda_nvrtc/lib/*.alt.* 2>/dev/null) onnx/backend/test
     # the stand-ins travel in every pack (a few kB): run.sh's LIBS=stand-ins puts them first
     "$PY310" benchmarks/h200/stubs.py "$wheels/w310"/tensorrt-*.whl "$pack/stubs"
     if [ "$STANDINS" = 1 ]; then
@@ -106,6 +110,8 @@ stack312() {
         if [ "$keep" = 1 ]; then carry+=("$wheel"); else echo "site312/$name (the image's)" >>"$pack/PRUNED.txt"; fi
     done
     "$PY312" -m pip install -q --no-index --no-deps --no-compile --target "$pack/site312" "${carry[@]}"
+    # pulp's solver binaries (run.sh runs Snakemake's greedy scheduler) and pandas' own tests
+    prune "$pack/site312" pulp/solverdir pandas/tests
 }
 
 # $1 folder, $2 where its parts and MANIFEST go, $3 part size: one tar of the folder through xz,

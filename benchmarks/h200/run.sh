@@ -130,9 +130,18 @@ start() {
         "$TRTPY" benchmarks/h200/summary.py versions tensorrt numpy onnx ml-dtypes cuda-python cuda-bindings \
             nvidia-cublas-cu12 nvidia-cudnn-cu12 nvidia-cuda-nvrtc-cu12 >"$RUN/versions-tensorrt.json"
         cat "$RUN/versions-tensorrt.json"; echo " (libraries: $(cat "$RUN/libraries"))"
-        # which CUDA libraries a small build opens, and that it builds (a missing cuDNN part shows here)
-        LD_DEBUG=files "$TRTPY" benchmarks/h200/libcheck.py 2>"$RUN/libcheck-ld.log" | tee "$RUN/libcheck.txt"
-        grep -oE 'opening file=[^ ]*(cublas|cudnn|nvrtc)[^ ]*' "$RUN/libcheck-ld.log" | sort -u | sed 's/opening file=/opened /' | tee -a "$RUN/libcheck.txt" || true
+        # which CUDA libraries a small build opens, and that it builds (a missing cuDNN part shows
+        # here, in seconds); the stand-ins answer every call with an error: their run's sources only
+        local sources=() rc=0
+        [ "$(cat "$RUN/libraries")" = stand-ins ] && sources=(--tactic-sources "$STANDIN_SOURCES")
+        LD_DEBUG=files "$TRTPY" benchmarks/h200/libcheck.py "${sources[@]}" 2>"$RUN/libcheck-ld.log" >"$RUN/libcheck.txt" || rc=$?
+        grep -oE 'opening file=[^ ]*(cublas|cudnn|nvrtc)[^ ]*' "$RUN/libcheck-ld.log" | sort -u | sed 's/opening file=/opened /' >>"$RUN/libcheck.txt" || true
+        grep -E 'cannot open shared object|Could not load library|^infbench' "$RUN/libcheck-ld.log" | head -5 >>"$RUN/libcheck.txt" || true
+        cat "$RUN/libcheck.txt"
+        if [ "$rc" != 0 ]; then
+            echo "infbench: a small TensorRT build failed with the $(cat "$RUN/libraries") CUDA libraries of the pack (above; exit $rc, $RUN/libcheck-ld.log); LIBS=stand-ins bash benchmarks/h200/run.sh start runs with the stand-ins that travelled with them"
+            exit 2
+        fi
     fi
     if ! PYTHONPATH=$SITE312 python3 benchmarks/h200/wheels.py satisfied "$SITE312" 2>"$RUN/satisfied.txt"; then
         cat "$RUN/satisfied.txt"
