@@ -41,7 +41,9 @@ REQ_TRT=${REQ_TRT:-envs/requirements-tensorrt.txt}
 REQ_MAIN=${REQ_MAIN:-envs/requirements-main.txt}
 REQ_GPU=${REQ_GPU:-envs/requirements-gpu.txt}
 MAIN_PROJECTS=${MAIN_PROJECTS:-snakemake pandas tabulate onnxconverter-common}
-IMAGE_HAS=${IMAGE_HAS:-attrs certifi charset-normalizer flatbuffers idna jinja2 markupsafe ml-dtypes numpy onnx packaging protobuf psutil python-dateutil pyyaml requests six typing-extensions urllib3 wrapt}
+# the machine's own numpy, onnx, protobuf and ml_dtypes stay in use (its PyTorch and ONNX are
+# built with them); everything else of the resolution travels, newer than the image's or not
+IMAGE_HAS=${IMAGE_HAS:-ml-dtypes numpy onnx protobuf}
 WITH_TRT=${WITH_TRT:-1} WITH_ORT=${WITH_ORT:-0} STANDINS=${STANDINS:-0} XZ_LEVEL=${XZ_LEVEL:-6}
 out=${OUTDIR:-.devpack}
 pack=$out/pack wheels=$out/wheels
