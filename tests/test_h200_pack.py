@@ -279,8 +279,9 @@ def test_run_summary_has_what_the_published_run_records(tmp_path):
     (run / "gpu.csv").write_text("2026/12/03 10:00:00.000, NVIDIA H200, 580.159.04, 1980 MHz, 3201 MHz, 40, 120.5 W\n")
     (run / "versions-tensorrt.json").write_text(json.dumps({"python": "3.10.13", "tensorrt": "8.6.0"}))
     (run / "phases.txt").write_text("10:00:00 workflow\n10:20:00 done\n")
-    locks = tmp_path / "LOCKS"
-    locks.write_text("nvidia-cudnn-cu12==8.9.7.29 --hash=sha256:ab\ntensorrt==8.6.0 --hash=sha256:cd\n")
+    locks = [tmp_path / "lock310.txt", tmp_path / "lock312.txt"]
+    locks[0].write_text("numpy==1.26.4 --hash=sha256:ab\nnvidia-cudnn-cu12==8.9.7.29 --hash=sha256:cd\n")
+    locks[1].write_text("numpy==2.4.6 --hash=sha256:ef\nsnakemake==9.27.1 --hash=sha256:01\n")
     idle = subprocess.run([sys.executable, str(REPO / "benchmarks/idle_ratio.py"), str(results), "--wall", "600",
                            "--json", str(run / "idle.json")], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert idle.returncode == 0, idle.stderr
@@ -288,14 +289,15 @@ def test_run_summary_has_what_the_published_run_records(tmp_path):
         [sys.executable, str(REPO / "benchmarks/h200/summary.py"), "run", "--run", str(run), "--results", str(results),
          "--logs", str(logs), "--snakemake-rc", "1", "--wall", "600", "--started", "2026-12-03T10:00:00Z",
          "--finished", "2026-12-03T10:20:00Z", "--command", "bash benchmarks/h200/run.sh start", "--commit", "abc1234",
-         "--libraries", "real", "--locks", str(locks)], capture_output=True, text=True, timeout=60)  # fmt: skip
+         "--libraries", "real", "--locks", *map(str, locks)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["date"] == {"started": "2026-12-03T10:00:00Z", "finished": "2026-12-03T10:20:00Z"}
     assert summary["commit"] == "abc1234" and summary["command"] == "bash benchmarks/h200/run.sh start"
     assert summary["machine"] == {"gpu": "NVIDIA H200", "driver": "580.159.04"}
     assert summary["versions"] == {"tensorrt": {"python": "3.10.13", "tensorrt": "8.6.0"}}
-    assert summary["pack"] == {"libraries": "real", "locks": {"nvidia-cudnn-cu12": "8.9.7.29", "tensorrt": "8.6.0"}}
+    assert summary["pack"] == {"libraries": "real", "locks": {  # one per Python: numpy differs between them
+        "lock310": {"numpy": "1.26.4", "nvidia-cudnn-cu12": "8.9.7.29"}, "lock312": {"numpy": "2.4.6", "snakemake": "9.27.1"}}}
     assert summary["snakemake"] == {"exit_status": 1, "wall_seconds": 600.0}
     assert summary["timed_seconds"] == 5.0 and summary["wall_over_timed"] == 120.0  # 1.5 + 1.5 + 2.0 s of windows
     assert summary["results"] == {"speed": 1, "accuracy": 1}

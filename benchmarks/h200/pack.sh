@@ -19,7 +19,7 @@
 #   packages IMAGE_HAS names (the machine's image has them; run.sh start checks that its
 #   versions meet every requirement of what travels, with wheels.py satisfied).
 # Inside the pack: pyenv's Python 3.10 (without its tests and site-packages), site310/,
-# site312/, LOCKS (the two locks), PRUNED.txt (what was left out of the wheels, with sizes).
+# site312/, lock310.txt and lock312.txt, PRUNED.txt (what was left out of the wheels, with sizes).
 #
 # The CUDA math libraries (STANDINS): by default the real ones, as TensorRT 8.6 uses them:
 # cuBLAS (libcublas, libcublasLt), cuDNN's shim with its inference sub-libraries ops_infer and
@@ -133,7 +133,7 @@ fetch_wheels
 : >"$pack/PRUNED.txt"
 [ "$WITH_TRT" = 1 ] && stack310
 stack312
-cat "$out"/lock3*.txt >"$pack/LOCKS"
+cp "$out"/lock3*.txt "$pack/"
 make_parts "$pack" "$out/parts" 60M
 du -sm "$pack" "$wheels" | sed 's/^/MB /'
 parts=("$out"/parts/p[0-9]*)

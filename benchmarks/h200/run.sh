@@ -223,7 +223,7 @@ job() {
         python3 benchmarks/h200/summary.py run --run "$RUN" --snakemake-rc "$rc" --wall "$wall" \
             --started "$(cat "$RUN/started")" --finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
             --command "MODELS='$MODELS' LEVEL='$LEVEL' LIBS='$(cat "$RUN/libraries" 2>/dev/null)' bash benchmarks/h200/run.sh start; $command (h200.yaml: config/gpu.yaml with MODELS, LEVEL and TensorRT's interpreter set by run.sh)" \
-            --commit "${COMMIT:-}" --libraries "$(cat "$RUN/libraries" 2>/dev/null || echo none)" --locks "$PACK/LOCKS" \
+            --commit "${COMMIT:-}" --libraries "$(cat "$RUN/libraries" 2>/dev/null || echo none)" --locks "$PACK"/lock3*.txt \
             >"$RUN/run.json" 2>"$RUN/summary.log" || cat "$RUN/summary.log"
     fi
     gpu_state

@@ -6,7 +6,7 @@ docs/results/h200/run.json.
 
 ``run`` gathers: the dates, the command, the commit, the versions (the ``versions-*.json``
 files ``versions`` wrote into the run's folder, the GPU and driver from ``gpu.csv``, the
-locks the pack carried), Snakemake's exit status and wall seconds, the timed seconds
+locks the pack carried, one per Python), Snakemake's exit status and wall seconds, the timed seconds
 (benchmarks/idle_ratio.py --json), every engine's build seconds and options from its
 sidecar, and the sentence of every engine that did not build (the last ``infbench:`` line of
 its log). Standard library only.
@@ -86,7 +86,7 @@ def read_json(path):
 
 
 def pinned(path):
-    """{name: version} of the pack's locks (``name==version --hash=...`` lines)."""
+    """{name: version} of one of the pack's locks (``name==version --hash=...`` lines)."""
     try:
         with open(path) as f:
             return dict(line.split()[0].split("==", 1) for line in f if "==" in line)
@@ -115,7 +115,10 @@ def summarise(args):
         "commit": args.commit or None,
         "machine": gpu_state(os.path.join(args.run, "gpu.csv")),
         "versions": versions,
-        "pack": {"libraries": args.libraries, "locks": pinned(args.locks) if args.locks else {}},
+        "pack": {
+            "libraries": args.libraries,
+            "locks": {os.path.splitext(os.path.basename(path))[0]: pinned(path) for path in args.locks},
+        },
         "snakemake": {"exit_status": args.snakemake_rc, "wall_seconds": args.wall},
         "timed_seconds": idle.get("timed_seconds"),
         "wall_over_timed": round(args.wall / idle["timed_seconds"], 3) if idle.get("timed_seconds") else None,
@@ -143,7 +146,7 @@ def main():
     run.add_argument("--command", required=True)
     run.add_argument("--commit", default="")
     run.add_argument("--libraries", default=None, help="real or stand-ins (the pack's LIBRARIES)")
-    run.add_argument("--locks", default=None, help="the pack's LOCKS")
+    run.add_argument("--locks", nargs="*", default=[], help="the pack's locks (lock310.txt, lock312.txt)")
     args = parser.parse_args()
     if args.verb == "versions":
         json.dump(package_versions(args.names), sys.stdout)
