@@ -40,6 +40,7 @@ def main():
         help="the whole run's wall time in seconds (default: the span"
         " from the first speed/accuracy step's launch to the last one's end)",
     )
+    parser.add_argument("--json", help="also write the figures here: timed, wall and span seconds, the phases")
     args = parser.parse_args()
     rows = load(args.results)
     if not rows:
@@ -67,6 +68,21 @@ def main():
         if timed
         else f"wall {wall:.1f} s; no timed windows"
     )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "speed_results": sum(k == "speed" for k, _, _ in rows),
+                    "accuracy_results": sum(k == "accuracy" for k, _, _ in rows),
+                    "timed_seconds": round(timed, 3),
+                    "wall_seconds": round(wall, 3),
+                    "span_seconds": round(span, 3),
+                    "wall_over_timed": round(wall / timed, 3) if timed else None,
+                    "phases": {name: round(seconds, 3) for name, seconds in sorted(phases.items())},
+                },
+                f,
+                indent=2,
+            )
     print("| phase (summed over steps) | seconds |")
     print("|---|---|")
     for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from infbench import runtimes, timing  # noqa: E402
 from infbench.runtimes.tensorrt import build as engine  # noqa: E402
-from infbench.errors import main_guard  # noqa: E402
+from infbench.errors import UserError, main_guard  # noqa: E402
 from infbench.runtimes.base import SessionSpec  # noqa: E402
 
 
@@ -58,18 +58,23 @@ def main():
                 print(f"| {level} | skipped (budget) | | |")
                 continue
             plan = os.path.join(work, f"level{level}.plan")
-            record = engine.build_engine(
-                args.onnx,
-                plan,
-                engine.sidecar_path(plan),
-                args.batch_size,
-                args.precision,
-                4096,
-                False,
-                os.path.join(work, f"level{level}.cache"),
-                sources,
-                level,
-            )
+            try:
+                record = engine.build_engine(
+                    args.onnx,
+                    plan,
+                    engine.sidecar_path(plan),
+                    args.batch_size,
+                    args.precision,
+                    4096,
+                    False,
+                    os.path.join(work, f"level{level}.cache"),
+                    sources,
+                    level,
+                    model=os.path.basename(os.path.dirname(os.path.abspath(args.onnx))),
+                )
+            except UserError as err:  # a level that does not build: say so, try the next
+                print(f"| {level} | failed: {err} | | |", flush=True)
+                continue
             options = {
                 "cuda_graphs": bool(args.cuda_graphs),
                 "tactic_sources": sources,

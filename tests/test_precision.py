@@ -105,6 +105,43 @@ def test_fp32_export_interface(resnet):
         assert run_onnx(fp32, x).shape == (batch, 1000)
 
 
+INCEPTION_CROP = 80  # inception_v3's smallest input is 75x75
+
+
+@pytest.fixture(scope="module")
+def inception(tmp_path_factory):
+    """inception_v3 (transform_input=True, as torchvision builds it for its ImageNet weights)
+    exported at crop 80, with the PyTorch model it came from."""
+    from infbench.models import load_torch
+
+    folder = tmp_path_factory.mktemp("inception_v3")
+    weights, fp32 = folder / "weights.safetensors", folder / "fp32.onnx"
+    make_weights("inception_v3", weights)
+    precision.export_fp32("inception_v3", weights, INCEPTION_CROP, fp32)
+    return load_torch("inception_v3", weights), fp32
+
+
+def test_inception_input_transform_is_folded_into_the_first_convolution(inception):
+    _, fp32 = inception
+    nodes = onnx.load(str(fp32)).graph.node
+    first_conv = next(i for i, n in enumerate(nodes) if n.op_type == "Conv")
+    assert first_conv == 0 and nodes[0].input[0] == "input" and len(nodes[0].input) == 3  # reads the input, with a bias
+    assert not {"Gather", "Unsqueeze", "Concat"} & {n.op_type for n in nodes[:first_conv + 1]}
+
+
+def test_inception_folded_export_gives_pytorchs_logits_with_its_input_transform(inception):
+    import torch
+
+    model, fp32 = inception
+    assert model.transform_input  # the reference keeps torchvision's own transform
+    x = np.random.default_rng(3).standard_normal((4, 3, INCEPTION_CROP, INCEPTION_CROP)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = run_onnx(fp32, x)
+    # float rounding only: 2.1e-6 of the largest logit here (with the bias left out: 0.12)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 @needs_sample
 def test_fp16_has_float32_io_fp16_weights_and_close_logits(resnet, cache):
     folder, fp32 = resnet

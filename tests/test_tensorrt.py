@@ -9,6 +9,7 @@ sentences. Tests that need cuda-python and a GPU, or TensorRT, skip with a reaso
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -639,6 +640,374 @@ def test_build_script_without_tensorrt_ends_in_one_sentence(tmp_path, onnx_path)
     assert result.returncode == 2
     assert "TensorRT is not installed in" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "fp32-bs2.plan").exists()
+
+
+# --- builds through a stand-in of TensorRT's Python API (no TensorRT, no GPU needed) ----
+
+# What TensorRT 8.6.0 logged on the H200 when inception_v3's int8 engine did not build
+# (docs/results/h200.md), in the form its logger passes them: the cause, then the builder's
+# own note that no engine came out.
+TRT86_INT8_ERRORS = [
+    "2: [graphOptimizer.cpp::chooseHigherPrecision::7079] Error Code 2: Internal Error"
+    " (Assertion dt1 == DataType::kFLOAT || dt1 == DataType::kHALF failed. )",
+    "2: [builder.cpp::buildSerializedNetwork::751] Error Code 2: Internal Error (Assertion engine != nullptr failed. )",
+]
+MYELIN_CACHE_ERRORS = [
+    "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin (Myelin error from unknown graph)",
+    "4: The timing cache will not be used!",
+]
+
+
+def fake_tensorrt(build_errors=(), plan=b"engine", cache_errors=(), fails=None):
+    """A module with the calls build_engine makes on TensorRT 8.6's Python API, behaving as
+    8.6 does where it matters here: messages go to the ILogger subclass the caller passes
+    (severity, text); a failed build logs ``build_errors`` and returns None (every build,
+    or those whose parsed ONNX bytes ``fails(bytes)`` picks); reading a timing cache whose
+    bytes start with b"myelin" logs ``cache_errors`` and goes on."""
+    import enum
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "8.6.0"
+
+    class ILogger:
+        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3})
+
+        def __init__(self):
+            pass
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return self.data
+
+        def combine(self, other, ignore_mismatch):
+            self.data += b"+" + other.data
+            return True
+
+    class Config:
+        builder_optimization_level = 3
+
+        def __init__(self, logger):
+            self.logger, self.cache = logger, None
+
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def set_flag(self, flag):
+            pass
+
+        clear_flag = set_flag
+
+        def get_tactic_sources(self):
+            return 0b11111  # 8.6's default: all five sources
+
+        def add_optimization_profile(self, profile):
+            pass
+
+        def create_timing_cache(self, data):
+            if bytes(data).startswith(b"myelin"):
+                for message in cache_errors:
+                    self.logger.log(ILogger.Severity.ERROR, message)
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return TimingCache(b"built")
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            return types.SimpleNamespace(onnx=None)
+
+        def create_builder_config(self):
+            return Config(self.logger)
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *shapes: None)
+
+        def build_serialized_network(self, network, config):
+            self.logger.log(ILogger.Severity.WARNING, "onnx2trt_utils.cpp:374: Your ONNX model has been generated"
+                            " with INT64 weights, while TensorRT does not natively support INT64.")
+            if fails is not None and not fails(network.onnx):
+                return plan
+            for message in build_errors:
+                self.logger.log(ILogger.Severity.ERROR, message)
+            return None if build_errors else plan
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse(self, data, path):
+            self.network.onnx = bytes(data)
+            return True
+
+    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.BuilderFlag = types.SimpleNamespace(FP16=0, INT8=1, TF32=6)
+    trt.TacticSource = enum.IntEnum("TacticSource", TRT86_TACTIC_SOURCES)
+    return trt
+
+
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch):
+    """results/onnx/inception_v3/int8-s8s8.onnx (a one-node opset-17 ONNX) and a function that
+    runs build_engine.py's main on it, at batch size 8, with a stand-in TensorRT module;
+    it returns (exit status, stdout, stderr, the engine path)."""
+    import runpy
+
+    onnx_dir = tmp_path / "results" / "onnx" / "inception_v3"
+    onnx_dir.mkdir(parents=True)
+    onnx_file = str(onnx_dir / "int8-s8s8.onnx")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), onnx_file)
+    plan = str(tmp_path / "results" / "engines" / "inception_v3" / "int8-bs8.plan")
+    fingerprint = engine.environment_fingerprint("8.6.0", "NVIDIA H200", "9.0", "580.159.04", 13000, 12090, 12)
+    monkeypatch.setattr(engine, "current_environment", lambda version: fingerprint)
+
+    def run(capsys, trt, cache=None):
+        cache = cache or str(tmp_path / "results" / "engines" / "timing.cache")
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(sys, "argv", ["build_engine.py", *build_args_for(onnx_file, plan, cache)])
+        try:
+            runpy.run_path(os.path.join(SCRIPTS, "build_engine.py"), run_name="__main__")
+            status = 0
+        except SystemExit as done:
+            status = done.code
+        out = capsys.readouterr()
+        return status, out.out, out.err, plan
+
+    return run
+
+
+def build_args_for(onnx_file, plan, cache):
+    return ["--onnx", onnx_file, "--batch-size", "8", "--precision", "int8", "--workspace-mib", "4096",
+            "--allow-tf32", "0", "--timing-cache", cache, "--out", plan, "--sidecar", engine.sidecar_path(plan)]
+
+
+def test_a_failed_build_says_the_cell_and_tensorrts_message_in_one_sentence(fake_build, capsys):
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(build_errors=TRT86_INT8_ERRORS))
+    assert status == 2 and "Traceback" not in stderr
+    onnx_file = engine.onnx_for_engine(plan, "int8")
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"infbench: TensorRT 8\.6\.0 could not build the int8 engine of inception_v3 at batch size 8 from"
+        rf" {re.escape(onnx_file)} after \d+\.\d s: {re.escape(TRT86_INT8_ERRORS[0])} \(and 1 more error"
+        rf" message above\); run benchmarks/tensorrt_bisect\.py --onnx {re.escape(onnx_file)} --precision int8"
+        rf" to find the node that trips it, or remove int8 from runtimes\.tensorrt\.precisions", last), last
+    assert f"[TRT] [E] {TRT86_INT8_ERRORS[1]}" in stderr  # TensorRT's log stays above the sentence
+    assert not os.path.exists(plan) and not os.path.exists(engine.sidecar_path(plan))
+
+
+def test_a_builder_that_cannot_start_is_one_sentence(fake_build, capsys):
+    """TensorRT 8.6.0 on a machine without a usable GPU (seen here): a warning, then pybind11's
+    TypeError from trt.Builder."""
+    trt = fake_tensorrt()
+    started = trt.Builder.__init__
+
+    def no_gpu(self, logger):
+        started(self, logger)
+        logger.log(trt.ILogger.Severity.WARNING, "CUDA initialization failure with error: 35.")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    trt.Builder.__init__ = no_gpu
+    status, _, stderr, plan = fake_build(capsys, trt)
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "infbench: TensorRT 8.6.0 could not start its builder (CUDA initialization failure with error: 35.);"
+        " build engines on a machine with an NVIDIA GPU and its driver, or remove tensorrt from runtimes")
+
+
+def test_a_built_engine_has_its_build_seconds_and_timing_cache_use_in_its_sidecar(fake_build, capsys):
+    status, stdout, stderr, plan = fake_build(capsys, fake_tensorrt(plan=b"engine bytes"))
+    assert status == 0, stderr
+    sidecar = engine.read_sidecar(engine.sidecar_path(plan))
+    assert open(plan, "rb").read() == b"engine bytes"
+    assert isinstance(sidecar["build_seconds"], float) and 0 <= sidecar["build_seconds"] < 60
+    assert f"in {sidecar['build_seconds']:.1f} s with TensorRT 8.6.0" in stdout
+    assert sidecar["timing_cache_use"] == {"file": sidecar["timing_cache"], "bytes": 0, "loaded": False, "saved": "written"}
+    assert sidecar["flags"]["tactic_sources"] == sorted(TRT86_TACTIC_SOURCES)
+
+
+def test_a_timing_cache_tensorrt_cannot_read_is_recorded_with_its_words_and_replaced(fake_build, capsys, tmp_path):
+    cache = tmp_path / "results" / "engines" / "timing.cache"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"myelin entries")
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(cache_errors=MYELIN_CACHE_ERRORS), str(cache))
+    assert status == 0, stderr
+    use = engine.read_sidecar(engine.sidecar_path(plan))["timing_cache_use"]
+    assert use == {"file": str(cache), "bytes": 14, "loaded": False, "tensorrt_said": MYELIN_CACHE_ERRORS,
+                   "saved": "replaced"}
+    assert cache.read_bytes() == b"built"  # this build's cache, not a merge with what could not be read
+
+
+def test_a_timing_cache_that_loads_is_merged(fake_build, capsys, tmp_path):
+    cache = tmp_path / "results" / "engines" / "timing.cache"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"earlier")
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt(cache_errors=MYELIN_CACHE_ERRORS), str(cache))
+    assert status == 0, stderr
+    use = engine.read_sidecar(engine.sidecar_path(plan))["timing_cache_use"]
+    assert use == {"file": str(cache), "bytes": 7, "loaded": True, "saved": "merged"}
+    assert cache.read_bytes() == b"earlier+built"
+
+
+# --- the build_engine rule ---------------------------------------------------------------
+
+
+def test_engines_of_one_model_build_back_to_back_in_the_configs_model_order(tmp_path):
+    """Snakemake's plan for config/gpu.yaml: every engine of a model has that model's
+    priority, the config's first model the highest, all above the cells (priority 0)."""
+    repo = os.path.dirname(HERE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", os.path.join(repo, "Snakefile"), "-n",
+         "--configfile", os.path.join(repo, "config", "gpu.yaml"), "--directory", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=SCRIPTS),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    priorities = {}
+    for job in proc.stdout.split("\nrule ")[1:]:
+        rule, output = job.split(":", 1)[0], re.search(r"output: (\S+)", job)
+        priority = int((re.search(r"priority: (\d+)", job) or [0, 0])[1])
+        if rule == "build_engine":
+            model = output[1].split("/")[2]
+            priorities.setdefault(model, set()).add(priority)
+        elif rule in ("speed", "evaluate"):
+            assert priority == 0
+    assert all(len(p) == 1 for p in priorities.values()), priorities
+    order = [min(priorities[m]) for m in ("alexnet", "vgg16", "resnet50", "inception_v3")]
+    assert order == sorted(order, reverse=True) and len(set(order)) == 4 and min(order) > 0, priorities
+
+
+# --- benchmarks/tensorrt_bisect.py: its prefix graphs and bisection, without TensorRT ------
+
+
+def load_bisect():
+    spec = importlib.util.spec_from_file_location("tensorrt_bisect", os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def inception_like_int8():
+    """inception_v3's int8 preamble as the unfolded export had it: per channel Gather,
+    Unsqueeze, Mul, Add, then Concat, Q/DQ and a convolution whose weights come through a
+    DequantizeLinear listed before everything else; then ReLU and a global average pool."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(np.array(c, np.int64), f"index{c}") for c in range(3)]
+    init += [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(0.458, np.float32), "scale"),
+             numpy_helper.from_array(np.array(-0.03, np.float32), "shift"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "act_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "act_zero"),
+             numpy_helper.from_array(rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "w_q"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "w_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dq", axis=0)]
+    for c in range(3):
+        nodes += [helper.make_node("Gather", ["input", f"index{c}"], [f"g{c}"], name=f"gather{c}", axis=1),
+                  helper.make_node("Unsqueeze", [f"g{c}", "axis1"], [f"u{c}"], name=f"unsqueeze{c}"),
+                  helper.make_node("Mul", [f"u{c}", "scale"], [f"m{c}"], name=f"mul{c}"),
+                  helper.make_node("Add", [f"m{c}", "shift"], [f"a{c}"], name=f"add{c}")]
+    nodes += [helper.make_node("Concat", ["a0", "a1", "a2"], ["cat"], name="cat", axis=1),
+              helper.make_node("QuantizeLinear", ["cat", "act_scale", "act_zero"], ["cat_q"], name="cat_q"),
+              helper.make_node("DequantizeLinear", ["cat_q", "act_scale", "act_zero"], ["cat_dq"], name="cat_dq"),
+              helper.make_node("Conv", ["cat_dq", "w"], ["conv"], name="conv", kernel_shape=[3, 3], strides=[2, 2]),
+              helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+              helper.make_node("GlobalAveragePool", ["relu"], ["logits"], name="pool")]
+    graph = helper.make_graph(nodes, "inception-like", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 11, 11])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 1, 1])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bisect_cuts_after_activation_nodes_never_between_quantize_and_dequantize():
+    bisect, graph = load_bisect(), inception_like_int8().graph
+    names = [n.name for n in graph.node]
+    assert [names[i] for i in bisect.activation_nodes(graph)] == names[1:]  # not the weights' DequantizeLinear
+    assert bisect.cut_points(graph) == [i + 1 for i in range(1, 19) if names[i] != "cat_q"]
+
+
+def test_bisect_prefixes_are_valid_models_that_compute_the_full_graphs_activations():
+    """Each prefix, run by ONNX Runtime, gives the values the whole graph computes for the
+    activations the nodes left out would read (asked of the whole graph as extra outputs)."""
+    import onnxruntime
+
+    bisect, model = load_bisect(), inception_like_int8()
+    x = np.random.default_rng(1).standard_normal((2, 3, 11, 11)).astype(np.float32)
+    expected_outputs = {5: ["a0"], 13: ["a0", "a1", "a2"], 14: ["cat"], 16: ["cat_dq"], 17: ["conv"], 19: ["logits"]}
+    for length in bisect.cut_points(model.graph):
+        prefix = bisect.prefix_model(model, length)
+        onnx.checker.check_model(prefix, full_check=True)
+        outputs = [o.name for o in prefix.graph.output]
+        if length in expected_outputs:
+            assert outputs == expected_outputs[length], length
+        whole = onnx.ModelProto()
+        whole.CopyFrom(model)
+        whole.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs if name != "logits")
+        def run(m, names):
+            return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"input": x})
+        for name, got, want in zip(outputs, run(prefix, outputs), run(whole, outputs)):
+            assert np.array_equal(got, want), (length, name)
+    assert len(model.graph.node) == 19 and [o.name for o in model.graph.output] == ["logits"]  # left as it was
+
+
+@pytest.mark.parametrize("first_bad", [2, 9, 14, 19])
+def test_bisect_finds_the_first_failing_prefix_in_log2_builds(first_bad):
+    bisect = load_bisect()
+    points = bisect.cut_points(inception_like_int8().graph)  # 17 cut points
+    lo, hi, tried = bisect.first_failing(points, lambda length: length < first_bad, budget_s=60)
+    assert hi == min(p for p in points if p >= first_bad) and lo == max([0] + [p for p in points if p < first_bad])
+    assert len(tried) <= 5  # ceil(log2(17 + 1)), where one build per point would be 17
+
+
+def test_bisect_stops_when_its_budget_is_spent():
+    bisect = load_bisect()
+    clock = iter(range(0, 1000, 10)).__next__  # every build takes 10 s
+    lo, hi, tried = bisect.first_failing(list(range(1, 101)), lambda length: length < 77, budget_s=25, clock=clock)
+    assert len(tried) == 2 and lo < 77 <= hi and (lo, hi) != (76, 77)
+
+
+def test_bisect_names_the_node_whose_inclusion_fails_the_build(tmp_path, monkeypatch, capsys):
+    """Through its main, with the stand-in TensorRT failing every network that holds the
+    Concat of the input transform, at every level (as 8.6 did with inception_v3's int8)."""
+    import runpy
+
+    path = str(tmp_path / "int8-s8s8.onnx")
+    onnx.save(inception_like_int8(), path)
+    def has_concat(data):
+        return any(n.op_type == "Concat" for n in onnx.load_from_string(data).graph.node)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(build_errors=TRT86_INT8_ERRORS, fails=has_concat))
+    out_json = str(tmp_path / "bisect.json")
+    monkeypatch.setattr(sys, "argv", ["tensorrt_bisect.py", "--onnx", path, "--precision", "int8", "--json", out_json])
+    runpy.run_path(os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "prefixes of 13 nodes build, of 14 fail; the node(s) whose inclusion fails:" in out
+    assert "  node 13 Concat 'cat': inputs ['a0', 'a1', 'a2'] -> outputs ['cat']" in out
+    assert f"TensorRT: {TRT86_INT8_ERRORS[0]}" in out
+    found = json.load(open(out_json))
+    assert found["result"] == {"builds_up_to": 13, "fails_from": 14, "message": TRT86_INT8_ERRORS[0]}
+    assert len(found["builds"]) <= 6 and all(b["level"] == 0 for b in found["builds"])  # the whole graph, then log2(17)
+
+
+def test_bisect_runs_without_tensorrt_as_far_as_its_help():
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "benchmarks", "tensorrt_bisect.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--budget-s" in result.stdout and "--level" in result.stdout
 
 
 # --- cuda-python ------------------------------------------------------------------------

@@ -1,74 +1,165 @@
 #!/usr/bin/env bash
-# The TensorRT run of docs/results/h200.md, on this project's GPU machine (an NVIDIA H200
-# with Python 3.12 and PyTorch but no Snakemake, TensorRT or Python 3.10, and no network).
-# What it lacks travels in parts made by benchmarks/h200/pack.sh, one part per device call.
+# The H200 runs of docs/results/h200.md, on this project's GPU machine (an NVIDIA H200 with
+# Python 3.12 and PyTorch but no Snakemake, TensorRT or Python 3.10, and no network). What it
+# lacks travels in the parts benchmarks/h200/pack.sh makes, one part per device call, back to
+# back; each call carries .devpack/parts/pNN and .devpack/parts/MANIFEST:
 #
-#   bash benchmarks/h200/run.sh receive           # keep the part(s) this call carried
-#   bash benchmarks/h200/run.sh start             # unpack into /tmp, check, start the job
-#   bash benchmarks/h200/run.sh collect [SECONDS] # wait for the job (at most SECONDS), results to $OUT
+#   bash benchmarks/h200/run.sh receive           # keep this call's part (sha256-checked); a
+#                                                 # background unpacker (started by the first
+#                                                 # call) decompresses each part as it arrives
+#   bash benchmarks/h200/run.sh start             # wait for the unpacker, check, start the job
+#   bash benchmarks/h200/run.sh collect [SECONDS] # wait for the job (at most SECONDS); results,
+#                                                 # and run.json (the run's summary), to $OUT
 #
+# start puts TensorRT's Python 3.10 together (site310, with the CUDA libraries the pack
+# carried: LIBRARIES real or stand-ins), checks which cuBLAS/cuDNN/NVRTC libraries a small
+# TensorRT build opens (benchmarks/h200/libcheck.py) and that the image's packages meet every
+# requirement of what travelled for its Python 3.12 (wheels.py satisfied). LIBS=stand-ins
+# runs a pack of real libraries with the stand-ins instead (they travel in every pack).
 # The job: `snakemake --cores CORES --resources gpu=1` (CORES default all: a timed run holds
 # every core, CPU steps such as calibration run side by side) on config/gpu.yaml with MODELS
-# (default resnet50; LEVEL sets builder_optimization_level), TensorRT's interpreter a Python
-# 3.10 holding TensorRT 8.6.0, and tactic sources limited to TensorRT's own kernels (the
-# cuBLAS/cuDNN beside it are stand-ins: pack.sh); without TensorRT in the pack (WITH_TRT=0)
-# its cells are left out. Then the idle ratio (benchmarks/idle_ratio.py); the side studies
-# of SIDE (default 1): ONNX Runtime with CUDA graphs and torch.compile, resnet50 batch 8
-# and 50 (SIDE=sync instead: ONNX Runtime's resnet50 cells at per_run_sync auto, after the
-# efficiency checks); the harness-efficiency check of the PyTorch and ONNX Runtime cells of the models
-# in EFFICIENCY (default MODELS) and of every TensorRT cell; then the builder-level study
-# (batch 8, levels LEVELS, default 0-4, of the precisions in STUDY, default fp32 fp16 int8;
-# STUDY= skips it); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
+# (default all four; LEVEL sets builder_optimization_level, default the project's), TensorRT's
+# interpreter the Python 3.10 of the pack: with the real libraries TensorRT's default tactic
+# sources, with stand-ins only its own kernels (EDGE_MASK_CONVOLUTIONS, JIT_CONVOLUTIONS);
+# without TensorRT in the pack (WITH_TRT=0) its cells are left out. Then the idle ratio
+# (benchmarks/idle_ratio.py) and run.json (benchmarks/h200/summary.py: date, command, COMMIT
+# (set it: the machine gets no .git), versions, Snakemake's exit status and wall seconds, the
+# timed seconds, every engine's build seconds); the side studies of SIDE (default 0;
+# 1: ONNX Runtime with CUDA graphs and torch.compile, resnet50 batch 8 and 50; sync: ONNX
+# Runtime's resnet50 cells at per_run_sync auto); the harness-efficiency check of the PyTorch
+# and ONNX Runtime cells of the models in EFFICIENCY (default none) and, with TRT_EFFICIENCY=1,
+# of every TensorRT cell; the builder-level study (batch 8, levels LEVELS, default 0-4, of the
+# precisions in STUDY, default none); with BISECT=1, benchmarks/tensorrt_bisect.py on
+# inception_v3's int8 ONNX exported with its input transform unfolded (the graph TensorRT 8.6
+# failed on); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
 # WORKFLOW=0 runs no workflow, only the Snakemake steps that make the weights and fp32/fp16
 # ONNX files of MODELS, for an efficiency-only session (EFF_RUNTIMES: default torch onnxruntime).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SITE310=/tmp/site310 SITE312=/tmp/site312 RUN=/tmp/run TRTPY=/tmp/trtpy
+PACK=${PACK:-/tmp/pack} PARTS=${PARTS:-/tmp/parts} RUN=${RUN:-/tmp/run} TRTPY=${TRTPY:-/tmp/trtpy}
+UNPACK_WAIT_S=${UNPACK_WAIT_S:-1800}  # the unpacker gives up on a part that has not come by then
+SITE310=$PACK/site310 SITE312=$PACK/site312
 PY310=/root/.pyenv/versions/3.10.13/bin/python3.10
-MODELS=${MODELS:-resnet50}
+MODELS=${MODELS:-alexnet vgg16 resnet50 inception_v3}
 LEVEL=${LEVEL:-}  # TensorRT builder optimisation level for the run (empty: the project's default)
 LEVELS=${LEVELS:-0 1 2 3 4}
-STUDY=${STUDY-fp32 fp16 int8}
+STUDY=${STUDY-}
 CORES=${CORES:-all}
-EFFICIENCY=${EFFICIENCY-$MODELS}
-SIDE=${SIDE:-1}
+EFFICIENCY=${EFFICIENCY-}
+TRT_EFFICIENCY=${TRT_EFFICIENCY:-0}
+SIDE=${SIDE:-0}
 WORKFLOW=${WORKFLOW:-1}  # 0: no workflow run, only the artifacts the efficiency checks time
 EFF_RUNTIMES=${EFF_RUNTIMES:-torch onnxruntime}
-SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
+BISECT=${BISECT:-0}
+STANDIN_SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 
+# how many parts are here, of how many
+parts_here() {
+    local count=0 part
+    for part in "$PARTS"/p[0-9]*; do [ -e "$part" ] && count=$((count + 1)); done
+    echo "$count of $(wc -l <"$PARTS/MANIFEST")"
+}
+
+# what one call carried: its part(s) into $PARTS (checked against MANIFEST), and the
+# background unpacker started if it is not running yet
 receive() {
-    mkdir -p /tmp/parts
-    cp -n .devpack/parts/p* /tmp/parts/
-    ls /tmp/parts | tr '\n' ' '
-    du -sh /tmp/parts
+    mkdir -p "$PARTS" "$PACK"
+    [ -e .devpack/parts/MANIFEST ] || { echo "infbench: .devpack/parts/MANIFEST did not come with this call; carry it with every part"; exit 2; }
+    cp .devpack/parts/MANIFEST "$PARTS/MANIFEST"
+    local part name
+    for part in .devpack/parts/p[0-9]*; do
+        [ -e "$part" ] || continue
+        name=$(basename "$part")
+        [ -e "$PARTS/$name" ] && continue
+        if ! grep -q "^$(sha256sum <"$part" | cut -d' ' -f1)  $name\$" "$PARTS/MANIFEST"; then
+            echo "infbench: $name arrived damaged or is not in MANIFEST (sha256 differs); send it again"
+            exit 2
+        fi
+        cp "$part" "$PARTS/.$name" && mv "$PARTS/.$name" "$PARTS/$name"  # whole, or not there
+    done
+    if [ ! -e "$PARTS/unpacker.pid" ] || ! kill -0 "$(cat "$PARTS/unpacker.pid")" 2>/dev/null; then
+        [ -e "$PACK.done" ] || { setsid nohup bash benchmarks/h200/run.sh unpack >"$PARTS/unpack.log" 2>&1 </dev/null &
+            echo $! >"$PARTS/unpacker.pid"; }
+    fi
+    echo "parts here: $(parts_here); unpacked so far: $(du -sm "$PACK" | cut -f1) MB"
+}
+
+# the background unpacker: each part in MANIFEST's order, as it arrives, through xz and tar
+unpack() {
+    local names
+    names=$(awk '{print $2}' "$PARTS/MANIFEST")
+    if (for name in $names; do
+        waited=0
+        while [ ! -e "$PARTS/$name" ]; do
+            [ "$waited" -ge "$UNPACK_WAIT_S" ] && { echo "no $name after $waited s" >&2; exit 1; }
+            sleep 1
+            waited=$((waited + 1))
+        done
+        cat "$PARTS/$name"
+    done) | xz -dc -T0 | tar -x -C "$PACK"; then
+        touch "$PACK.done"
+    else
+        echo "unpacking failed: $(tail -n 1 "$PARTS/unpack.log")" >"$PACK.failed"
+    fi
+}
+
+# the Python 3.10 of TensorRT, with the CUDA libraries of LIBS (default: what the pack carried)
+trt_python() {
+    local libraries=${LIBS:-$(cat "$PACK/LIBRARIES")} preload=""
+    [ "$libraries" = stand-ins ] && [ "$(cat "$PACK/LIBRARIES")" = real ] && preload="LD_LIBRARY_PATH=$PACK/stubs "
+    printf '#!/bin/sh\n%sPYTHONPATH=%s exec %s "$@"\n' "$preload" "$SITE310" "$PY310" >"$TRTPY"
+    chmod +x "$TRTPY"
+    echo "$libraries" >"$RUN/libraries"
 }
 
 start() {
-    mkdir -p /tmp/pack "$RUN"
-    cat /tmp/parts/p* | tar -x -C /tmp/pack
-    if [ -e /tmp/pack/python310.tar.xz ]; then
-        tar -xJf /tmp/pack/python310.tar.xz -C /
-        python3 - "$SITE310" /tmp/pack/w310 <<'PY'
-import glob, sys, zipfile
-for wheel in sorted(glob.glob(sys.argv[2] + "/*.whl")):
-    zipfile.ZipFile(wheel).extractall(sys.argv[1])
-PY
-        mkdir -p "$SITE310/nvidia/cublas/lib" "$SITE310/nvidia/cudnn/lib"
-        cp /tmp/pack/stubs/libcublas*.so.12 "$SITE310/nvidia/cublas/lib/"
-        cp /tmp/pack/stubs/libcudnn.so.8 "$SITE310/nvidia/cudnn/lib/"
-        printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$SITE310" "$PY310" >"$TRTPY"
-        chmod +x "$TRTPY"
-        "$TRTPY" -c 'import tensorrt, numpy, onnx; from cuda.bindings import runtime; print("TensorRT", tensorrt.__version__, "numpy", numpy.__version__, "onnx", onnx.__version__)'
+    mkdir -p "$RUN"
+    local waited=0
+    while [ ! -e "$PACK.done" ] && [ ! -e "$PACK.failed" ] && [ "$waited" -lt "${START_WAIT_S:-600}" ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    if [ ! -e "$PACK.done" ]; then
+        echo "infbench: the pack is not unpacked ($(parts_here) parts here; $(cat "$PACK.failed" 2>/dev/null || echo "still unpacking")): receive the rest, or see $PARTS/unpack.log"
+        exit 2
     fi
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE312" /tmp/pack/w312/*.whl
-    PYTHONPATH=$SITE312 python3 -m snakemake --version
-    PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$SOURCES" "$RUN/h200.yaml" "$LEVEL" <<'PY'
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$RUN/started"
+    if [ -e "$PACK/python310.tar" ]; then
+        tar -xf "$PACK/python310.tar" -C /
+        trt_python
+        "$TRTPY" benchmarks/h200/summary.py versions tensorrt numpy onnx ml-dtypes cuda-python cuda-bindings \
+            nvidia-cublas-cu12 nvidia-cudnn-cu12 nvidia-cuda-nvrtc-cu12 >"$RUN/versions-tensorrt.json"
+        cat "$RUN/versions-tensorrt.json"; echo " (libraries: $(cat "$RUN/libraries"))"
+        # which CUDA libraries a small build opens, and that it builds (a missing cuDNN part shows
+        # here, in seconds); the stand-ins answer every call with an error: their run's sources only
+        local sources=() rc=0
+        [ "$(cat "$RUN/libraries")" = stand-ins ] && sources=(--tactic-sources "$STANDIN_SOURCES")
+        LD_DEBUG=files "$TRTPY" benchmarks/h200/libcheck.py "${sources[@]}" 2>"$RUN/libcheck-ld.log" >"$RUN/libcheck.txt" || rc=$?
+        grep -oE 'opening file=[^ ]*(cublas|cudnn|nvrtc)[^ ]*' "$RUN/libcheck-ld.log" | sort -u | sed 's/opening file=/opened /' >>"$RUN/libcheck.txt" || true
+        grep -E 'cannot open shared object|Could not load library|^infbench' "$RUN/libcheck-ld.log" | head -5 >>"$RUN/libcheck.txt" || true
+        cat "$RUN/libcheck.txt"
+        if [ "$rc" != 0 ]; then
+            echo "infbench: a small TensorRT build failed with the $(cat "$RUN/libraries") CUDA libraries of the pack (above; exit $rc, $RUN/libcheck-ld.log); LIBS=stand-ins bash benchmarks/h200/run.sh start runs with the stand-ins that travelled with them"
+            exit 2
+        fi
+    fi
+    if ! PYTHONPATH=$SITE312 python3 benchmarks/h200/wheels.py satisfied "$SITE312" 2>"$RUN/satisfied.txt"; then
+        cat "$RUN/satisfied.txt"
+        echo "infbench: the image's packages do not meet what travelled for its Python 3.12 (above); pack again with those names out of IMAGE_HAS (benchmarks/h200/pack.sh)"
+        exit 2
+    fi
+    PYTHONPATH=$SITE312 python3 benchmarks/h200/summary.py versions snakemake pandas tabulate onnxconverter-common \
+        onnxruntime onnxruntime-gpu onnx numpy torch torchvision >"$RUN/versions-main.json"
+    cat "$RUN/versions-main.json"; echo
+    PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$RUN/h200.yaml" "$LEVEL" "$(cat "$RUN/libraries" 2>/dev/null)" "$STANDIN_SOURCES" <<'PY'
 import os, sys, yaml
-models, python, sources, out, level = sys.argv[1:]
+models, python, out, level, libraries, standin_sources = sys.argv[1:]
 config = yaml.safe_load(open("config/gpu.yaml"))
 config["models"] = {m: config["models"][m] for m in models.split()}
 if os.path.exists(python):
-    config["runtimes"]["tensorrt"].update(python=python, tactic_sources=sources.split(","))
+    config["runtimes"]["tensorrt"]["python"] = python
+    if libraries == "stand-ins":  # the stand-ins answer every call with an error: TensorRT's own kernels only
+        config["runtimes"]["tensorrt"]["tactic_sources"] = standin_sources.split(",")
     if level:
         config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
 else:
@@ -80,6 +171,7 @@ if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
           " (pack with WITH_ORT=1 to carry onnxruntime-gpu)")
     config["runtimes"].pop("onnxruntime", None)
 yaml.safe_dump(config, open(out, "w"), sort_keys=False)
+print("runtimes:", {name: {k: v for k, v in block.items() if k != "precisions"} for name, block in config["runtimes"].items()})
 PY
     setsid nohup bash benchmarks/h200/run.sh job >"$RUN/job.log" 2>&1 </dev/null &
     echo "job started"
@@ -96,6 +188,12 @@ phase() {
 
 have_trt() {
     [ -x "$TRTPY" ]
+}
+
+# the TensorRT tactic sources of the run's libraries, as tensorrt_levels.py takes them
+level_sources() {
+    [ "$(cat "$RUN/libraries" 2>/dev/null)" = stand-ins ] && echo "--tactic-sources $STANDIN_SOURCES"
+    return 0
 }
 
 job() {
@@ -115,23 +213,29 @@ job() {
             >"$RUN/snakemake.log" 2>&1 || echo "artifacts: snakemake failed" | tee "$RUN/snakemake.rc"
     else
         phase "workflow${LEVEL:+, level $LEVEL}"
+        local command="snakemake --cores $CORES --resources gpu=1 --configfile h200.yaml --scheduler greedy"
+        local t0 rc=0 wall
         t0=$(date +%s)
-        rc=0
-        python3 -m snakemake --cores "$CORES" --resources gpu=1 --configfile "$RUN/h200.yaml" --scheduler greedy \
-            >"$RUN/snakemake.log" 2>&1 || rc=$?
+        python3 -m $command >"$RUN/snakemake.log" 2>&1 || rc=$?
         wall=$(($(date +%s) - t0))
         echo "snakemake exit $rc, wall $wall s" | tee "$RUN/snakemake.rc"
-        python3 benchmarks/idle_ratio.py results --wall "$wall" >"$RUN/idle.md" 2>&1 || true
+        python3 benchmarks/idle_ratio.py results --wall "$wall" --json "$RUN/idle.json" >"$RUN/idle.md" 2>&1 || true
+        python3 benchmarks/h200/summary.py run --run "$RUN" --snakemake-rc "$rc" --wall "$wall" \
+            --started "$(cat "$RUN/started")" --finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+            --command "MODELS='$MODELS' LEVEL='$LEVEL' LIBS='$(cat "$RUN/libraries" 2>/dev/null)' bash benchmarks/h200/run.sh start; $command (h200.yaml: config/gpu.yaml with MODELS, LEVEL and TensorRT's interpreter set by run.sh)" \
+            --commit "${COMMIT:-}" --libraries "$(cat "$RUN/libraries" 2>/dev/null || echo none)" --locks "$PACK"/lock3*.txt \
+            >"$RUN/run.json" 2>"$RUN/summary.log" || cat "$RUN/summary.log"
     fi
     gpu_state
     if [ "$SIDE" = 1 ]; then
         phase "side studies"
         side
     fi
-    phase "harness efficiency"
+    [ -n "$EFFICIENCY" ] && phase "harness efficiency"
     for model in $EFFICIENCY; do
         efficiency_torch_ort "$model"
     done
+    model=${MODELS%% *}
     if [ "$SIDE" = sync ]; then
         phase "side: ONNX Runtime per_run_sync auto"
         side
@@ -140,7 +244,8 @@ job() {
         phase "ONNX Runtime fp16 batch 8, per_run_sync each way, 11 rounds"
         sync_rounds
     fi
-    if have_trt; then
+    if have_trt && [ "$TRT_EFFICIENCY" = 1 ]; then
+        phase "harness efficiency, TensorRT"
         efficiency_trt
     fi
     if [ -n "${ORT_DIAG:-}" ]; then ort_diag; fi
@@ -150,14 +255,44 @@ job() {
             onnx=$precision.onnx
             [ "$precision" = int8 ] && onnx=int8-s8s8.onnx
             phase "level study $precision"
+            # shellcheck disable=SC2046  # level_sources is empty or two words
             "$TRTPY" benchmarks/tensorrt_levels.py --onnx "results/onnx/$model/$onnx" --precision "$precision" \
-                --batch-size 8 --levels $LEVELS --tactic-sources "$SOURCES" --budget-s 240 \
+                --batch-size 8 --levels $LEVELS $(level_sources) --budget-s 240 \
                 --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
         done
+    fi
+    if have_trt && [ "$BISECT" = 1 ]; then
+        phase "bisect: inception_v3 int8, input transform unfolded"
+        bisect_unfolded
     fi
     gpu_state
     phase "done"
     touch "$RUN/done"
+}
+
+# BISECT=1: inception_v3 exported as before the fold (its input transform as Gather, Unsqueeze,
+# Mul, Add, Concat), calibrated (minmax, 8 images: the same Q/DQ graph), and the first node
+# whose inclusion fails TensorRT's int8 build, by bisection within 300 s
+bisect_unfolded() {
+    local work=results/bench/bisect weights=results/weights/inception_v3.safetensors
+    mkdir -p "$work"
+    [ -e "$weights" ] || python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" "$weights" >>"$RUN/bisect.log" 2>&1
+    python3 - "$weights" "$work" >>"$RUN/bisect.log" 2>&1 <<'PY' || true
+import sys
+sys.path.insert(0, "workflow/scripts")
+import numpy as np
+from infbench.precision import calibrate_int8, export_fp32
+weights, work = sys.argv[1:]
+export_fp32("inception_v3", weights, 299, f"{work}/fp32.onnx", fold_transform=False)
+cache = np.random.default_rng(0).integers(0, 256, (16, 299, 299, 3), dtype=np.uint8)
+np.save(f"{work}/cache.npy", cache)
+rows = [(f"random{i}", 0) for i in range(16)]
+print(calibrate_int8(f"{work}/fp32.onnx", f"{work}/cache.npy", rows, 8, "minmax",
+                     f"{work}/int8-s8s8.onnx", f"{work}/int8-u8s8.onnx", f"{work}/calibration.tsv"))
+PY
+    # shellcheck disable=SC2046
+    "$TRTPY" benchmarks/tensorrt_bisect.py --onnx "$work/int8-s8s8.onnx" --precision int8 --batch-size 8 \
+        $(level_sources) --budget-s 300 --json "$RUN/bisect.json" 2>>"$RUN/bisect.log" | tee -a "$RUN/bisect.md" || true
 }
 
 # the step script by hand on resnet50 at batch 8 and 50, with an option the workflow's run did not use
@@ -274,12 +409,15 @@ collect() {
     [ -e "$RUN/done" ] && echo "job done" || echo "job still running"
     tar -czf "$OUT/results.tar.gz" --exclude='*.npz' --exclude='*.plan' --exclude='*.onnx' --exclude='*.npy' \
         --exclude='results/datasets' --exclude='results/weights' results logs "$RUN" 2>/dev/null || true
+    [ -s "$RUN/run.json" ] && cp "$RUN/run.json" "$OUT/run.json"
     ls -l "$OUT"
+    cat "$RUN/libcheck.txt" 2>/dev/null || true
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("engines (build s):", {k: v["build_seconds"] for k, v in r["engines"].items()}); print("failed:", r["engines_failed"])' "$RUN/run.json" 2>/dev/null || true
     cat results/tables/speed-bs*.md results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
     grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
     grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" "$RUN/sync-rounds.md" 2>/dev/null | cut -c1-160 | head -80 || true
-    cat "$RUN/levels.md" "$RUN/phases.txt" 2>/dev/null || true
+    cat "$RUN/levels.md" "$RUN/bisect.md" "$RUN/phases.txt" 2>/dev/null || true
     tail -n 5 "$RUN/job.log"
 }
 

@@ -3,13 +3,14 @@
 usage: stubs.py TENSORRT_WHEEL OUTDIR
 
 libnvinfer_plugin.so.8 names libcublas.so.12, libcublasLt.so.12 and libcudnn.so.8 as
-needed libraries, so the bindings cannot load without them. The GPU machine of this project
-cannot receive the real ones (over 1 GB; 64 MiB travel per call). Each stand-in defines
-every function of its library that the plugin library imports, returning status 1 (NOT
-INITIALIZED in both APIs), under the symbol version the plugin asks for. They let TensorRT
-load; engines built with tactic sources limited to TensorRT's own kernels
-(EDGE_MASK_CONVOLUTIONS, JIT_CONVOLUTIONS) and no plugin layers never call them. They live
-only in the run's scratch space and are never part of a result: docs/results/h200.md says so.
+needed libraries, so the bindings cannot load without them. The H200 pack carries the real
+ones (pruned and compressed: benchmarks/h200/pack.sh) and these stand-ins beside them, the
+fallback for a run that cannot have the real ones (a STANDINS=1 pack, or LIBS=stand-ins on
+the machine). Each stand-in defines every function of its library that the plugin library
+imports, returning status 1 (NOT INITIALIZED in both APIs), under the symbol version the
+plugin asks for. They let TensorRT load; engines built with tactic sources limited to
+TensorRT's own kernels (EDGE_MASK_CONVOLUTIONS, JIT_CONVOLUTIONS) and no plugin layers never
+call them. A run with them says so in its run.json (pack.libraries: stand-ins).
 """
 
 import os

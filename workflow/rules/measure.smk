@@ -19,6 +19,10 @@ rule build_engine:
         sidecar="results/engines/{model}/{precision}-bs{bs}.json",
     log:
         "logs/engines/{model}/{precision}-bs{bs}.log",
+    # the engines of one model build back to back, the config's first model first: a
+    # model's builds (all precisions and batch sizes) outrank the next model's and the
+    # timed cells, so they are not spread among other GPU jobs
+    priority: lambda wc: 1 + len(MODELS) - MODELS.index(wc.model)
     conda:
         "../../envs/tensorrt.yaml"
     resources:

@@ -3,6 +3,8 @@
 # params, so a change to one model reruns only that model's jobs. Every path and value
 # reaches the shell quoted ({...:q}; params.run and params.source quote their own parts).
 
+from infbench.precision import EXPORT_VERSION
+
 
 rule fetch_checkpoint:
     output:
@@ -61,6 +63,8 @@ rule export_onnx:
         arch=lambda wc: model_cfg(wc)["arch"],
         crop=lambda wc: model_cfg(wc)["crop"],
         made_from=made_from("weights"),
+        # bumped when the export changes what it writes: redone for every model
+        version=EXPORT_VERSION,
     shell:
         "{params.run} {log:q}"
         " --arch {params.arch:q} --weights {input:q} --crop {params.crop:q} --out {output:q}"

@@ -88,6 +88,39 @@ def calibrate_random(model, arch, seed, images=4):
     return model.eval()
 
 
+def fold_input_transform(model):
+    """inception_v3's ``transform_input`` folded into its first convolution, in place.
+
+    torchvision's inception_v3 re-normalises each input channel c as ``x_c * s_c + t_c``
+    before ``Conv2d_1a_3x3`` (as Gather, Unsqueeze, Mul, Add and Concat nodes in an ONNX
+    export: TensorRT 8.6 fails to build that graph in int8, docs/results/h200.md). That
+    convolution has no padding, so every output sees a whole 3x3 window and the affine map
+    folds in exactly (up to float rounding): weights ``W[o, c] * s_c`` and a bias
+    ``sum over c, kh, kw of W[o, c, kh, kw] * t_c``. ``s`` and ``t`` are read from the
+    model's own ``_transform_input``, so they are torchvision's whatever they are. A model
+    without the transform is returned as it is.
+    """
+    import torch
+
+    if not getattr(model, "transform_input", False):
+        return model
+    conv = model.Conv2d_1a_3x3.conv
+    if any(conv.padding) or conv.groups != 1:
+        raise ValueError(f"{conv}: only an unpadded, ungrouped convolution takes the input transform exactly")
+    with torch.no_grad():
+        probe = torch.stack([torch.zeros(3), torch.ones(3)]).reshape(2, 3, 1, 1)
+        mapped = model._transform_input(probe).double().reshape(2, 3)
+        shift, scale = mapped[0], mapped[1] - mapped[0]
+        weight = conv.weight.double()
+        bias = (weight * shift.reshape(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+        if conv.bias is not None:
+            bias += conv.bias.double()
+        conv.weight.copy_((weight * scale.reshape(1, 3, 1, 1)).to(conv.weight.dtype))
+        conv.bias = torch.nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    model.transform_input = False
+    return model
+
+
 def load_torch(arch, weights_path):
     """The model in eval mode with the framework-neutral weights loaded, strictly."""
     import torch

@@ -62,19 +62,32 @@ def _require_file(path, what):
         raise UserError(f"{path} does not exist; {what}")
 
 
-def export_fp32(arch, weights, crop, out):
+# the fp32 export's version: raise it with any change to what export_fp32 writes, so that the
+# workflow exports every model again (a param of rule export_onnx); 2: inception_v3's input
+# transform folded into its first convolution
+EXPORT_VERSION = 2
+
+
+def export_fp32(arch, weights, crop, out, fold_transform=True):
     """Export the eval-mode torchvision model as a single-file fp32 ONNX with a dynamic batch.
 
     Uses the torch.export-based exporter (the default since torch 2.9; the TorchScript
     exporter still exists but is deprecated). BatchNorm is folded into the convolutions and
     the weights are embedded (the largest model, vgg16, is 0.55 GB, under ONNX's 2 GB).
+    inception_v3's input transform is folded into its first convolution
+    (``models.fold_input_transform``), so every ONNX consumer gets a graph whose first node
+    is that convolution; the logits are PyTorch's to float rounding. ``fold_transform``
+    False exports the transform as torchvision writes it (for diagnosis only:
+    benchmarks/h200/run.sh's BISECT).
     """
     import torch
 
-    from infbench.models import load_torch
+    from infbench.models import fold_input_transform, load_torch
 
     _require_file(weights, "run the workflow's weights step first or fix the path")
     model = load_torch(arch, weights)  # eval(): inception_v3 returns logits only
+    if fold_transform:
+        fold_input_transform(model)
     example = torch.zeros(2, 3, crop, crop)  # batch 2, so the batch axis is not specialised
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(

@@ -550,27 +550,108 @@ def import_tensorrt():
     return tensorrt
 
 
-def _load_timing_cache(config, timing_cache):
-    """Attach a timing cache to ``config``: the shared file's entries if they fit, else empty."""
+class RecordingLogger:
+    """The TensorRT logger of a build: prints what ``trt.Logger(WARNING)`` prints, and keeps
+    TensorRT's error messages, so that a failed build can say in one sentence what TensorRT
+    said (``BuildFailed``). ``make(trt)`` returns the ``trt.ILogger`` subclass instance that
+    TensorRT calls (possibly from several threads)."""
+
+    LETTERS = {0: "F", 1: "E", 2: "W"}  # ILogger.Severity: INTERNAL_ERROR, ERROR, WARNING
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.errors = []
+        self.last_warning = None
+        self.lock = threading.Lock()
+
+    def record(self, severity, msg):
+        level, text = int(severity), " ".join(str(msg).split())
+        if level in self.LETTERS:
+            print(f"[TRT] [{self.LETTERS[level]}] {msg}", file=self.stream or sys.stderr, flush=True)
+        with self.lock:
+            if level <= 1:
+                self.errors.append(text)
+            elif level == 2:
+                self.last_warning = text
+
+    def since(self, mark):
+        """The error messages recorded after ``mark`` (an earlier ``len(self.errors)``)."""
+        with self.lock:
+            return list(self.errors[mark:])
+
+    def make(self, trt):
+        recorder = self
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                recorder.record(severity, msg)
+
+        return Logger()
+
+
+def build_failure(model, precision, batch_size, onnx_path, tensorrt_version, errors, seconds):
+    """The one sentence of a build that returned no engine: the cell, TensorRT's first error
+    message (the later ones restate that the build failed) and what to do."""
+    said = errors[0] if errors else "it logged no error message"
+    more = len(errors) - 1
+    more = f" (and {more} more error message{'s' if more > 1 else ''} above)" if more else ""
+    return UserError(
+        f"TensorRT {tensorrt_version} could not build the {precision} engine of {model} at batch size"
+        f" {batch_size} from {onnx_path} after {seconds:.1f} s: {said}{more}; run"
+        f" benchmarks/tensorrt_bisect.py --onnx {onnx_path} --precision {precision} to find the node that"
+        f" trips it, or remove {precision} from runtimes.tensorrt.precisions"
+    )
+
+
+def _load_timing_cache(config, timing_cache, recorder):
+    """Attach a timing cache to ``config`` and say how that went (recorded in the sidecar).
+
+    ``timing_cache`` is the shared file (its entries if TensorRT can read them, else an
+    empty cache), an ``ITimingCache`` shared in this process, or None (an empty cache).
+    TensorRT 8.6 does not raise when it cannot read a cache file: it logs an error ("Myelin
+    error from unknown graph", then "The timing cache will not be used!") and goes on
+    without it; the errors it logs while reading are what tells (docs/tensorrt-api-notes.md).
+    """
+    if timing_cache is None or not isinstance(timing_cache, (str, os.PathLike)):
+        cache = timing_cache if timing_cache is not None else config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        return {"file": None, "loaded": timing_cache is not None}
+    status = {"file": os.path.abspath(timing_cache), "bytes": 0, "loaded": False}
     data = read_locked(timing_cache)
-    cache = None
     if data:
+        status["bytes"] = len(data)
+        mark = len(recorder.errors)
         try:
-            cache = config.create_timing_cache(data)
+            attached = config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
         except (RuntimeError, TypeError, ValueError) as err:
-            log.warning("timing cache %s is unreadable (%s); starting from an empty one", timing_cache, err)
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        if cache is not None:
-            log.warning("timing cache %s was made by another TensorRT or GPU; starting from an empty one", timing_cache)
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+            recorder.record(1, f"{err.__class__.__name__}: {err}")
+            attached = False
+        said = recorder.since(mark)
+        if attached and not said:
+            status["loaded"] = True
+            return status
+        status["tensorrt_said"] = said or ["set_timing_cache refused it (another TensorRT or GPU made it)"]
+        log.warning(
+            "timing cache %s cannot be used (%s); building from an empty one",
+            timing_cache,
+            "; ".join(status["tensorrt_said"]),
+        )
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return status
 
 
-def _save_timing_cache(config, timing_cache):
-    """Merge this build's timing cache into the shared file, under its lock."""
+def _save_timing_cache(config, timing_cache, status):
+    """Merge this build's timing cache into the shared file, under its lock; where the file
+    could not be read at the start, replace it (merging would read it again, in vain)."""
+    if timing_cache is None or not isinstance(timing_cache, (str, os.PathLike)):
+        return
     built = config.get_timing_cache()
 
     def merge(old):
-        if old:
+        if old and status["loaded"]:
             try:
                 on_disk = config.create_timing_cache(old)
                 if on_disk.combine(built, ignore_mismatch=False):
@@ -581,6 +662,7 @@ def _save_timing_cache(config, timing_cache):
         return bytes(built.serialize())
 
     update_locked(timing_cache, merge)
+    status["saved"] = "merged" if status["loaded"] else ("replaced" if status["bytes"] else "written")
 
 
 def _parse_onnx(trt, network, logger, onnx_path, model_bytes):
@@ -655,36 +737,33 @@ def progress_monitor(trt, what, every=10.0, clock=time.monotonic, stream=None):
     return Monitor()
 
 
-def build_engine(
-    onnx_path,
-    engine_path,
-    sidecar,
-    batch_size,
-    precision,
-    workspace_mib,
-    allow_tf32,
-    timing_cache,
-    tactic_sources=None,
-    builder_optimization_level=None,
-):
-    """Build an engine for one batch size; write it and its sidecar atomically.
+def model_of_engine(engine_path):
+    """The model an engine belongs to, by the workflow's layout: results/engines/{model}/..."""
+    return os.path.basename(os.path.dirname(os.path.abspath(engine_path)))
 
-    The network is strongly typed from TensorRT 10 on; on 8.x/9.x the cell's precision is
-    set by builder flags (``precision_flags``). TF32 is cleared unless ``allow_tf32``.
-    Returns the sidecar dict.
+
+def build_serialized(trt, model_bytes, onnx_path, shapes, options, timing_cache=None, recorder=None, what="build"):
+    """Parse ``model_bytes`` (the ONNX as TensorRT's parser reads it) and build one engine
+    with ``options`` (``build_options``); TensorRT is the module ``trt``.
+
+    Returns a dict: ``plan`` (the serialized engine's bytes, or None when TensorRT built
+    none), ``errors`` (TensorRT's error messages during the build), ``seconds`` (the build
+    alone), the flags in effect and how the timing cache went (``_load_timing_cache``).
+    A parser error is a UserError. The engine builds of the workflow
+    (``build_engine``) and the bisection of a failing build (benchmarks/tensorrt_bisect.py)
+    both come through here.
     """
-    trt = import_tensorrt()
-    options = build_options(
-        precision, batch_size, workspace_mib, allow_tf32, tactic_sources, builder_optimization_level
-    )
+    recorder = recorder or RecordingLogger()
+    logger = recorder.make(trt)
     generation = api_generation(trt.__version__)
-    onnx_path = onnx_for_generation(onnx_path, precision, generation)
-    shapes = profile_shapes(onnx_path, batch_size)
-    onnx_sha256 = sha256_file(onnx_path)
-    environment = current_environment(trt.__version__)
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:  # pybind11's "factory function returned nullptr": no usable GPU
+        said = (recorder.errors or [recorder.last_warning or "no message"])[-1]
+        raise UserError(
+            f"TensorRT {trt.__version__} could not start its builder ({said}); build engines on a machine"
+            " with an NVIDIA GPU and its driver, or remove tensorrt from runtimes"
+        ) from None
     creation = trt.NetworkDefinitionCreationFlag
     bits = {
         name: (int(getattr(creation, name)) if hasattr(creation, name) else None)
@@ -692,12 +771,11 @@ def build_engine(
     }
     flags = network_creation_flags(trt.__version__, bits["STRONGLY_TYPED"], bits["EXPLICIT_BATCH"])
     network = builder.create_network(flags)
-    model_bytes, rewritten = onnx_for_parser(onnx_path, generation)
     parser = _parse_onnx(trt, network, logger, onnx_path, model_bytes)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options["workspace_mib"] << 20)
-    builder_flags = precision_flags(trt.__version__, precision)
+    builder_flags = precision_flags(trt.__version__, options["precision"])
     for name in builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     if options["allow_tf32"]:
@@ -710,10 +788,10 @@ def build_engine(
     for name, (smallest, optimal, largest) in shapes.items():
         profile.set_shape(name, smallest, optimal, largest)
     config.add_optimization_profile(profile)
-    _load_timing_cache(config, timing_cache)
+    cache = _load_timing_cache(config, timing_cache, recorder)
 
-    what = f"build {precision} engine, batch {batch_size}"
     monitor = progress_monitor(trt, what)
+    mark = len(recorder.errors)
     started = time.perf_counter()
     if monitor is not None:
         config.progress_monitor = monitor  # TensorRT 10+: its phases and steps, with time left
@@ -722,12 +800,72 @@ def build_engine(
         with Heartbeat(what):  # TensorRT 8.x reports no progress: how long it has run, every 30 s
             plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
-    if plan is None:
-        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}; see the TensorRT log above")
-    plan = bytes(plan)
-    _save_timing_cache(config, timing_cache)
+    errors = recorder.since(mark)
+    if plan is not None:
+        plan = bytes(plan)
+        _save_timing_cache(config, timing_cache, cache)
     del parser  # the parser owns the weights; it had to live until the build was done
+    return {
+        "plan": plan,
+        "errors": errors,
+        "seconds": seconds,
+        "flags": {
+            "api": generation,
+            "network_creation_flags": flags,
+            "strongly_typed": generation >= 10,
+            "builder_flags": builder_flags,
+            "tactic_sources": sources,
+            "builder_optimization_level": level,
+        },
+        "timing_cache": cache,
+    }
 
+
+def build_engine(
+    onnx_path,
+    engine_path,
+    sidecar,
+    batch_size,
+    precision,
+    workspace_mib,
+    allow_tf32,
+    timing_cache,
+    tactic_sources=None,
+    builder_optimization_level=None,
+    model=None,
+):
+    """Build an engine for one batch size; write it and its sidecar atomically.
+
+    The network is strongly typed from TensorRT 10 on; on 8.x/9.x the cell's precision is
+    set by builder flags (``precision_flags``). TF32 is cleared unless ``allow_tf32``.
+    A build that returns no engine is a UserError naming ``model`` (default: by the
+    workflow's layout), the precision, the batch size and TensorRT's own error message.
+    Returns the sidecar dict, whose ``build_seconds`` is the time TensorRT took.
+    """
+    trt = import_tensorrt()
+    options = build_options(
+        precision, batch_size, workspace_mib, allow_tf32, tactic_sources, builder_optimization_level
+    )
+    generation = api_generation(trt.__version__)
+    onnx_path = onnx_for_generation(onnx_path, precision, generation)
+    shapes = profile_shapes(onnx_path, batch_size)
+    onnx_sha256 = sha256_file(onnx_path)
+    environment = current_environment(trt.__version__)
+    model_bytes, rewritten = onnx_for_parser(onnx_path, generation)
+    built = build_serialized(
+        trt, model_bytes, onnx_path, shapes, options, timing_cache, what=f"build {precision} engine, batch {batch_size}"
+    )
+    if built["plan"] is None:
+        raise build_failure(
+            model or model_of_engine(engine_path),
+            precision,
+            batch_size,
+            onnx_path,
+            trt.__version__,
+            built["errors"],
+            built["seconds"],
+        )
+    plan = built["plan"]
     record = {
         "format": SIDECAR_FORMAT,
         "engine": os.path.abspath(engine_path),
@@ -737,17 +875,11 @@ def build_engine(
         "onnx_rewrite": rewritten,
         "environment": environment,
         "build": options,
-        "flags": {
-            "api": generation,
-            "network_creation_flags": flags,
-            "strongly_typed": generation >= 10,
-            "builder_flags": builder_flags,
-            "tactic_sources": sources,
-            "builder_optimization_level": level,
-        },
+        "flags": built["flags"],
         "profile": {name: [list(s) for s in triple] for name, triple in shapes.items()},
         "timing_cache": os.path.abspath(timing_cache),
-        "build_seconds": round(seconds, 3),
+        "timing_cache_use": built["timing_cache"],
+        "build_seconds": round(built["seconds"], 3),
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write(engine_path, plan)
