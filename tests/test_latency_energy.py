@@ -9,6 +9,7 @@ ONNX Runtime.
 """
 
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -579,3 +580,105 @@ def test_the_energy_figure_plots_each_measured_cell(tmp_path):
     assert (x, y) == (2637.4, 48.0)
     _, none = plots.energy_vs_speed_figure(rows, 50)
     assert none == []
+
+
+# --- benchmarks/latency_energy_check.py: the GPU checks' parts, on the CPU ----------------
+
+
+def check_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "latency_energy_check", REPO / "benchmarks" / "latency_energy_check.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_power_draw_integral_by_hand():
+    check = check_script()
+    samples = [(10.0, 100.0), (11.0, 200.0), (12.0, 200.0), (13.0, 50.0)]
+    # 10.5 -> 11: 150 to 200 W over 0.5 s = 87.5 J; 11 -> 12: 200 J; 12 -> 12.5: 200 to 125 W = 81.25 J
+    assert check.integral(samples, 10.5, 12.5) == pytest.approx(368.75)
+    assert check.integral(samples, 10.0, 13.0) == pytest.approx(150 + 200 + 125)
+    assert check.integral(samples, 9.9, 12.0) is None  # the samples begin after the first reading
+    assert check.integral(samples[:1], 10.0, 10.0) is None
+
+
+# nvidia-smi answering --query-gpu with the H200's name and power limit, and, with -lms, a
+# power.draw of WATTS every period with its timestamp, as the real one prints them
+NVIDIA_SMI = """#!{python}
+import datetime, sys, time
+args = sys.argv[1:]
+fields = next(a for a in args if a.startswith("--query-gpu=")).split("=", 1)[1].split(",")
+assert args[args.index("-i") + 1] == "0", args
+if "-lms" in args:
+    assert fields == ["timestamp", "power.draw"], fields
+    while True:
+        now = datetime.datetime.now()
+        print(f"{{now:%Y/%m/%d %H:%M:%S}}.{{now.microsecond // 1000:03d}}, {watts}", flush=True)
+        time.sleep(int(args[args.index("-lms") + 1]) / 1000)
+print(", ".join({{"name": "NVIDIA H200", "power.limit": "700.00"}}[f] for f in fields))
+"""
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path, monkeypatch):
+    def install(watts):
+        tool = tmp_path / "bin" / "nvidia-smi"
+        tool.parent.mkdir(exist_ok=True)
+        tool.write_text(NVIDIA_SMI.format(python=sys.executable, watts=watts))
+        tool.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    return install
+
+
+def test_the_gpu_facts_idle_draw_and_power_limit(nvidia_smi):
+    nvidia_smi("61.25")
+    check = check_script()
+    args = types.SimpleNamespace(device="cuda", power_field="power.draw", idle_seconds=0.6)
+    facts = check.gpu_facts(args)
+    assert facts == {"device": "0", "name": "NVIDIA H200", "limit_w": 700.0, "idle_w": 61.25, "field": "power.draw"}
+    assert check.gpu_facts(types.SimpleNamespace(device="cpu")) is None
+
+
+class Watts:
+    """A device counter that draws ``watts`` all the time (joules from the perf counter)."""
+
+    def __init__(self, watts):
+        import time
+
+        self.watts, self.clock, self.source, self.failure = watts, time.perf_counter, f"{watts} W stand-in", None
+
+    def read(self):
+        return [self.watts * self.clock()]
+
+    def joules(self, before, after):
+        return after[0] - before[0]
+
+
+@pytest.mark.parametrize("draw, agrees", [("240.00", True), ("300.00", False)], ids=["agrees", "25% more"])
+def test_an_energy_cell_against_power_draw_sampled_beside_it(onnx_cell, nvidia_smi, draw, agrees):
+    """A real ONNX Runtime cell on the CPU, its counter a 240 W stand-in, nvidia-smi's
+    power.draw sampled beside it: the counter's joules agree with the samples' integral
+    when the draw is 240 W and not when it is 300 W; 240 W lies between an idle 60 W and
+    the 700 W limit."""
+    from infbench.runtimes.base import SessionSpec
+
+    nvidia_smi(draw)
+    check = check_script()
+    onnx, _ = onnx_cell
+    spec = SessionSpec(runtime="onnxruntime", model="alexnet", arch="alexnet", precision="fp32", batch_size=2,
+                       device="cpu", artifact=str(onnx), crop=CROP, options={"threads": 1})  # fmt: skip
+    args = types.SimpleNamespace(warmup=1, energy_seconds=1.0, windows=2, power_field="power.draw")
+    facts = {"device": "0", "idle_w": 60.0, "limit_w": 700.0}
+    row = check.energy_cell(spec, args, check.random_batches(2, CROP, 2), Watts(240.0), facts)
+    block = row["energy"]
+    assert block["measured"] and block["mean_watts"] == pytest.approx(240.0, rel=1e-3)
+    assert block["images"] == 2 * row["timed_batches"] * 2
+    assert row["power_samples"] >= 10  # 100 ms apart over at least a second
+    assert row["energy_ratio"] == pytest.approx(240.0 / float(draw), rel=0.03)
+    assert row["energy_plausible"] is agrees and row["watts_plausible"] is True

@@ -25,7 +25,7 @@ tar -C / -cJf "$out/pack/python310.tar.xz" --exclude="${prefix#/}/lib/python3.10
     --exclude="${prefix#/}/lib/python3.10/site-packages" --exclude='*.a' --exclude='__pycache__' "${prefix#/}"
 
 # the TensorRT stack for Python 3.10, less the CUDA-12 math libraries
-grep -vE '^(#|nvidia-|$)' envs/requirements-tensorrt.txt >"$out/req310.txt"
+grep -vE '^(#|nvidia-cu|$)' envs/requirements-tensorrt.txt >"$out/req310.txt"
 "$PY310" -m pip download -q --no-deps -d "$out/pack/w310" -r "$out/req310.txt" \
     cuda-pathfinder protobuf ml_dtypes typing_extensions
 fi
@@ -37,8 +37,9 @@ bash envs/wheelhouse.sh "$PY312" snakemake "$out/pack/w312"
 (cd "$out/pack/w312" && rm -f requirements.txt attrs-* certifi-* charset_normalizer-* idna-* jinja2-* markupsafe-* \
     packaging-* psutil-* pyyaml-* requests-* tabulate-* typing_extensions-*)
 # snakemake imports platformdirs (its wheel did not come along); the tables need pandas 3
-# and the tabulate of the pins (the image's own pandas may be older: tables.require_pandas_3)
-pins=$(grep -E '^(onnxconverter-common|pandas|tabulate)==' envs/requirements-main.txt | sed 's/ *#.*//')
+# and the tabulate of the pins (the image's own pandas may be older: tables.require_pandas_3);
+# the speed cells read the GPU's energy counter through nvidia-ml-py
+pins=$(grep -E '^(onnxconverter-common|pandas|tabulate|nvidia-ml-py)==' envs/requirements-main.txt | sed 's/ *#.*//')
 "$PY312" -m pip download -q --no-deps -d "$out/pack/w312" $pins platformdirs
 # ONNX Runtime's CUDA build (256 MB, 4 more parts): with WITH_ORT=1; installed before the
 # machine's CPU-only onnxruntime on the path (run.sh), so that the ONNX Runtime cells run on CUDA

@@ -510,9 +510,9 @@ def energy_section(config, batch_size, cells):
             + f": {reason}."
         )
     notes += device_notes(shown, usual, "the timed windows")
-    if shown:
+    if shown:  # (the speed tables name the devices of cells without a reading)
         notes.append("Counters: " + _per_runtime(shown, lambda r: r["energy_counter"]) + ".")
-    notes += _timed_on(shown)
+        notes += _timed_on(shown)
     return to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
