@@ -153,7 +153,8 @@ def test_an_interrupted_run_is_resumed_by_the_next_plain_run(base_run, tmp_path,
     config = resume_config()
     # a run stopped before it made the tensor cache: the data set, checkpoints, weights and
     # ONNX files are there, no cache, no cell, no table
-    for done_later in ("results/cache", "results/speed", "results/accuracy", "results/tables", "results/plots"):
+    for done_later in ("results/cache", "results/speed", "results/latency", "results/accuracy", "results/tables",
+                       "results/plots"):  # fmt: skip
         shutil.rmtree(work / done_later)
     upstream = snapshot(work)
 
@@ -329,7 +330,7 @@ def test_an_unreadable_image_names_the_index_in_every_cell(base_run, tmp_path):
     (tmp_path / "val_map.txt").write_text("img0.JPEG 1\nimg1.JPEG 2\nimg2.JPEG 3\nbroken.JPEG 4\n")
     config = resume_config()
     config["dataset"] = {"kind": "imagenet", "root": str(root), "labels": str(tmp_path / "val_map.txt")}
-    for never_measured in ("results/speed", "results/accuracy", "results/tables"):  # a first run on this data
+    for never_measured in ("results/speed", "results/latency", "results/accuracy", "results/tables"):  # first run
         shutil.rmtree(work / never_measured)
     proc = snakemake(work, config=config, check=False)
     assert proc.returncode != 0

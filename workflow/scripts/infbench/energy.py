@@ -16,7 +16,6 @@ Standard library only: every runtime's interpreter measures speed.
 
 import glob
 import os
-import re
 
 from infbench import gpu
 from infbench.errors import NotMeasured
@@ -74,9 +73,9 @@ def rapl_meter(root=None):
     Meter; NotMeasured where there is none, or one cannot be read."""
     root = root or RAPL_ROOT
     zones = []
+    # the packages only: not their sub-zones (intel-rapl:0:0, named core, uncore or dram)
+    # nor psys (the platform, which holds the packages)
     for zone in sorted(glob.glob(os.path.join(root, "intel-rapl:*"))):
-        if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(zone)):
-            continue  # a sub-zone (intel-rapl:0:0, the cores or DRAM): inside its package
         try:
             with open(os.path.join(zone, "name")) as f:
                 name = f.read().strip()

@@ -158,9 +158,12 @@ def energy_vs_speed_figure(rows, batch_size):
             ha="center",
             va="center",
         )
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_xlabel("images/s (log scale)")
     ax.set_ylabel("images per joule (log scale)")
-    ax.set_title(_title("Energy against speed", points, batch_size))
+    speed = [r for r in rows if r["kind"] == "speed" and r["batch_size"] == batch_size]
+    ax.set_title(_title("Energy against speed", points or speed, batch_size))
     ax.grid(alpha=0.3, which="both")
     return fig, points
 
