@@ -492,10 +492,7 @@ def what_ran_plan():
 
 
 def latency_plan(runtime, model, precision):
-    """what_ran_plan's latency cells of a runtime, model and precision (none without
-    latency batch sizes, when there is no latency rule)."""
-    if not LATENCY_BATCH_SIZES:
-        return []
+    """what_ran_plan's latency cells of a runtime, model and precision."""
     cell = dict(runtime=runtime, model=model, precision=precision)
     return [
         {
