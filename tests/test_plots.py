@@ -54,8 +54,8 @@ def test_accuracy_points_pair_each_cells_speed_with_its_mismatches(tmp_path):
 def test_write_plots_writes_png_and_svg_per_batch_size(tmp_path):
     written = plots.write_plots(write_cells(tmp_path / "cells.csv"), tmp_path / "plots")
     names = sorted(Path(p).name for p in written)
-    assert names == sorted(f"{n}-bs{bs}.{e}" for n in ("throughput", "accuracy-vs-speed") for bs in (8, 50)
-                           for e in ("png", "svg"))
+    assert names == sorted(f"{n}-bs{bs}.{e}" for n in ("throughput", "accuracy-vs-speed", "energy-vs-speed")
+                           for bs in (8, 50) for e in ("png", "svg"))
     for path in written:
         assert Path(path).stat().st_size > 5000
     assert Path(tmp_path / "plots" / "throughput-bs8.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -36,6 +36,7 @@ def resume_config():
         "batch_sizes": [4],
         # windows of a second or two: long enough to be interrupted in the middle of one
         "timing": {"warmup_batches": 2, "timed_batches": 100, "windows": 3, "staged_batches": 2},
+        "latency": {"batch_sizes": [1], "queries": 20},
         "accuracy": {"reference": "onnxruntime/fp32"},
     }
 
@@ -135,10 +136,12 @@ def assert_complete(workdir, base_run):
     """The tables of a finished run: nothing partial, failed, stale or not run, and the same
     precision table as the uninterrupted run's."""
     assert (workdir / "results/tables/config.json").exists()
-    for name in ("speed-bs4.md", "precision.md", "report.md"):
+    for name in ("speed-bs4.md", "energy-bs4.md", "latency-bs1.md", "precision.md", "report.md"):
         text = (workdir / "results/tables" / name).read_text()
         assert "Partial" not in text and "failed" not in text and "stale" not in text and "not run" not in text
-    assert (workdir / "results/tables/precision.md").read_text() == (base_run / "results/tables/precision.md").read_text()
+    assert (workdir / "results/tables/precision.md").read_text() == (
+        base_run / "results/tables/precision.md"
+    ).read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -150,7 +153,8 @@ def test_an_interrupted_run_is_resumed_by_the_next_plain_run(base_run, tmp_path,
     config = resume_config()
     # a run stopped before it made the tensor cache: the data set, checkpoints, weights and
     # ONNX files are there, no cache, no cell, no table
-    for done_later in ("results/cache", "results/speed", "results/accuracy", "results/tables", "results/plots"):
+    for done_later in ("results/cache", "results/speed", "results/latency", "results/accuracy", "results/tables",
+                       "results/plots"):  # fmt: skip
         shutil.rmtree(work / done_later)
     upstream = snapshot(work)
 
@@ -164,7 +168,8 @@ def test_an_interrupted_run_is_resumed_by_the_next_plain_run(base_run, tmp_path,
     assert "not run" in (work / "results/tables/speed-bs4.md").read_text()
     assert not (work / "results/tables/config.json").exists()  # so the tables are made again
     jobs = planned_jobs(snakemake(work, "-n", config=config))
-    assert jobs == {"preprocess": 1, "speed": 2, "evaluate": 2, "score": 2, "tables": 1, "plots": 1, "all": 1}
+    assert jobs == {"preprocess": 1, "speed": 2, "latency": 2, "evaluate": 2, "score": 2, "tables": 1, "plots": 1,
+                    "all": 1}  # fmt: skip
     assert {k: v for k, v in snapshot(work).items() if k in upstream} == upstream
 
     started = time.time_ns()
@@ -200,8 +205,11 @@ def test_a_failed_cell_is_retried_by_the_next_plain_run(base_run, tmp_path):
     assert f"a1 {LABEL}: {sentence}" in (work / "results/tables/speed-bs4.md").read_text()
     _, rows = read_markdown_table(work / "results/tables/precision.md")
     assert rows["a1"][LABEL] == "failed"
+    _, rows = read_markdown_table(work / "results/tables/latency-bs1.md")  # the latency cells too
+    assert rows["a1"][LABEL] == rows["a2"][LABEL] == "failed"
+    assert f"a2 {LABEL}: {sentence}" in (work / "results/tables/latency-bs1.md").read_text()
     jobs = planned_jobs(snakemake(work, "-n", config=config))
-    assert jobs == {"speed": 2, "evaluate": 2, "score": 2, "tables": 1, "plots": 1, "all": 1}
+    assert jobs == {"speed": 2, "latency": 2, "evaluate": 2, "score": 2, "tables": 1, "plots": 1, "all": 1}
 
     python.parent.mkdir()
     python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # the runtime is installed
@@ -249,7 +257,7 @@ def test_a_result_of_another_config_is_never_shown_as_measured(base_run, tmp_pat
     proc = snakemake(work, config=config, check=False)
     assert proc.returncode != 0
     assert (work / "results/speed/onnxruntime/a2/fp32-bs4.json").exists()  # the old result is still there
-    for table in ("speed-bs4.md", "precision.md"):
+    for table in ("speed-bs4.md", "energy-bs4.md", "latency-bs1.md", "precision.md"):
         path = work / "results/tables" / table
         _, rows = read_markdown_table(path)
         assert rows["a2"][LABEL] == "failed", table
@@ -322,12 +330,12 @@ def test_an_unreadable_image_names_the_index_in_every_cell(base_run, tmp_path):
     (tmp_path / "val_map.txt").write_text("img0.JPEG 1\nimg1.JPEG 2\nimg2.JPEG 3\nbroken.JPEG 4\n")
     config = resume_config()
     config["dataset"] = {"kind": "imagenet", "root": str(root), "labels": str(tmp_path / "val_map.txt")}
-    for never_measured in ("results/speed", "results/accuracy", "results/tables"):  # a first run on this data
+    for never_measured in ("results/speed", "results/latency", "results/accuracy", "results/tables"):  # first run
         shutil.rmtree(work / never_measured)
     proc = snakemake(work, config=config, check=False)
     assert proc.returncode != 0
     assert not (work / "results/cache/imagenet").exists()
-    for table in ("speed-bs4.md", "precision.md"):
+    for table in ("speed-bs4.md", "latency-bs1.md", "precision.md"):
         path = work / "results/tables" / table
         _, rows = read_markdown_table(path)
         assert rows["a1"][LABEL] == rows["a2"][LABEL] == "failed", table

@@ -191,6 +191,7 @@ def slurm_config():
         },
         "batch_sizes": [4],
         "timing": {"warmup_batches": 1, "timed_batches": 2, "windows": 1, "staged_batches": 2},
+        "latency": {"batch_sizes": []},  # latency jobs are speed jobs' kin (test_workflow.py runs them)
         "accuracy": {"reference": "torch/fp32"},
     }
 

@@ -418,13 +418,15 @@ def test_the_pandas_tables_hold_what_the_result_files_hold(tables):
 
 def test_report_joins_tables_and_writes_are_clean(tables):
     out, done = tables
-    assert sorted(os.listdir(out)) == ["cells.csv", "precision.md", "report.md",
-                                       "speed-bs50.md", "speed-bs8.md"]  # fmt: skip
+    assert sorted(os.listdir(out)) == ["cells.csv", "energy-bs50.md", "energy-bs8.md", "precision.md",
+                                       "report.md", "speed-bs50.md", "speed-bs8.md"]  # fmt: skip
     report = (out / "report.md").read_text(encoding="utf-8")
     sections = [ln for ln in report.splitlines() if ln.startswith("## ")]
     assert sections == [
         "## Speed, batch size 8",
         "## Speed, batch size 50",
+        "## Energy, batch size 8",
+        "## Energy, batch size 50",
         "## Precision",
     ]
     assert (out / "speed-bs8.md").read_text(encoding="utf-8").split("\n", 2)[

@@ -95,6 +95,8 @@ def tiny_config():
             "windows": 2,
             "staged_batches": 2,
         },
+        # single queries at a batch size of their own, few of them
+        "latency": {"batch_sizes": [2], "queries": 5},
         "accuracy": {"reference": "oneflow/fp32" if HAVE_ONEFLOW else "torch/fp32"},
         "calibration": {"images": 8, "method": "minmax"},
         "reference_results": [
@@ -155,9 +157,7 @@ def test_lint_and_format_are_clean():
 
 def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
     """4 models x (OneFlow 2 + TensorRT 3 + ORT 3 + torch 2 precisions) x batch 8 and 50."""
-    proc = snakemake(
-        tmp_path, "-n", "--configfile", str(REPO / "config/imagenet-gpu.yaml")
-    )
+    proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/imagenet-gpu.yaml"))
     assert planned_jobs(proc) == {
         "fetch_checkpoint": 4,
         "convert_weights": 4,
@@ -167,8 +167,9 @@ def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
         "int8_fp16_form": 4,  # TensorRT 10/11's int8 form
         "index_dataset": 1,
         "preprocess": 2,  # 256/224 shared by three models, 342/299 for inception_v3
-        "build_engine": 4 * 3 * 2,  # per model, precision and batch size
+        "build_engine": 4 * 3 * 3,  # per model, precision and batch size (8, 50; latency's 1)
         "speed": 4 * 10,  # each times batch 8 and 50
+        "latency": 4 * 10,  # each times single queries at batch 1
         "evaluate": 4 * 10,
         "score": 4 * 10,
         "tables": 1,
@@ -178,6 +179,7 @@ def test_dry_run_of_the_seed_gpu_matrix_offline(tmp_path):
     outputs = planned_outputs(proc)
     assert "results/cache/imagenet/342-299.npy" in outputs
     assert "results/speed/tensorrt/inception_v3/int8-bs50.json" in outputs
+    assert "results/latency/tensorrt/inception_v3/int8-bs1.json" in outputs
     assert "results/onnx/resnet50/int8-s8s8.onnx" in outputs
 
 
@@ -191,16 +193,14 @@ def test_dry_run_of_the_gpu_config_passes_every_engine_option(tmp_path):
     )
     proc = snakemake(tmp_path, "-n", "-p", config=config)
     jobs = planned_jobs(proc)
-    # TensorRT 3 precisions, ONNX Runtime 3, PyTorch 2: 8 columns
-    assert jobs["build_engine"] == 4 * 3 * 2 and jobs["speed"] == 4 * 8
+    # TensorRT 3 precisions, ONNX Runtime 3, PyTorch 2: 8 columns; engines at 8, 50 and 1
+    assert jobs["build_engine"] == 4 * 3 * 3 and jobs["speed"] == jobs["latency"] == 4 * 8
     assert jobs["evaluate"] == 4 * 8 and jobs["score"] == 4 * 8
     assert jobs["int8_fp16_form"] == 4  # what TensorRT 10/11 build int8 engines from
     builds = [
-        line
-        for line in (proc.stdout + proc.stderr).splitlines()
-        if "build_engine.py" in line and "--onnx" in line
+        line for line in (proc.stdout + proc.stderr).splitlines() if "build_engine.py" in line and "--onnx" in line
     ]
-    assert len(builds) == 24
+    assert len(builds) == 36
     for line in builds:
         assert str(REPO / ".venv-tensorrt/bin/python") in line
         assert (
@@ -209,7 +209,19 @@ def test_dry_run_of_the_gpu_config_passes_every_engine_option(tmp_path):
             " --builder-optimization-level 2"
         ) in line
     int8 = [line for line in builds if "--precision int8" in line]
-    assert len(int8) == 8 and all("int8-s8s8.onnx" in line for line in int8)
+    assert len(int8) == 12 and all("int8-s8s8.onnx" in line for line in int8)
+
+
+def test_latency_can_be_left_out(tmp_path):
+    """latency.batch_sizes: [] plans no latency job and no latency table; the energy tables
+    (of the speed cells) stay."""
+    config = tiny_config()
+    config["latency"] = {"batch_sizes": []}
+    proc = snakemake(tmp_path, "-n", config=config)
+    assert "latency" not in planned_jobs(proc)
+    outputs = planned_outputs(proc)
+    assert not [p for p in outputs if "latency" in p]
+    assert "results/tables/energy-bs4.md" in outputs and "results/plots/energy-vs-speed-bs8.png" in outputs
 
 
 # Through Snakemake, as a user meets them: a schema rule (a type), an unknown key and a rule
@@ -319,22 +331,45 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
         shown = {float(c["gmacs_per_image"]) for c in speed if c["model"] == model}
         assert shown == {record["macs_per_image"] / 1e9}, model
 
-    result = json.loads(
-        (workdir / "results/speed/onnxruntime/resnet50/fp32-bs8.json").read_text()
-    )
+    # the latency table: each cell p50 / p90 / p99 of its result file's queries
+    latency_files = sorted((workdir / "results/latency").rglob("*.json"))
+    assert len(latency_files) == 2 * len(columns)
+    _, table = read_markdown_table(tables / "latency-bs2.md")
+    for path in latency_files:
+        data = json.loads(path.read_text())
+        cell, result = data["cell"], data["result"]
+        assert cell["batch_size"] == 2 and result["queries"] == 5 and len(result["query_ms"]) == 5
+        ranked = sorted(result["query_ms"])
+        assert (result["p50_ms"], result["p90_ms"], result["p99_ms"]) == (ranked[2], ranked[4], ranked[4])
+        shown = table[cell["model"]][f"{names[cell['runtime']]}({cell['precision']})"]
+        assert shown == " / ".join(
+            f"{result[k]:#.3g}" if round(result[k], 1) < 100 else f"{round(result[k])}"
+            for k in ("p50_ms", "p90_ms", "p99_ms")
+        ), path
+    # the energy table: a figure where the CPU's counter was read, else `not measured` and why
+    for path in speed_files:
+        data = json.loads(path.read_text())
+        cell, used = data["cell"], data["energy"]
+        _, table = read_markdown_table(tables / f"energy-bs{cell['batch_size']}.md")
+        shown = table[cell["model"]][f"{names[cell['runtime']]}({cell['precision']})"]
+        if used["measured"]:
+            assert shown.endswith(" W)") and used["images"] == 2 * 3 * cell["batch_size"], path
+        else:
+            assert shown == "not measured"
+            assert used["reason"] in (tables / f"energy-bs{cell['batch_size']}.md").read_text()
+
+    result = json.loads((workdir / "results/speed/onnxruntime/resnet50/fp32-bs8.json").read_text())
     assert result["result"]["windows"] == 2 and result["result"]["timed_batches"] == 3
     assert result["provenance"]["host"]["cpu_count"] >= 1
     assert result["provenance"]["config"]["model"]["crop"] == 64
     for bs in config["batch_sizes"]:  # the figures, drawn from cells.csv
-        for name in ("throughput", "accuracy-vs-speed"):
+        for name in ("throughput", "accuracy-vs-speed", "energy-vs-speed"):
             assert (workdir / f"results/plots/{name}-bs{bs}.png").read_bytes()[:4] == b"\x89PNG"
     # where the process's time went: the timed windows as the result has them, the
     # interpreter's start-up from the launcher's time stamp, the phases adding up. One
     # process timed both batch sizes: start-up and imports are on the first cell's record
     # only, so that phases summed over results count them once.
-    first = json.loads(
-        (workdir / "results/speed/onnxruntime/resnet50/fp32-bs4.json").read_text()
-    )
+    first = json.loads((workdir / "results/speed/onnxruntime/resnet50/fp32-bs4.json").read_text())
     assert first["provenance"]["cell_of_process"] == [1, 2]
     assert result["provenance"]["cell_of_process"] == [2, 2]
     phases = first["provenance"]["phases"]
@@ -347,9 +382,7 @@ def test_whole_workflow_produces_the_report_tables(finished_run):
         assert phases["timed_windows"] == pytest.approx(timed)
         assert phases["staging"] == cell["result"]["staging_seconds"]
         assert phases["open_session"] > 0
-        inside = sum(
-            v for k, v in phases.items() if k not in ("start_up", "total_in_script")
-        )
+        inside = sum(v for k, v in phases.items() if k not in ("start_up", "total_in_script"))
         assert inside == pytest.approx(phases["total_in_script"])
     assert first["provenance"]["finished"] <= result["provenance"]["started"]
 
@@ -392,10 +425,12 @@ def test_the_html_report_renders_in_a_real_browser(finished_run, chromium, tmp_p
         for precision in spec["precisions"]:
             assert f'"runtime": "{runtime}"' in html and f'"precision": "{precision}"' in html
     assert "One timed cell's result file" in html and "Timed" in html
+    assert "One latency cell's result file" in html and "Milliseconds per query" in html
     # every table and plot the run wrote is a report item
     bss = config["batch_sizes"]
-    made = ["precision.md", "report.md", "cells.csv", *(f"speed-bs{bs}.md" for bs in bss)]
-    made += [f"{figure}-bs{bs}.png" for figure in ("throughput", "accuracy-vs-speed") for bs in bss]
+    made = ["precision.md", "report.md", "cells.csv", *(f"{t}-bs{bs}.md" for t in ("speed", "energy") for bs in bss)]
+    made += [f"latency-bs{bs}.md" for bs in config["latency"]["batch_sizes"]]
+    made += [f"{figure}-bs{bs}.png" for figure in ("throughput", "accuracy-vs-speed", "energy-vs-speed") for bs in bss]
     assert all((workdir / "results" / ("plots" if n.endswith(".png") else "tables") / n).exists() for n in made)
     assert [n for n in made if n not in html] == []
     # the first page as a reader sees it: text and figures, not one flat colour
@@ -424,18 +459,14 @@ def test_every_cell_is_scored_against_the_reference_cell(finished_run):
     ref_runtime, ref_precision = reference.split("/")
     compared = 0
     for model in config["models"]:
-        ref = np.load(
-            workdir / f"results/accuracy/{ref_runtime}/{model}/{ref_precision}.npz"
-        )
+        ref = np.load(workdir / f"results/accuracy/{ref_runtime}/{model}/{ref_precision}.npz")
         for runtime, rt in config["runtimes"].items():
             for precision in rt["precisions"]:
                 base = workdir / f"results/accuracy/{runtime}/{model}/{precision}"
                 got = json.loads(base.with_suffix(".json").read_text())
                 cell = np.load(base.with_suffix(".npz"))
                 assert got["reference"] == reference
-                assert got["mismatches"] == int(
-                    np.sum(cell["top5"][:, 0] != ref["top5"][:, 0])
-                )
+                assert got["mismatches"] == int(np.sum(cell["top5"][:, 0] != ref["top5"][:, 0]))
                 a = cell["logits"].astype(np.float64)
                 b = ref["logits"].astype(np.float64)
                 rel = np.linalg.norm(a - b) / np.linalg.norm(b)
@@ -478,11 +509,7 @@ def test_changing_one_model_reruns_only_its_jobs(finished_run):
     proc = snakemake(workdir, "-n", config=changed)
     outputs = planned_outputs(proc)
     assert outputs, proc.stdout
-    others = [
-        p
-        for p in outputs
-        if "resnet50" not in p and not p.startswith(("results/tables/", "results/plots/"))
-    ]
+    others = [p for p in outputs if "resnet50" not in p and not p.startswith(("results/tables/", "results/plots/"))]
     assert others == [], others
     jobs = planned_jobs(proc)
     assert jobs["fetch_checkpoint"] == 1 and jobs["tables"] == 1
@@ -505,10 +532,12 @@ def cells(config, models=None, runtimes=None):
 
 
 def speed_outputs(config, chosen):
+    return {f"results/speed/{rt}/{m}/{p}-bs{bs}.json" for rt, m, p in chosen for bs in config["batch_sizes"]}
+
+
+def latency_outputs(config, chosen):
     return {
-        f"results/speed/{rt}/{m}/{p}-bs{bs}.json"
-        for rt, m, p in chosen
-        for bs in config["batch_sizes"]
+        f"results/latency/{rt}/{m}/{p}-bs{bs}.json" for rt, m, p in chosen for bs in config["latency"]["batch_sizes"]
     }
 
 
@@ -518,17 +547,22 @@ def accuracy_outputs(chosen, suffixes=(".npz", ".json")):
 
 def table_outputs(config):
     """The tables and the figures drawn from them (which follow the tables)."""
-    return {f"results/tables/speed-bs{bs}.md" for bs in config["batch_sizes"]} | {
-        "results/tables/precision.md",
-        "results/tables/cells.csv",
-        "results/tables/report.md",
-        "results/tables/config.json",
-    } | {
-        f"results/plots/{name}-bs{bs}.{ext}"
-        for bs in config["batch_sizes"]
-        for name in ("throughput", "accuracy-vs-speed")
-        for ext in ("png", "svg")
-    }
+    return (
+        {f"results/tables/{t}-bs{bs}.md" for t in ("speed", "energy") for bs in config["batch_sizes"]}
+        | {f"results/tables/latency-bs{bs}.md" for bs in config["latency"]["batch_sizes"]}
+        | {
+            "results/tables/precision.md",
+            "results/tables/cells.csv",
+            "results/tables/report.md",
+            "results/tables/config.json",
+        }
+        | {
+            f"results/plots/{name}-bs{bs}.{ext}"
+            for bs in config["batch_sizes"]
+            for name in ("throughput", "accuracy-vs-speed", "energy-vs-speed")
+            for ext in ("png", "svg")
+        }
+    )
 
 
 def int8_outputs(model):
@@ -553,6 +587,7 @@ def expected_after(change, config):
             }
             | int8_outputs("resnet50")
             | speed_outputs(config, chosen)
+            | latency_outputs(config, chosen)
             | accuracy_outputs(chosen)
             | table_outputs(config)
         )
@@ -568,23 +603,32 @@ def expected_after(change, config):
             }
             | int8_outputs("alexnet")
             | speed_outputs(config, chosen)
+            | latency_outputs(config, chosen)
             | accuracy_outputs(chosen)
             | table_outputs(config)
         )
     if change == "runtime":  # ONNX Runtime's options: its cells (never the reference here)
         assert reference_runtime != "onnxruntime"
         chosen = cells(config, runtimes=["onnxruntime"])
-        return speed_outputs(config, chosen) | accuracy_outputs(chosen) | table_outputs(config)
+        return (
+            speed_outputs(config, chosen)
+            | latency_outputs(config, chosen)
+            | accuracy_outputs(chosen)
+            | table_outputs(config)
+        )
     if change == "reference":  # the reference runtime's options: its cells and every score
         chosen = cells(config, runtimes=[reference_runtime])
         return (
             speed_outputs(config, chosen)
+            | latency_outputs(config, chosen)
             | accuracy_outputs(chosen, (".npz",))
             | accuracy_outputs(cells(config), (".json",))
             | table_outputs(config)
         )
-    if change == "timing":  # the timing block: every speed cell, no accuracy
+    if change == "timing":  # the windows' length: every speed cell, no latency cell, no accuracy
         return speed_outputs(config, cells(config)) | table_outputs(config)
+    if change == "latency":  # latency.queries: every latency cell, nothing else
+        return latency_outputs(config, cells(config)) | table_outputs(config)
     raise ValueError(change)
 
 
@@ -594,6 +638,7 @@ CHANGES = {
     "runtime": lambda c: c["runtimes"]["onnxruntime"].update(threads=1),
     "reference": lambda c: c["runtimes"][c["accuracy"]["reference"].split("/")[0]].update(threads=1),
     "timing": lambda c: c["timing"].update(timed_batches=4),
+    "latency": lambda c: c["latency"].update(queries=6),
 }
 
 
@@ -608,9 +653,7 @@ def test_a_change_replans_exactly_the_jobs_it_affects(finished_run, change):
 
 
 @pytest.mark.workflow
-def test_missing_runtime_interpreter_fails_that_rule_with_one_sentence(
-    finished_run, tmp_path
-):
+def test_missing_runtime_interpreter_fails_that_rule_with_one_sentence(finished_run, tmp_path):
     workdir, config = finished_run
     broken = json.loads(json.dumps(config))
     runtime = "oneflow" if HAVE_ONEFLOW else "onnxruntime"
@@ -650,9 +693,7 @@ def test_when_the_reference_fails_the_precision_table_still_shows_top1(finished_
     (workdir / f"results/accuracy/{ref_runtime}/alexnet/{ref_precision}.npz").unlink()
     for summary in (workdir / "results/accuracy").glob("*/alexnet/*.json"):
         summary.unlink()
-    proc = snakemake(
-        workdir, "results/tables/precision.md", "--keep-going", config=broken, check=False
-    )
+    proc = snakemake(workdir, "results/tables/precision.md", "--keep-going", config=broken, check=False)
     assert proc.returncode != 0  # the failure still counts
     path = workdir / "results/tables/precision.md"
     header, rows = read_markdown_table(path)
@@ -668,7 +709,6 @@ def test_when_the_reference_fails_the_precision_table_still_shows_top1(finished_
     assert "so mismatches need it: top-1 and top-5 only" in text
     assert f"resnet50 {others[0]}: {config['accuracy']['reference']} predictions made under another config" in text
     assert f"alexnet {ref_label}({ref_precision}): the {ref_runtime} runtime's interpreter" in text
-
 
 
 def test_editing_the_label_file_in_place_re_indexes(tmp_path):

@@ -40,7 +40,8 @@ PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 REQ_TRT=${REQ_TRT:-envs/requirements-tensorrt.txt}
 REQ_MAIN=${REQ_MAIN:-envs/requirements-main.txt}
 REQ_GPU=${REQ_GPU:-envs/requirements-gpu.txt}
-MAIN_PROJECTS=${MAIN_PROJECTS:-snakemake pandas tabulate onnxconverter-common}
+# (nvidia-ml-py: the speed cells read the GPU's energy counter through it)
+MAIN_PROJECTS=${MAIN_PROJECTS:-snakemake pandas tabulate onnxconverter-common nvidia-ml-py}
 # the machine's own numpy, onnx, protobuf and ml_dtypes stay in use (its PyTorch and ONNX are
 # built with them); everything else of the resolution travels, newer than the image's or not
 IMAGE_HAS=${IMAGE_HAS:-ml-dtypes numpy onnx protobuf}

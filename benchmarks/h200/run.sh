@@ -34,6 +34,10 @@
 # failed on); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
 # WORKFLOW=0 runs no workflow, only the Snakemake steps that make the weights and fp32/fp16
 # ONNX files of MODELS, for an efficiency-only session (EFF_RUNTIMES: default torch onnxruntime).
+# LATENCY=1 adds, after the workflow, benchmarks/latency_energy_check.py on each model of
+# MODELS: the harness's p50 at batch 1 against a hand loop and the energy plausibility
+# checks at batch 8 and 50, for PyTorch, ONNX Runtime and (when it travelled) TensorRT,
+# fp32/fp16/int8 (into $RUN/latency-energy.md and latency-energy-*.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=${PACK:-/tmp/pack} PARTS=${PARTS:-/tmp/parts} RUN=${RUN:-/tmp/run} TRTPY=${TRTPY:-/tmp/trtpy}
@@ -51,6 +55,7 @@ SIDE=${SIDE:-0}
 WORKFLOW=${WORKFLOW:-1}  # 0: no workflow run, only the artifacts the efficiency checks time
 EFF_RUNTIMES=${EFF_RUNTIMES:-torch onnxruntime}
 BISECT=${BISECT:-0}
+LATENCY=${LATENCY:-0}
 STANDIN_SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 
 # how many parts are here, of how many
@@ -227,6 +232,10 @@ job() {
             >"$RUN/run.json" 2>"$RUN/summary.log" || cat "$RUN/summary.log"
     fi
     gpu_state
+    if [ "$LATENCY" = 1 ]; then
+        phase "latency and energy checks"
+        latency_energy
+    fi
     if [ "$SIDE" = 1 ]; then
         phase "side studies"
         side
@@ -403,6 +412,27 @@ efficiency_trt() {
     done
 }
 
+# the harness's latency p50 against a hand loop, and each speed cell's energy against
+# nvidia-smi's power.draw sampled every 100 ms beside it (benchmarks/latency_energy_check.py)
+latency_energy() {
+    local model crop
+    for model in $MODELS; do
+        crop=224
+        [ "$model" = inception_v3 ] && crop=299
+        echo "# $model" >>"$RUN/latency-energy.md"
+        python3 benchmarks/latency_energy_check.py --runtime torch onnxruntime --device cuda --arch "$model" \
+            --crop "$crop" --precision fp32 fp16 int8 --weights "results/weights/$model.safetensors" \
+            --onnx "results/onnx/$model/fp32.onnx" --work-dir "results/bench/$model" --options '{"allow_tf32": false}' \
+            --json "$RUN/latency-energy-$model.json" >>"$RUN/latency-energy.md" 2>&1 || echo "$model: check failed" >>"$RUN/latency-energy.md"
+        if have_trt; then
+            "$TRTPY" benchmarks/latency_energy_check.py --runtime tensorrt --device cuda --arch "$model" \
+                --crop "$crop" --precision fp32 fp16 int8 --engine "results/engines/$model/{precision}-bs{bs}.plan" \
+                --json "$RUN/latency-energy-$model-tensorrt.json" >>"$RUN/latency-energy.md" 2>&1 ||
+                echo "$model tensorrt: check failed" >>"$RUN/latency-energy.md"
+        fi
+    done
+}
+
 collect() {
     local end=$(($(date +%s) + ${1:-0}))
     while [ ! -e "$RUN/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
@@ -414,7 +444,9 @@ collect() {
     cat "$RUN/libcheck.txt" 2>/dev/null || true
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("engines (build s):", {k: v["build_seconds"] for k, v in r["engines"].items()}); print("failed:", r["engines_failed"])' "$RUN/run.json" 2>/dev/null || true
-    cat results/tables/speed-bs*.md results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
+    cat results/tables/speed-bs*.md results/tables/energy-bs*.md results/tables/latency-bs*.md \
+        results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
+    grep -E '^(#|\||GPU|counter|energy not|skipped)' "$RUN/latency-energy.md" 2>/dev/null | cut -c1-200 | head -60 || true
     grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
     grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" "$RUN/sync-rounds.md" 2>/dev/null | cut -c1-160 | head -80 || true
     cat "$RUN/levels.md" "$RUN/bisect.md" "$RUN/phases.txt" 2>/dev/null || true

@@ -16,7 +16,7 @@ from infbench.data import PREPROCESS_VERSION
 from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
-from infbench.results import cell_config
+from infbench.results import LATENCY_TIMING_KEYS, cell_config
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(
@@ -206,6 +206,8 @@ def cell_args(wildcards, batch_sizes):
 
 BATCH_SIZES = config["batch_sizes"]
 ACCURACY_BS = config["accuracy"]["batch_size"]
+# the latency cells' batch sizes (none: no latency rule, tables or cells)
+LATENCY_BATCH_SIZES = config["latency"]["batch_sizes"]
 
 
 def speed_files():
@@ -215,6 +217,16 @@ def speed_files():
         for model in MODELS
         for precision in rt["precisions"]
         for bs in BATCH_SIZES
+    ]
+
+
+def latency_files():
+    return [
+        f"results/latency/{runtime}/{model}/{precision}-bs{bs}.json"
+        for runtime, rt in config["runtimes"].items()
+        for model in MODELS
+        for precision in rt["precisions"]
+        for bs in LATENCY_BATCH_SIZES
     ]
 
 
@@ -235,14 +247,17 @@ def accuracy_files():
 # every table cell, tidy (the figures are drawn from it)
 CELLS = "results/tables/cells.csv"
 SPEED_TABLES = [f"results/tables/speed-bs{bs}.md" for bs in BATCH_SIZES]
+ENERGY_TABLES = [f"results/tables/energy-bs{bs}.md" for bs in BATCH_SIZES]
+LATENCY_TABLES = [f"results/tables/latency-bs{bs}.md" for bs in LATENCY_BATCH_SIZES]
 PRECISION_TABLE = "results/tables/precision.md"
 ALL_TABLES = "results/tables/report.md"  # every table in the seed report's order
 # the config the tables were made for: written only by the tables rule (never by the tables
 # of a failed run, which remove it), so that asking for it reruns the tables until complete
 TABLES_CONFIG = "results/tables/config.json"
-TABLES = SPEED_TABLES + [PRECISION_TABLE, CELLS, ALL_TABLES, TABLES_CONFIG]
+TABLES = SPEED_TABLES + ENERGY_TABLES + LATENCY_TABLES
+TABLES += [PRECISION_TABLE, CELLS, ALL_TABLES, TABLES_CONFIG]
 # the figures (infbench/plots.py): per batch size, as PNG and SVG
-FIGURES = ("throughput", "accuracy-vs-speed")
+FIGURES = ("throughput", "accuracy-vs-speed", "energy-vs-speed")
 
 
 def plot_file(name, bs, ext):
@@ -429,7 +444,7 @@ def steps_of_cell(runtime, model, precision, bs):
 
 def what_ran_plan():
     """Every configured cell's result file and the jobs it needs, by the rules' own paths."""
-    speed, accuracy = [], []
+    speed, accuracy, latency = [], [], []
     for runtime, rt in config["runtimes"].items():
         for model in MODELS:
             for precision in rt["precisions"]:
@@ -443,6 +458,7 @@ def what_ran_plan():
                             + [step(rules.speed, "timing the cell", own=True, **cell)],
                         }
                     )
+                latency += latency_plan(runtime, model, precision)
                 reference = dict(
                     runtime=REF_RUNTIME, model=model, precision=REF_PRECISION
                 )
@@ -468,10 +484,25 @@ def what_ran_plan():
     return {
         "config": config,
         "speed": speed,
+        "latency": latency,
         "accuracy": accuracy,
         "macs": macs_files(),
         "partial_dir": "results/tables/what-ran",
     }
+
+
+def latency_plan(runtime, model, precision):
+    """what_ran_plan's latency cells of a runtime, model and precision."""
+    cell = dict(runtime=runtime, model=model, precision=precision)
+    return [
+        {
+            "key": [runtime, model, precision, bs],
+            "result": result.format(**cell),
+            "steps": steps_of_cell(runtime, model, precision, bs)
+            + [step(rules.latency, "timing the latency cell", own=True, **cell)],
+        }
+        for bs, result in zip(LATENCY_BATCH_SIZES, rules.latency.output)
+    ]
 
 
 def tables_from_what_ran():

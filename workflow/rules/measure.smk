@@ -78,6 +78,48 @@ rule speed:
         " --timing {params.timing:q} --config {params.recorded:q} --out {output}"
 
 
+# Latency: one job per (runtime, model, precision) times single queries at every latency
+# batch size (measure_speed.py --latency). Its own job, so that a change to the latency
+# settings reruns these jobs only, and one to the timed windows does not rerun them.
+# latency.batch_sizes: [] gives it no output, so no job.
+rule latency:
+    input:
+        artifacts=lambda wc: [artifact(wc, bs) for bs in LATENCY_BATCH_SIZES],
+        cache=lambda wc: cache_file(wc.model),
+    output:
+        [
+            report(
+                f"results/latency/{{runtime}}/{{model}}/{{precision}}-bs{bs}.json",
+                caption="../report/latency_cell.rst",
+                category="Cells",
+                subcategory="latency",
+                labels=cell_labels(bs),
+            )
+            for bs in LATENCY_BATCH_SIZES
+        ],
+    log:
+        "logs/latency/{runtime}/{model}/{precision}.log",
+    conda:
+        stack_env
+    threads: workflow.cores
+    resources:
+        gpu=cell_gpus,
+    params:
+        run=lambda wc: runner(wc.runtime, "measure_speed.py"),
+        cell=lambda wc: cell_args(wc, LATENCY_BATCH_SIZES),
+        model=model_param,
+        options=runtime_param,
+        # the timing keys it uses (warm-up, staged batches), not the windows'
+        timing=canonical({key: config["timing"][key] for key in LATENCY_TIMING_KEYS}),
+        queries=config["latency"]["queries"],
+        recorded=recorded_config("latency"),
+    shell:
+        "{params.run} {log}"
+        " {params.cell} --options {params.options:q} --cache {input.cache}"
+        " --timing {params.timing:q} --latency {params.queries}"
+        " --config {params.recorded:q} --out {output}"
+
+
 rule evaluate:
     input:
         artifact=lambda wc: artifact(wc, ACCURACY_BS),

@@ -1,11 +1,13 @@
-# The report's tables: one speed table per batch size, the precision table, and one tidy
-# CSV with every cell and how it was produced. After a failed run the onerror hook writes
+# The report's tables: one speed and one energy table per batch size, one latency table per
+# latency batch size, the precision table, and one tidy CSV with every cell and how it was
+# produced. After a failed run the onerror hook writes
 # them from whatever ran (tables_from_what_ran).
 
 
 rule tables:
     input:
         speed=speed_files(),
+        latency=latency_files(),
         accuracy=accuracy_files(),
         macs=macs_files(),
     output:
@@ -19,6 +21,26 @@ rule tables:
                 labels={"table": f"speed, batch size {bs}"},
             )
             for bs, path in zip(BATCH_SIZES, SPEED_TABLES)
+        ],
+        energy=[
+            report(
+                path,
+                caption="../report/energy.rst",
+                category="Tables",
+                subcategory="energy",
+                labels={"table": f"energy, batch size {bs}"},
+            )
+            for bs, path in zip(BATCH_SIZES, ENERGY_TABLES)
+        ],
+        latency=[
+            report(
+                path,
+                caption="../report/latency.rst",
+                category="Tables",
+                subcategory="latency",
+                labels={"table": f"latency, batch size {bs}"},
+            )
+            for bs, path in zip(LATENCY_BATCH_SIZES, LATENCY_TABLES)
         ],
         precision=report(
             PRECISION_TABLE,
@@ -56,7 +78,8 @@ rule tables:
         "printf '%s' {params.config:q} > {output.config} && "
         "{params.run} {log}"
         " --config {output.config} --models {params.models:q}"
-        " --speed {input.speed} --accuracy {input.accuracy} --macs {input.macs}"
+        " --speed {input.speed} --latency {input.latency}"
+        " --accuracy {input.accuracy} --macs {input.macs}"
         " --out-dir results/tables"
 
 

@@ -1,7 +1,8 @@
-"""Turn every speed and accuracy result file into the report's tables.
+"""Turn every speed, latency and accuracy result file into the report's tables.
 
-Writes speed-bs{bs}.md per configured batch size, precision.md, cells.csv and report.md
-into --out-dir (see infbench/tables.py for what each holds).
+Writes speed-bs{bs}.md and energy-bs{bs}.md per configured batch size, latency-bs{bs}.md
+per latency batch size, precision.md, cells.csv and report.md into --out-dir (see
+infbench/tables.py for what each holds).
 
 With --what-ran PLAN (the workflow's onerror hook writes the plan after a failed or
 interrupted run), the tables are made from the result files that exist and say first that
@@ -110,7 +111,8 @@ def first_failure(steps, mentioning=None):
 
 
 def what_ran(plan):
-    """(speed files, accuracy files, failures) from a plan of the configured cells.
+    """(speed files, accuracy files, failures, latency files) from a plan of the configured
+    cells.
 
     Every result file that exists is passed on (the tables show only those measured
     under the current config); a cell's failure is the first of the steps it needs that
@@ -119,12 +121,13 @@ def what_ran(plan):
 
     from infbench import results
 
-    speed, accuracy, failures = [], [], {}
-    for cell in plan["speed"]:
-        if os.path.exists(cell["result"]):
-            speed.append(cell["result"])
-        if (reason := first_failure(cell["steps"], f"batch size {cell['key'][-1]}")) is not None:
-            failures[("speed", *cell["key"])] = reason
+    speed, accuracy, failures, latency = [], [], {}, []
+    for kind, found in (("speed", speed), ("latency", latency)):
+        for cell in plan.get(kind, []):
+            if os.path.exists(cell["result"]):
+                found.append(cell["result"])
+            if (reason := first_failure(cell["steps"], f"batch size {cell['key'][-1]}")) is not None:
+                failures[(kind, *cell["key"])] = reason
     for cell in plan["accuracy"]:
         key = ("accuracy", *cell["key"], None)
         if os.path.exists(cell["result"]):
@@ -150,7 +153,7 @@ def what_ran(plan):
             accuracy.append(partial)
         if key not in failures and (reason := first_failure(cell["steps"])) is not None:
             failures[key] = reason
-    return speed, accuracy, failures
+    return speed, accuracy, failures, latency
 
 
 def model_macs(config, paths):
@@ -169,25 +172,35 @@ def main():
     parser.add_argument("--what-ran", metavar="PLAN", help="tables from the result files that exist (JSON plan)")
     parser.add_argument("--models", help="the models in the config file's order, JSON (rows follow it)")
     parser.add_argument("--speed", nargs="*", default=[], metavar="F", help="speed result files (.json)")
+    parser.add_argument("--latency", nargs="*", default=[], metavar="F", help="latency result files (.json)")
     parser.add_argument("--accuracy", nargs="*", default=[], metavar="F", help="accuracy summaries (.json)")
     parser.add_argument("--macs", nargs="*", default=[], metavar="F", help="MACs per image records (.json)")
     parser.add_argument("--out-dir", required=True, help="where the tables go")
     args = parser.parse_args()
     if args.what_ran:
         plan = read_config(args.what_ran)
-        speed, accuracy, failures = what_ran(plan)
+        speed, accuracy, failures, latency = what_ran(plan)
         # a model whose conversion failed has no record: its cells have no result either
         macs = model_macs(plan["config"], [p for p in plan.get("macs", []) if os.path.exists(p)])
-        done = write_tables(plan["config"], speed, accuracy, args.out_dir, failures, macs, partial=True)
+        done = write_tables(
+            plan["config"], speed, accuracy, args.out_dir, failures, macs, partial=True, latency_files=latency
+        )
     elif args.config:
         config = read_config(args.config)
         if args.models:  # the dump's keys are sorted; the rows keep the config file's order
             config["models"] = {m: config["models"][m] for m in json.loads(args.models)}
-        done = write_tables(config, args.speed, args.accuracy, args.out_dir, macs=model_macs(config, args.macs))
+        done = write_tables(
+            config,
+            args.speed,
+            args.accuracy,
+            args.out_dir,
+            macs=model_macs(config, args.macs),
+            latency_files=args.latency,
+        )
         # every cell has its summary now: partial ones from a failed run are stale
         shutil.rmtree(os.path.join(args.out_dir, "what-ran"), ignore_errors=True)
     else:
-        raise UserError("give --config (with --speed and --accuracy) or --what-ran PLAN")
+        raise UserError("give --config (with --speed, --latency and --accuracy) or --what-ran PLAN")
     for path in done["unused"]:
         print(f"infbench: {path} is for a cell not in the config; left out", file=sys.stderr)
     for path in done["written"]:

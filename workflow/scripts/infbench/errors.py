@@ -12,6 +12,11 @@ class UserError(Exception):
     """
 
 
+class NotMeasured(Exception):
+    """Why a quantity cannot be measured on this machine (no energy counter, say): not a
+    mistake, and not a failure of the cell; its message is the cell's ``not measured`` reason."""
+
+
 def _terminated(signum, frame):
     """SIGTERM (a scheduler's time limit, `kill`, Snakemake stopping its jobs) ends the step
     as an exception would, so that its temporary files are removed on the way out."""

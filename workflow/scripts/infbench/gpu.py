@@ -4,11 +4,17 @@
 that report neither), and the clocks: a speed cell reads ``clock_state`` just before its
 first timed window and just after its last, so that its result says whether the GPU kept
 its clocks while it was timed (``clock_drop``). Where there is no NVIDIA driver (a CPU
-machine) every reading is None. Standard library only.
+machine) every reading is None. ``energy_counter``: the board's energy counter through NVML
+(nvidia-ml-py, imported only there), for the cells' energy (``infbench.energy``).
+Every reading is of the GPU a runtime uses: the first of ``CUDA_VISIBLE_DEVICES`` (an index
+or a UUID, as a scheduler such as SLURM sets it), else GPU 0. Standard library only.
 """
 
+import os
 import re
 import subprocess
+
+from infbench.errors import NotMeasured
 
 # nvidia-smi --query-gpu fields -> the names a result records
 CLOCK_FIELDS = {
@@ -35,14 +41,23 @@ def driver_version(proc_file="/proc/driver/nvidia/version"):
     return raw["driver_version"] if raw else None
 
 
-def name_and_driver(index=0):
+def visible_gpu():
+    """The GPU the runtimes use, as nvidia-smi's ``-i`` and NVML name it: the first entry of
+    ``CUDA_VISIBLE_DEVICES`` (an index, or a ``GPU-``/``MIG-`` UUID), else "0"."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return first or "0"
+
+
+def name_and_driver(index=None):
     """GPU ``index``'s name and the driver version from nvidia-smi, or (None, None)."""
     raw = query(["name", "driver_version"], index)
     return (raw["name"] or None, raw["driver_version"] or None) if raw else (None, None)
 
 
-def query(fields, index=0):
-    """{field: text} for GPU ``index`` from nvidia-smi, or None where it cannot be read."""
+def query(fields, index=None):
+    """{field: text} for GPU ``index`` (default ``visible_gpu()``) from nvidia-smi, or None
+    where it cannot be read."""
+    index = visible_gpu() if index is None else index
     try:
         out = subprocess.run(
             ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", str(index)],
@@ -64,7 +79,7 @@ def _number(text):
         return None  # "[N/A]", "[Not Supported]"
 
 
-def clock_state(index=0):
+def clock_state(index=None):
     """SM and memory clocks (MHz), temperature (C), power (W) and the active throttle
     reasons (a bit mask as nvidia-smi prints it) now, or None without nvidia-smi."""
     raw = query(list(CLOCK_FIELDS), index)
@@ -87,3 +102,42 @@ def clock_drop(before, after, tolerance=DROP):
     if before.get("temperature_c") is not None and after.get("temperature_c") is not None:
         temp = f", {before['temperature_c']:.0f} -> {after['temperature_c']:.0f} C"
     return f"SM clock {was:.0f} -> {now:.0f} MHz while timed{temp}"
+
+
+def energy_counter(nvml=None, device=None):
+    """The board's energy counter of GPU ``device`` (default ``visible_gpu()``) through NVML:
+    ``(read, source)``, ``read()`` giving the joules it has used since the driver loaded
+    (``nvmlDeviceGetTotalEnergyConsumption``, millijoules; 64 bits, so it never wraps) and
+    ``source`` saying which counter of which GPU. ``nvml`` is the ``pynvml`` module of
+    nvidia-ml-py (a stand-in in the tests). Raises NotMeasured with the reason where there
+    is no counter to read: nvidia-ml-py missing, no NVIDIA driver, a GPU without the counter
+    (before Volta) or an instance that does not expose it (MIG).
+    """
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            raise NotMeasured(
+                "nvidia-ml-py (pynvml) is not installed in this runtime's environment; install"
+                " the pins of its envs/requirements-*.txt"
+            ) from None
+    device = device or visible_gpu()
+    try:
+        nvml.nvmlInit()
+        if device.isdigit():
+            handle = nvml.nvmlDeviceGetHandleByIndex(int(device))
+        else:
+            handle = nvml.nvmlDeviceGetHandleByUUID(device)
+        name = nvml.nvmlDeviceGetName(handle)
+        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # a GPU without the counter says so now
+    except nvml.NVMLError as err:
+        raise NotMeasured(f"NVML cannot read the energy counter of GPU {device} ({err})") from None
+    name = name.decode() if isinstance(name, bytes) else name
+
+    def read():
+        try:
+            return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0
+        except nvml.NVMLError as err:
+            raise NotMeasured(f"NVML stopped answering for GPU {device} ({err})") from None
+
+    return read, f"NVML total energy of GPU {device} ({name})"

@@ -3,7 +3,9 @@
 - ``throughput-bs{bs}``: images/s per model, one bar per runtime and precision (the speed
   table's columns), log scale, one figure per batch size;
 - ``accuracy-vs-speed-bs{bs}``: one point per cell that has both: images/s against the
-  number of top-1 predictions that differ from the reference cell.
+  number of top-1 predictions that differ from the reference cell;
+- ``energy-vs-speed-bs{bs}``: one point per speed cell whose energy was measured: images/s
+  against images per joule (up and to the right is faster and more frugal).
 
 Titles carry the device(s), the batch size and the date of the measurements.
 """
@@ -20,7 +22,7 @@ def read_cells(path):
     with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "measured"]
     for row in rows:
-        for key in ("images_per_s", "mismatches", "top1"):
+        for key in ("images_per_s", "mismatches", "top1", "images_per_joule", "mean_watts"):
             row[key] = float(row[key]) if row.get(key) not in (None, "") else None
         row["batch_size"] = int(row["batch_size"]) if row.get("batch_size") else None
     return rows
@@ -114,6 +116,58 @@ def accuracy_vs_speed_figure(rows, batch_size):
     return fig, points
 
 
+def energy_vs_speed_figure(rows, batch_size):
+    """One point per speed cell of this batch size whose energy was measured: images/s
+    against images per joule; a figure that says so where no cell has a reading."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [
+        r
+        for r in rows
+        if r["kind"] == "speed" and r["batch_size"] == batch_size and r.get("images_per_joule") is not None
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for r in points:
+        ax.scatter(
+            r["images_per_s"],
+            r["images_per_joule"],
+            color=RUNTIME_COLOURS.get(r["runtime_label"], "tab:gray"),
+            marker={"fp32": "o", "fp16": "s", "int8": "^"}.get(r["precision"], "o"),
+            s=40,
+        )
+        ax.annotate(
+            f"{r['model']} {r['runtime_label']}({r['precision']}), {r['mean_watts']:.0f} W",
+            (r["images_per_s"], r["images_per_joule"]),
+            fontsize="x-small",
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    if points:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            f"no cell at batch size {batch_size} has an energy reading:"
+            f"\nresults/tables/energy-bs{batch_size}.md says why",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlabel("images/s (log scale)")
+    ax.set_ylabel("images per joule (log scale)")
+    speed = [r for r in rows if r["kind"] == "speed" and r["batch_size"] == batch_size]
+    ax.set_title(_title("Energy against speed", points or speed, batch_size))
+    ax.grid(alpha=0.3, which="both")
+    return fig, points
+
+
 def write_plots(cells_csv, out_dir):
     """Every figure for every batch size in cells.csv, as PNG and SVG; returns the paths."""
     import matplotlib.pyplot as plt
@@ -126,6 +180,7 @@ def write_plots(cells_csv, out_dir):
         for name, fig in (
             (f"throughput-bs{batch_size}", throughput_figure(rows, batch_size)),
             (f"accuracy-vs-speed-bs{batch_size}", accuracy_vs_speed_figure(rows, batch_size)[0]),
+            (f"energy-vs-speed-bs{batch_size}", energy_vs_speed_figure(rows, batch_size)[0]),
         ):
             for ext in ("png", "svg"):
                 path = os.path.join(out_dir, f"{name}.{ext}")

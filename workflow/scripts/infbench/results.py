@@ -4,12 +4,19 @@ back by the aggregate step; this module is the one place that knows their format
 - speed: ``results/speed/{runtime}/{model}/{precision}-bs{bs}.json``, written by
   measure_speed.py: ``cell`` (runtime, model, arch, precision, batch_size, device),
   ``result`` (images_per_s, window_images_per_s, spread, windows, timed_batches, ...),
-  ``flagged``, ``clock_drop`` and ``provenance``.
+  ``flagged``, ``clock_drop``, ``energy`` (``infbench.energy.record``: measured, counter,
+  joules, seconds, images, images_per_joule, mean_watts, or the reason it was not
+  measured) and ``provenance``.
+- latency: ``results/latency/{runtime}/{model}/{precision}-bs{bs}.json``, written by
+  measure_speed.py --latency: ``cell``, ``result`` (p50_ms, p90_ms, p99_ms, mean_ms,
+  query_ms, queries, warmup_batches, staged_batches, ...), ``clock_drop`` and
+  ``provenance``.
 - accuracy: ``results/accuracy/{runtime}/{model}/{precision}.json``, written by score.py:
   ``cell``, ``images``, ``top1``, ``top5``, ``reference``, ``mismatches``, the logits'
   ``cosine`` and ``rel_error``, ``nonfinite_images``, ``skipped_images`` and ``provenance``.
 
-``write`` puts a record on disk atomically; ``read_speed`` and ``read_accuracy`` give one
+``write`` puts a record on disk atomically; ``read_speed``, ``read_latency`` and
+``read_accuracy`` give one
 file as a flat row (a dict with the keys of ``infbench.tables.COLUMNS``), checking every
 value they use, so that a file in another format ends in one sentence that names it.
 
@@ -32,21 +39,31 @@ _NUMBER = (int, float)
 LIBRARY_KEYS = ("oneflow", "flowvision", "tensorrt", "onnxruntime", "torch", "cuda", "cudnn", "driver")
 
 
+# the timing keys a latency cell uses (its warm-up and staged batches are the throughput
+# windows'; the windows' own keys do not touch it)
+LATENCY_TIMING_KEYS = ("warmup_batches", "staged_batches")
+
+
 def cell_config(config, kind, runtime, model, precision):
     """The part of the (validated) config that a cell's result depends on, as recorded in
-    it: the model's and the runtime's blocks; for speed the timing block; for accuracy the
-    data set and the accuracy run's batch size and kept logits (not the reference: a score
-    against another reference keeps its top-1, see the tables); for int8 the calibration
-    and the data set its images come from.
+    it: the model's and the runtime's blocks; for speed the timing block; for latency the
+    number of queries and the timing keys it uses (``LATENCY_TIMING_KEYS``; not the latency
+    batch sizes: a cell is one of them); for accuracy the data set and the accuracy run's
+    batch size and kept logits (not the reference: a score against another reference keeps
+    its top-1, see the tables); for int8 the calibration and the data set its images come
+    from.
     The workflow passes it to the step as a param, so a change to it also reruns the cell.
     """
     record = {"model": config["models"][model], "runtime": config["runtimes"][runtime]}
     if kind == "speed":
         record["timing"] = config["timing"]
+    elif kind == "latency":
+        record["latency"] = {"queries": config["latency"]["queries"]}
+        record["timing"] = {key: config["timing"][key] for key in LATENCY_TIMING_KEYS}
     else:
         accuracy = config["accuracy"]
         record["accuracy"] = {key: accuracy.get(key) for key in ("batch_size", "keep_logits")}
-    if kind != "speed" or precision == "int8":  # int8: the calibration images come from it
+    if kind == "accuracy" or precision == "int8":  # int8: the calibration images come from it
         record["dataset"] = config["dataset"]
     if precision == "int8":
         record["calibration"] = config.get("calibration")
@@ -180,6 +197,58 @@ def read_speed(path):
     }
     if not all(isinstance(w, _NUMBER) for w in row["window_images_per_s"]):
         raise _unreadable(path, "'result.window_images_per_s' holds a non-number")
+    row.update(_energy(data, path))
+    row.update(_provenance(data, path, row["device"]))
+    return row
+
+
+# the reason of a speed result without an energy block
+NO_ENERGY = "its result file records no energy reading (an older version wrote it)"
+
+
+def _energy(data, path):
+    """A speed result's energy block as the row's energy columns: the figures where the
+    counter was read, else the reason (``energy_reason``)."""
+    g = functools.partial(_get, data, path)
+    if g("energy", dict, required=False) is None:
+        return {"energy_reason": NO_ENERGY}
+    if not g("energy.measured", bool):
+        return {
+            "energy_counter": g("energy.counter", str, required=False),
+            "energy_reason": g("energy.reason", str),
+        }
+    return {
+        "energy_counter": g("energy.counter", str),
+        "energy_joules": g("energy.joules", _NUMBER),
+        "energy_seconds": g("energy.seconds", _NUMBER),
+        "images_per_joule": g("energy.images_per_joule", _NUMBER),
+        "mean_watts": g("energy.mean_watts", _NUMBER),
+    }
+
+
+def read_latency(path):
+    """One latency result file as a row."""
+    data = _load_json(path)
+    g = functools.partial(_get, data, path)
+    row = {
+        "kind": "latency",
+        "status": "measured",
+        "runtime": g("cell.runtime", str),
+        "model": g("cell.model", str),
+        "arch": g("cell.arch", str),
+        "precision": g("cell.precision", str),
+        "batch_size": g("cell.batch_size", int),
+        "device": g("cell.device", str),
+        "p50_ms": g("result.p50_ms", _NUMBER),
+        "p90_ms": g("result.p90_ms", _NUMBER),
+        "p99_ms": g("result.p99_ms", _NUMBER),
+        "mean_ms": g("result.mean_ms", _NUMBER),
+        "queries": g("result.queries", int),
+        "warmup_batches": g("result.warmup_batches", int),
+        "staged_batches": g("result.staged_batches", int, required=False),
+        "clock_drop": g("clock_drop", str, required=False, nullable=True),
+        "source": str(path),
+    }
     row.update(_provenance(data, path, row["device"]))
     return row
 

@@ -2,14 +2,18 @@
 
 The tables have the shape of the report infbench descends from: one speed table per
 batch size (rows = models, columns = ``Runtime(precision)`` then the reference figures),
-and one precision table (``top-1 / mismatches``). Every cell is either a figure or a
-marker explained in a footnote under its table, so that no cell is blank by accident.
+and one precision table (``top-1 / mismatches``); beside them, with the same rows and
+columns, one energy table per batch size (images per joule and mean watts of the speed
+cells' timed windows) and one latency table per latency batch size (p50 / p90 / p99
+milliseconds per query). Every cell is either a figure or a marker explained in a
+footnote under its table, so that no cell is blank by accident.
 
 ``load_cells`` reads every result file (``infbench.results``) into one tidy pandas
-DataFrame, one row per table cell: measured, ``not run``, ``failed`` or a reference
-figure, with the columns of ``COLUMNS``. Each table is a pivot of that frame (rows =
-models, columns = ``Runtime(precision)``), written with ``DataFrame.to_markdown``;
-``cells.csv`` is the frame itself (``to_csv``); ``report.md`` joins the tables.
+DataFrame, one row per table cell (speed, latency, accuracy): measured, ``not run``,
+``failed``, ``stale`` or a reference figure, with the columns of ``COLUMNS``. Each table
+is a pivot of that frame (rows = models, columns = ``Runtime(precision)``), written with
+``DataFrame.to_markdown``; ``cells.csv`` is the frame itself (``to_csv``); ``report.md``
+joins the tables.
 """
 
 import os
@@ -18,7 +22,7 @@ import pandas as pd
 
 from infbench import files
 from infbench.errors import UserError
-from infbench.results import NO_CONFIG, cell_config, config_changes, read_accuracy, read_speed
+from infbench.results import NO_CONFIG, cell_config, config_changes, read_accuracy, read_latency, read_speed
 from infbench.runtimes import LABELS, ORDER, int8_form
 
 # the seed report's column order: runtimes, then precisions inside a runtime
@@ -33,9 +37,10 @@ OTHER_DEVICE = "‡"  # appended to a speed figure measured on another device th
 NO_REFERENCE = "n/a"  # mismatches when the reference cell has no predictions
 FAILED = "failed"  # the cell's job, or a step it needs, failed; its one-sentence reason is a footnote
 STALE = "stale"  # a result file exists but was measured under another config: not shown
+NOT_MEASURED = "not measured"  # energy: the cell's device has no counter this step could read
 
 # the cell frame's columns and their dtypes, in cells.csv's order; kind: speed, reference
-# (a figure from the config's reference_results) or accuracy; status: measured, reference,
+# (a figure from the config's reference_results), latency or accuracy; status: measured, reference,
 # not run, failed (with the reason its log gives) or stale (with what changed; its figures
 # are left out)
 COLUMNS = {
@@ -44,7 +49,10 @@ COLUMNS = {
     "images_per_s": "Float64", "window_images_per_s": object, "spread": "Float64", "flagged": "boolean",
     "clock_drop": "str", "gmacs_per_image": "Float64", "percent_of_peak": "Float64",
     "ms_per_batch": "Float64", "windows": "Int64", "timed_batches": "Int64", "warmup_batches": "Int64",
-    "staged_batches": "Int64", "top1": "Float64", "top5": "Float64", "mismatches": "Int64",
+    "staged_batches": "Int64", "images_per_joule": "Float64", "mean_watts": "Float64",
+    "energy_joules": "Float64", "energy_seconds": "Float64", "energy_counter": "str", "energy_reason": "str",
+    "p50_ms": "Float64", "p90_ms": "Float64", "p99_ms": "Float64", "mean_ms": "Float64", "queries": "Int64",
+    "top1": "Float64", "top5": "Float64", "mismatches": "Int64",
     "reference": "str", "logit_images": "Int64", "cosine": "Float64", "rel_error": "Float64",
     "nonfinite_images": "Int64", "skipped_images": "Int64", "random_weights": "boolean", "images": "Int64",
     "versions": "str", "started": "str", "finished": "str", "source": "str", "reason": "str",
@@ -159,6 +167,15 @@ def format_rate(images_per_s):
     return f"{round(images_per_s)}" if rounded >= 100 else f"{rounded:.1f}"
 
 
+def format_figure(value):
+    """Three significant digits, an integer from 100 on: 0.0512, 5.00, 51.2, 512, 5120."""
+    return f"{round(value)}" if round(value, 1) >= 100 else f"{value:#.3g}"
+
+
+def format_watts(watts):
+    return f"{round(watts)} W" if watts >= 10 else f"{watts:.1f} W"
+
+
 def _records(frame):
     """The frame's rows as dicts of plain values, None where a value is missing."""
     return [
@@ -256,15 +273,48 @@ def status_notes(records, what):
     return notes
 
 
+def _device_marks(row, usual):
+    """``†`` where the GPU lost clock speed while the cell was timed, ``‡`` where it was
+    measured on another device than most of its table's cells (``usual``)."""
+    return (CLOCK_FLAG if row["clock_drop"] else "") + (
+        OTHER_DEVICE if row["device_name"] != usual[row["device"]] else ""
+    )
+
+
+def device_notes(shown, usual, timed):
+    """The footnotes of ``†`` and ``‡`` for the measured rows ``shown`` of a table whose
+    cells were timed in ``timed`` (the timed windows, the timed queries)."""
+    notes = []
+    slowed = [r for r in shown if r["clock_drop"]]
+    if slowed:
+        notes.append(
+            f"`{CLOCK_FLAG}`: the GPU's SM clock fell by more than 10 % between the start and"
+            f" the end of {timed} (thermal or power limits, or another process), so the"
+            " figure may be low: "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {r['clock_drop']}" for r in slowed)
+            + "."
+        )
+    elsewhere = [r for r in shown if r["device_name"] != usual[r["device"]]]
+    if elsewhere:
+        kinds = sorted({r["device"] for r in elsewhere})
+        notes.append(
+            f"`{OTHER_DEVICE}`: measured on another device than most of the table's {' and '.join(kinds)}"
+            " cells ("
+            + ", ".join(f"{usual[k]}" for k in kinds)
+            + "), so not comparable with them: "
+            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {_device(r)}" for r in elsewhere)
+            + "."
+        )
+    return notes
+
+
 def _speed_text(row, usual):
     """A speed cell: images/s with its markers, a reference figure, or the cell's status."""
     if row["status"] not in ("measured", "reference"):
         return row["status"]  # not run, failed
     text = format_rate(row["images_per_s"])
     if row["kind"] == "speed":
-        text += FLAG if row["flagged"] else ""
-        text += CLOCK_FLAG if row["clock_drop"] else ""
-        text += OTHER_DEVICE if row["device_name"] != usual[row["device"]] else ""
+        text += (FLAG if row["flagged"] else "") + _device_marks(row, usual)
     return text
 
 
@@ -286,8 +336,6 @@ def speed_section(config, batch_size, cells, figures):
         fill=NO_FIGURE,
     )
     flagged = [r for r in shown if r["flagged"]]
-    slowed = [r for r in shown if r["clock_drop"]]
-    elsewhere = [r for r in shown if r["device_name"] != usual[r["device"]]]
     missing = NO_FIGURE if table.eq(NO_FIGURE).to_numpy().any() else None
 
     timing = config.get("timing") or {}
@@ -332,24 +380,7 @@ def speed_section(config, batch_size, cells, figures):
                 else ""
             )
         )
-    if slowed:
-        notes.append(
-            f"`{CLOCK_FLAG}`: the GPU's SM clock fell by more than 10 % between the start and"
-            " the end of the timed windows (thermal or power limits, or another process), so the"
-            " figure may be low: "
-            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {r['clock_drop']}" for r in slowed)
-            + "."
-        )
-    if elsewhere:
-        kinds = sorted({r["device"] for r in elsewhere})
-        notes.append(
-            f"`{OTHER_DEVICE}`: measured on another device than most of the table's {' and '.join(kinds)}"
-            " cells ("
-            + ", ".join(f"{usual[k]}" for k in kinds)
-            + "), so not comparable with them: "
-            + "; ".join(f"{r['model']} {label(r['runtime'], r['precision'])}: {_device(r)}" for r in elsewhere)
-            + "."
-        )
+    notes += device_notes(shown, usual, "the timed windows")
     notes += [
         "Devices: " + _per_runtime(shown, _device) + ".",
         "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
@@ -373,6 +404,115 @@ def speed_section(config, batch_size, cells, figures):
         notes.append(
             f"{lab}: device {_joined(f.get('device') for f in refs)}; source {_joined(f.get('source') for f in refs)}."
         )
+    return to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def latency_batch_sizes(config):
+    """The latency tables' batch sizes (``latency.batch_sizes``; none in a config without
+    the key: the workflow's validated config always has it)."""
+    return list((config.get("latency") or {}).get("batch_sizes") or [])
+
+
+def _latency_text(row, usual):
+    """A latency cell: ``p50 / p90 / p99`` milliseconds with its marks, or its status."""
+    if row["status"] != "measured":
+        return row["status"]
+    figures = " / ".join(format_figure(row[f"p{p}_ms"]) for p in (50, 90, 99))
+    return figures + _device_marks(row, usual)
+
+
+def _timed_on(shown):
+    """The devices and library versions of a table's measured rows, as two footnotes."""
+    return [
+        "Devices: " + _per_runtime(shown, _device) + ".",
+        "Runtime versions: " + _per_runtime(shown, lambda r: r["versions"]) + ".",
+    ]
+
+
+def latency_section(config, batch_size, cells):
+    """The latency table for one batch size and its notes, as markdown (no heading): a
+    pivot of the latency rows of ``cells`` (``load_cells``) at this batch size."""
+    models = _config(config, "models", dict)
+    here = cells[cells["kind"].eq("latency") & cells["batch_size"].eq(batch_size).fillna(False)]
+    records = _records(here)
+    shown = [r for r in records if r["status"] == "measured"]
+    usual = usual_devices(shown)
+    here = here.assign(column=_column_labels(here), text=[_latency_text(r, usual) for r in records])
+    table = pivot(here, models, [("latency", label(r, p)) for r, p in columns(config)])
+    notes = [
+        f"Cells: milliseconds per query at batch size {batch_size}, p50 / p90 / p99 over"
+        f" {_joined((r['queries'] for r in shown), 'no')} single queries, each run and then"
+        " synchronised with the device before the clock is read, one query at a time (the"
+        " single-stream case); inputs already normalised and resident on the device. A"
+        " percentile is the smallest query time that at least that share of the queries did"
+        " not exceed (nearest rank); the mean is in cells.csv.",
+    ]
+    few = _distinct(r["queries"] for r in shown if r["queries"] < 100)
+    if few:
+        notes.append(
+            f"With fewer than 100 queries ({_joined(few)}) p99 is the slowest query: latency.queries"
+            " (default 1,000) sets how many."
+        )
+    notes += status_notes(records, "latency result")
+    notes += device_notes(shown, usual, "the timed queries")
+    if any(r["runtime"] == "oneflow" for r in shown):
+        notes.append(
+            "OneFlow: its synchronisation reads the logits back to the host (OneFlow's only way"
+            " to wait for its asynchronous work), so its queries include that copy."
+        )
+    notes += _timed_on(shown)
+    notes.append(
+        "Timing: warm-up batches "
+        + _joined(r["warmup_batches"] for r in shown)
+        + " (the speed tables'); staged batches in rotation "
+        + _joined(r["staged_batches"] for r in shown)
+        + "."
+    )
+    return to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def _energy_text(row, usual):
+    """An energy cell: ``images per joule (mean watts)`` with the speed cell's device marks,
+    ``not measured``, or the speed cell's status."""
+    if row["status"] != "measured":
+        return row["status"]
+    if row["images_per_joule"] is None:
+        return NOT_MEASURED
+    text = f"{format_figure(row['images_per_joule'])} ({format_watts(row['mean_watts'])})"
+    return text + _device_marks(row, usual)
+
+
+def energy_section(config, batch_size, cells):
+    """The energy table for one batch size and its notes, as markdown (no heading): a pivot
+    of the speed rows of ``cells`` (the energy is their timed windows')."""
+    models = _config(config, "models", dict)
+    here = cells[cells["kind"].eq("speed") & cells["batch_size"].eq(batch_size).fillna(False)]
+    records = _records(here)
+    shown = [r for r in records if r["status"] == "measured" and r["images_per_joule"] is not None]
+    usual = usual_devices(shown)
+    here = here.assign(column=_column_labels(here), text=[_energy_text(r, usual) for r in records])
+    table = pivot(here, models, [("speed", label(r, p)) for r, p in columns(config)])
+    notes = [
+        "Cells: images per joule (mean watts) of the speed table's timed windows: every image"
+        " of the windows (windows × timed batches × batch size) ÷ the energy the device's"
+        " own counter advanced by between a reading just before the first window and one just"
+        " after the last (no reading inside a window); mean watts = that energy ÷ the seconds"
+        " between the two readings. A GPU's counter is the whole board's, a CPU's (RAPL) the"
+        " whole package's, with whatever else ran on it.",
+    ]
+    notes += status_notes(records, "speed result")
+    unmeasured = [r for r in records if r["status"] == "measured" and r["images_per_joule"] is None]
+    for reason in _distinct(r["energy_reason"] for r in unmeasured):
+        cells_of = [r for r in unmeasured if r["energy_reason"] == reason]
+        notes.append(
+            f"`{NOT_MEASURED}`: "
+            + ", ".join(f"{r['model']} {label(r['runtime'], r['precision'])}" for r in cells_of)
+            + f": {reason}."
+        )
+    notes += device_notes(shown, usual, "the timed windows")
+    if shown:  # (the speed tables name the devices of cells without a reading)
+        notes.append("Counters: " + _per_runtime(shown, lambda r: r["energy_counter"]) + ".")
+        notes += _timed_on(shown)
     return to_markdown(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
@@ -588,17 +728,19 @@ def require_pandas_3(version=None):
         )
 
 
-def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
+def load_cells(config, speed_files, accuracy_files, failures=None, macs=None, latency_files=()):
     """Every table cell of the config's matrix as one tidy DataFrame, and the result files
     left out because their cell is not in the config: ``(frame, unused)``.
 
     One row per cell, in the tables' order (per batch size: each model's speed cells in
-    column order, then its reference figures; then each model's accuracy cells), with the
+    column order, then its reference figures; per latency batch size each model's latency
+    cells; then each model's accuracy cells), with the
     columns of ``COLUMNS`` and ``EXTRA_COLUMNS``. A cell shows its result file only if the
     config the result records is the current one for that cell (``cell_config``); without
     such a file it is ``failed`` with the reason ``failures`` gives for it (keyed ``(kind,
-    runtime, model, precision, batch size or None)``), ``stale`` (a result measured under
-    another config: what changed, no figures) or ``not run``. An accuracy result scored
+    runtime, model, precision, batch size or None)``, kind speed, latency or accuracy),
+    ``stale`` (a result measured under another config: what changed, no figures) or ``not
+    run``. An accuracy result scored
     against another reference keeps top-1 and top-5 and loses its mismatches. ``macs``
     maps a model to its MACs per image (``infbench.flops``), for each speed cell's share
     of its GPU's peak.
@@ -611,7 +753,9 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
     figures = reference_figures(config)
     ref = "/".join(reference_cell(config))
 
+    latency_sizes = latency_batch_sizes(config)
     speed_rows = [read_speed(p) for p in speed_files]
+    latency_rows = [read_latency(p) for p in latency_files]
     accuracy_rows = [_scored_against_the_reference(config, read_accuracy(p)) for p in accuracy_files]
     add_share_of_peak(speed_rows, macs, gpu_peaks())
 
@@ -619,7 +763,13 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
         return row["model"] in models and (row["runtime"], row["precision"]) in cols
 
     unused = [r["source"] for r in speed_rows if not (in_matrix(r) and r["batch_size"] in batch_sizes)]
+    unused += [r["source"] for r in latency_rows if not (in_matrix(r) and r["batch_size"] in latency_sizes)]
     unused += [r["source"] for r in accuracy_rows if not in_matrix(r)]
+    latency = _index(
+        (r for r in latency_rows if r["source"] not in unused),
+        lambda r: (r["runtime"], r["model"], r["precision"], r["batch_size"]),
+        "latency",
+    )
     speed = _index(
         (r for r in speed_rows if r["source"] not in unused),
         lambda r: (r["runtime"], r["model"], r["precision"], r["batch_size"]),
@@ -666,6 +816,10 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None):
                         "device_name": fig.get("device"), "images_per_s": fig["images_per_s"],
                         "source": fig.get("source"),
                     })  # fmt: skip
+    for batch_size in latency_sizes:
+        for model in models:
+            for runtime, precision in cols:
+                rows.append(cell("latency", latency, ("latency", runtime, model, precision, batch_size)))
     for model in models:
         for runtime, precision in cols:
             rows.append(cell("accuracy", accuracy, ("accuracy", runtime, model, precision, None)))
@@ -702,18 +856,28 @@ PARTIAL = (
 )
 
 
-def write_tables(config, speed_files, accuracy_files, out_dir, failures=None, macs=None, partial=False):
-    """Write speed-bs{bs}.md, precision.md, cells.csv and report.md into ``out_dir``.
+def write_tables(
+    config, speed_files, accuracy_files, out_dir, failures=None, macs=None, partial=False, latency_files=()
+):
+    """Write speed-bs{bs}.md, energy-bs{bs}.md, latency-bs{bs}.md (``latency.batch_sizes``),
+    precision.md, cells.csv and report.md into ``out_dir``.
 
-    ``failures`` and ``macs``: as ``load_cells`` takes them; ``partial``: the tables of a
-    run that did not finish, which say so first. Returns ``{"written": [paths], "unused":
-    [result files for cells not in the config], "cells": the cell frame}``.
+    ``failures``, ``macs`` and ``latency_files``: as ``load_cells`` takes them; ``partial``:
+    the tables of a run that did not finish, which say so first. Returns ``{"written":
+    [paths], "unused": [result files for cells not in the config], "cells": the cell frame}``.
     """
-    cells, unused = load_cells(config, speed_files, accuracy_files, failures, macs)
+    cells, unused = load_cells(config, speed_files, accuracy_files, failures, macs, latency_files)
     figures = reference_figures(config)
+    batch_sizes = _config(config, "batch_sizes", list)
     sections = [
-        (f"speed-bs{bs}.md", f"Speed, batch size {bs}", speed_section(config, bs, cells, figures))
-        for bs in _config(config, "batch_sizes", list)
+        (f"speed-bs{bs}.md", f"Speed, batch size {bs}", speed_section(config, bs, cells, figures)) for bs in batch_sizes
+    ]
+    sections += [
+        (f"energy-bs{bs}.md", f"Energy, batch size {bs}", energy_section(config, bs, cells)) for bs in batch_sizes
+    ]
+    sections += [
+        (f"latency-bs{bs}.md", f"Latency, batch size {bs}", latency_section(config, bs, cells))
+        for bs in latency_batch_sizes(config)
     ]
     sections.append(("precision.md", "Precision", precision_section(config, cells)))
     banner = f"{PARTIAL}\n\n" if partial else ""
