@@ -211,6 +211,34 @@ def test_a_module_s_onstart_and_onerror_run_through_the_consumer(module_run):
     assert not (tables / "config.json").exists()  # the next run makes the tables again
 
 
+def test_a_module_read_from_a_plain_url_stops_with_one_sentence(tmp_path):
+    """Snakemake reads a module from any URL, one file at a time; the steps need the
+    workflow's folder, which only a clone or a git host gives (served here on 127.0.0.1)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(REPO)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        (tmp_path / "Snakefile").write_text(CONSUMER.format(snakefile=f"{url}/workflow/Snakefile", prefix=""))
+        write_config(tmp_path, tiny_config())
+        proc = run(tmp_path, "-n", check=False)
+    finally:
+        server.shutdown()
+    assert proc.returncode != 0
+    assert (
+        f"infbench: the module's files ({url}/workflow/rules) are neither on disk nor on a git host: name its"
+        " snakefile by the path of a clone, or by github(...) or gitlab(...)"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def git(*args, cwd):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
 

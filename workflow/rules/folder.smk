@@ -4,19 +4,28 @@
 # that uses it.
 
 import os
+import sys
 
 
 def workflow_folder(rules_dir):
     """The folder holding workflow/rules/: a clone, or a module's folder on disk. A module
-    read from git (github(...), as snakedeploy writes it) is not on disk: its workflow/
-    folder is extracted once per commit (extracted_workflow)."""
+    read from a git host (github(...), gitlab(...), as snakedeploy writes it) is not on
+    disk: its workflow/ folder is extracted once per commit (extracted_workflow)."""
     if os.path.isdir(str(rules_dir)):
         return os.path.dirname(os.path.dirname(str(rules_dir)))
+    if not hasattr(rules_dir, "hosted_repo"):
+        print(
+            f"infbench: the module's files ({rules_dir}) are neither on disk nor on a git host:"
+            " name its snakefile by the path of a clone, or by github(...) or gitlab(...)"
+            " (README: As a module of your own workflow)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     return extracted_workflow(rules_dir)
 
 
 def extracted_workflow(source):
-    """The workflow/ folder of a module read from git, extracted from its commit into
+    """The workflow/ folder of a module read from a git host, extracted from its commit into
     .snakemake/infbench-workflow/<commit>/ of the working directory. Snakemake's source
     cache holds a module's files one at a time, as it reads them; the steps need the folder
     (launch.sh, the scripts and the infbench package they import)."""
@@ -26,11 +35,7 @@ def extracted_workflow(source):
     import tarfile
     import tempfile
 
-    if hasattr(source, "hosted_repo"):  # github(...), gitlab(...)
-        repo = source.hosted_repo.repo.git_dir
-    else:  # git+file:
-        repo = source.repo_path
-    git = ["git", "-C", str(repo)]
+    git = ["git", "-C", str(source.hosted_repo.repo.git_dir)]  # Snakemake's clone of it
     commit = subprocess.run(
         git + ["rev-parse", f"{source.ref}^{{commit}}"],
         check=True,
