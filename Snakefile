@@ -26,14 +26,10 @@ wildcard_constraints:
     bs="[0-9]+",
 
 
-# run where Snakemake runs, never as a cluster job: the aggregation (tables, plots, the
-# scores they are built from) and checkpoint downloads (compute nodes may have no network)
-localrules:
-    all,
-    tables,
-    plots,
-    score,
-    fetch_checkpoint,
+# The aggregation (tables, plots, the scores they are built from) and checkpoint downloads
+# (compute nodes may have no network) run where Snakemake runs, never as cluster jobs: each
+# of those rules says so (localrule: True), which holds under the names a module gives them
+# (`use rule * from infbench as infbench_*`), where a localrules list would not.
 
 
 include: "workflow/rules/data.smk"
@@ -48,6 +44,7 @@ rule all:
     input:
         TABLES,
         PLOTS,
+    localrule: True
 
 
 onstart:

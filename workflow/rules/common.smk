@@ -9,7 +9,13 @@ import sys
 import yaml
 from snakemake.settings.types import DeploymentMethod
 
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+
+# WORKFLOW_DIR: the workflow's own folder, also inside a module
+include: "folder.smk"
+
+
+SCRIPTS = os.path.join(WORKFLOW_DIR, "workflow", "scripts")
+sys.path.insert(0, SCRIPTS)
 
 from infbench.configcheck import check
 from infbench.data import PREPROCESS_VERSION
@@ -19,9 +25,7 @@ from infbench.precision import FP16_VERSION
 from infbench.results import LATENCY_TIMING_KEYS, cell_config
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
-with open(
-    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-) as f:
+with open(os.path.join(WORKFLOW_DIR, "workflow", "schemas", "config.schema.yaml")) as f:
     SCHEMA = yaml.safe_load(f)
 try:
     check(config, SCHEMA)  # the schema, its defaults, then the combinations: once
@@ -29,7 +33,6 @@ except UserError as err:
     print(f"infbench: {err}", file=sys.stderr)
     sys.exit(1)
 
-SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
 DATASET = config["dataset"]["kind"]
 INDEX = f"results/datasets/{DATASET}/index.tsv"
 # the images the index left out as unreadable (dataset.bad_images: skip), with the reasons
@@ -71,25 +74,26 @@ def runner(stack, script):
 
 
 def runtime_python(runtime):
-    """The interpreter of a runtime's stack; relative paths are relative to the workflow."""
-    python = config["runtimes"].get(runtime, {}).get("python") or DEFAULT_PYTHON.get(
-        runtime
-    )
-    if not python:
-        return MAIN_PYTHON
-    if "/" in python and not os.path.isabs(python):
-        python = os.path.join(workflow.basedir, python)
-    return python
+    """The interpreter of a runtime's stack: the one the config names (a relative path is
+    relative to the working directory, like every path in the config), else the venv its
+    make target builds in the workflow's folder, else the one running Snakemake."""
+    named = config["runtimes"].get(runtime, {}).get("python")
+    if named:
+        return os.path.abspath(named) if "/" in named else named
+    if runtime in DEFAULT_PYTHON:
+        return os.path.join(WORKFLOW_DIR, DEFAULT_PYTHON[runtime])
+    return MAIN_PYTHON
 
 
 def missing_python(runtime):
     """The sentence launch.sh prints when a runtime's interpreter does not exist."""
-    hint = (
-        f"run `{MAKE_ENV[runtime]}` (it needs a Python 3.10: on PATH as python3.10 or named"
-        " by PYTHON310=/path/to/python3.10)"
-        if runtime in MAKE_ENV
-        else "create that environment"
-    )
+    hint = "create that environment"
+    if runtime in MAKE_ENV and os.path.exists(os.path.join(WORKFLOW_DIR, "Makefile")):
+        where = "" if os.path.samefile(WORKFLOW_DIR, ".") else f" in {WORKFLOW_DIR}"
+        hint = (
+            f"run `{MAKE_ENV[runtime]}`{where} (it needs a Python 3.10: on PATH as python3.10"
+            " or named by PYTHON310=/path/to/python3.10)"
+        )
     return (
         f"the {runtime} runtime's interpreter {runtime_python(runtime)} does not exist"
         f" (config key runtimes.{runtime}.python): {hint}, or remove {runtime} from runtimes"
@@ -169,7 +173,8 @@ def cache_file(model):
 def checkpoint_file(wildcards):
     source = config["models"][wildcards.model]["checkpoint"]
     if "path" in source:
-        return source["path"]
+        # the user's file: never moved under a module's prefix
+        return local(source["path"])
     return f"resources/checkpoints/{wildcards.model}.pth"
 
 
@@ -196,7 +201,9 @@ def cell_args(wildcards, batch_sizes):
     """
     m = config["models"][wildcards.model]
     rt = config["runtimes"][wildcards.runtime]
-    artifacts = list(dict.fromkeys(artifact(wildcards, bs) for bs in batch_sizes))
+    artifacts = list(
+        dict.fromkeys(prefixed(artifact(wildcards, bs)) for bs in batch_sizes)
+    )
     return (
         f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {m['arch']}"
         f" --precision {wildcards.precision} --device {rt['device']} --crop {m['crop']}"
@@ -274,7 +281,7 @@ PLOTS = [
 
 def dataset_root():
     if DATASET == "synthetic":
-        return "results/datasets/synthetic/images"
+        return rules.synthetic_images.output[0]
     return config["dataset"]["root"]
 
 
@@ -291,7 +298,8 @@ def dataset_files():
     named = [
         config["dataset"][key] for key in DATASET_FILE_KEYS if key in config["dataset"]
     ]
-    return [path for path in named if os.path.exists(path)]
+    # the user's files: never moved under a module's prefix
+    return [local(path) for path in named if os.path.exists(path)]
 
 
 def dataset_args():
@@ -470,8 +478,8 @@ def what_ran_plan():
                         "reference_predictions": rules.evaluate.output[0].format(
                             **reference
                         ),
-                        "labels": LABELS,
-                        "bad_images": BAD_IMAGES,
+                        "labels": rules.index_dataset.output.labels,
+                        "bad_images": rules.index_dataset.output.bad,
                         "reference": config["accuracy"]["reference"],
                         "random_weights": random_weights(model),
                         "steps": steps_of_cell(runtime, model, precision, ACCURACY_BS)
@@ -487,7 +495,7 @@ def what_ran_plan():
         "latency": latency,
         "accuracy": accuracy,
         "macs": macs_files(),
-        "partial_dir": "results/tables/what-ran",
+        "partial_dir": os.path.join(tables_dir(), "what-ran"),
     }
 
 
@@ -505,31 +513,46 @@ def latency_plan(runtime, model, precision):
     ]
 
 
+def tables_dir():
+    """results/tables, as the tables rule writes it."""
+    return os.path.dirname(rules.tables.output.config)
+
+
+def prefixed(path):
+    """A path the rules write, where they write it: under the prefix of a module that uses
+    this workflow with `prefix:`, which Snakemake puts before the rules' paths (inputs,
+    outputs, logs), not before the paths in their params; found from where it put the
+    tables' config."""
+    return rules.tables.output.config[: -len(TABLES_CONFIG)] + path
+
+
 def tables_from_what_ran():
     """onerror: every table from the result files that exist, failed cells with their
     reason, marked partial. The tables rule's config dump is removed first, so that to
     Snakemake the tables are never complete after a failed or interrupted run: the next
     run plans the tables again, and with them every cell that has no result yet."""
-    if os.path.exists(TABLES_CONFIG):
-        os.remove(TABLES_CONFIG)
-    plan = "logs/tables-what-ran.json"
-    os.makedirs("logs", exist_ok=True)
+    if os.path.exists(rules.tables.output.config):
+        os.remove(rules.tables.output.config)
+    logs = os.path.dirname(rules.tables.log[0])
+    plan = os.path.join(logs, "tables-what-ran.json")
+    log = os.path.join(logs, "tables-what-ran.log")
+    os.makedirs(logs, exist_ok=True)
     with open(plan, "w") as f:
         json.dump(what_ran_plan(), f)
     try:
         shell(
-            f"{runner('main', 'aggregate.py')} logs/tables-what-ran.log"
-            f" --what-ran {plan} --out-dir results/tables"
+            f"{runner('main', 'aggregate.py')} {shlex.quote(log)}"
+            f" --what-ran {shlex.quote(plan)} --out-dir {shlex.quote(tables_dir())}"
         )
         print(
-            "infbench: some jobs failed or were interrupted; results/tables/ shows what ran, each"
-            " failed cell with its reason; run the same command again to retry them",
+            f"infbench: some jobs failed or were interrupted; {tables_dir()}/ shows what ran,"
+            " each failed cell with its reason; run the same command again to retry them",
             file=sys.stderr,
         )
     except Exception:
         print(
             "infbench: some jobs failed, and the tables could not be written from what ran;"
-            " see logs/tables-what-ran.log",
+            f" see {log}",
             file=sys.stderr,
         )
 

@@ -163,6 +163,7 @@ rule score:
         ),
     log:
         "logs/accuracy/{runtime}/{model}/{precision}-score.log",
+    localrule: True
     conda:
         "../../envs/main.yaml"
     params:

@@ -11,6 +11,7 @@ rule fetch_checkpoint:
         "resources/checkpoints/{model}.pth",
     log:
         "logs/checkpoints/{model}.log",
+    localrule: True
     conda:
         "../../envs/main.yaml"
     params:

@@ -66,6 +66,7 @@ rule tables:
         config=TABLES_CONFIG,
     log:
         "logs/tables.log",
+    localrule: True
     conda:
         "../../envs/main.yaml"
     params:
@@ -74,13 +75,14 @@ rule tables:
         # the models (the rows), not the order the config file lists keys in
         config=canonical(config),
         models=canonical(MODELS),
+        out_dir=lambda wc, output: os.path.dirname(output.config),
     shell:
         "printf '%s' {params.config:q} > {output.config} && "
         "{params.run} {log}"
         " --config {output.config} --models {params.models:q}"
         " --speed {input.speed} --latency {input.latency}"
         " --accuracy {input.accuracy} --macs {input.macs}"
-        " --out-dir results/tables"
+        " --out-dir {params.out_dir:q}"
 
 
 rule plots:
@@ -100,9 +102,11 @@ rule plots:
         svg=[plot_file(name, bs, "svg") for bs in BATCH_SIZES for name in FIGURES],
     log:
         "logs/plots.log",
+    localrule: True
     conda:
         "../../envs/main.yaml"
     params:
         run=runner("main", "plot.py"),
+        out_dir=lambda wc, output: os.path.dirname(output.svg[0]),
     shell:
-        "{params.run} {log} --cells {input} --out-dir results/plots"
+        "{params.run} {log} --cells {input} --out-dir {params.out_dir:q}"

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from infbench import files
+from infbench import __version__, files
 
 
 def now():
@@ -59,12 +59,13 @@ def slurm_job(environ=os.environ):
 
 def result_block(info, started, finished, artifact, phases, **extra):
     """The provenance of one cell's result, the same for every step that writes one: the
-    session's own ``info`` (runtime, versions, device, modes), the host, when, the
-    artifact and its sha256, the command line, where the process's time went (``phases``,
-    a ``Phases``), the SLURM job it ran as (``slurm``, only under SLURM) and what the step
-    adds (``extra``: config, GPU clocks, ...)."""
+    workflow's release, the session's own ``info`` (runtime, versions, device, modes), the
+    host, when, the artifact and its sha256, the command line, where the process's time
+    went (``phases``, a ``Phases``), the SLURM job it ran as (``slurm``, only under SLURM)
+    and what the step adds (``extra``: config, GPU clocks, ...)."""
     job = slurm_job()
     return {
+        "workflow": {"name": "infbench", "version": __version__},
         "runtime": info,
         "host": host(),
         "started": started,
