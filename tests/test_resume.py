@@ -2,7 +2,7 @@
 that the current config did not produce.
 
 Each test starts from a copy of one finished run (two alexnet-sized models with random
-weights on ONNX Runtime's CPU provider, 200 synthetic images) and drives Snakemake as a
+weights on ONNX Runtime's CPU provider, 400 synthetic images) and drives Snakemake as a
 user would: it breaks something or sends a signal, then runs the same command again.
 """
 
@@ -30,7 +30,7 @@ def resume_config():
     model = {"arch": "alexnet", "resize": 72, "crop": 64}
     return {
         # enough images that writing the tensor cache takes a moment to interrupt
-        "dataset": {"kind": "synthetic", "images": 200, "seed": 5},
+        "dataset": {"kind": "synthetic", "images": 400, "seed": 5},
         "models": {"a1": {**model, "checkpoint": {"random": 0}}, "a2": {**model, "checkpoint": {"random": 1}}},
         "runtimes": {"onnxruntime": {"device": "cpu", "precisions": ["fp32"], "threads": 2}},
         "batch_sizes": [4],
