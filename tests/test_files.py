@@ -151,3 +151,21 @@ def test_publish_gives_a_kept_temporary_file_the_users_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.pth").stat().st_mode & 0o777 == 0o664 and not part.exists()
+
+
+def test_an_interrupt_that_python_swallowed_still_publishes_nothing(tmp_path):
+    """Ctrl-C landing in an at-fork callback (a worker pool starting) is swallowed by Python;
+    the step goes on, but its output is not put in place: the interrupt is raised again."""
+    from infbench import errors
+
+    try:
+        errors._interrupted(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass  # swallowed, as an at-fork callback does
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with files.atomic_output(tmp_path / "cache.npy") as tmp:
+                Path(tmp).write_bytes(b"all rows written")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        errors.INTERRUPTED.clear()

@@ -40,6 +40,7 @@ def tiny_config():
         "timing": {"warmup_batches": 1, "timed_batches": 2, "windows": 2, "staged_batches": 2},
         "accuracy": {"reference": "onnxruntime/fp32"},
         "calibration": {"images": 4, "method": "minmax"},
+        "latency": {"batch_sizes": []},  # the speed and accuracy cells show what a module changes
     }
 
 

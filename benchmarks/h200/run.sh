@@ -56,6 +56,15 @@ WORKFLOW=${WORKFLOW:-1}  # 0: no workflow run, only the artifacts the efficiency
 EFF_RUNTIMES=${EFF_RUNTIMES:-torch onnxruntime}
 BISECT=${BISECT:-0}
 LATENCY=${LATENCY:-0}
+# RUNTIMES: the cells of these runtimes only, one Snakemake run per model in MODELS' order
+# (a model's engines, then its cells), so a session that ends early keeps whole models;
+# empty: the whole config in one run. LATENCY_CELLS=0 leaves the config's latency cells out.
+RUNTIMES=${RUNTIMES:-}
+LATENCY_CELLS=${LATENCY_CELLS:-1}
+# ORT_STUDY: "model:precision ..." timed first by benchmarks/ort_cuda_options.py (ONNX
+# Runtime's prefer_nhwc x cudnn_conv_algo_search, batch 8 and 50), after Snakemake made
+# their ONNX files
+ORT_STUDY=${ORT_STUDY:-}
 STANDIN_SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
 
 # how many parts are here, of how many
@@ -156,7 +165,10 @@ start() {
     PYTHONPATH=$SITE312 python3 benchmarks/h200/summary.py versions snakemake pandas tabulate onnxconverter-common \
         onnxruntime onnxruntime-gpu onnx numpy torch torchvision >"$RUN/versions-main.json"
     cat "$RUN/versions-main.json"; echo
-    PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$RUN/h200.yaml" "$LEVEL" "$(cat "$RUN/libraries" 2>/dev/null)" "$STANDIN_SOURCES" <<'PY'
+    # one nvidia-smi answer as the clock probe asks for it, recorded (tests/test_gpu.py)
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw,clocks_throttle_reasons.active \
+        --format=csv,noheader,nounits -i 0 >"$RUN/nvidia-smi-reading.txt" 2>&1 || true
+    LATENCY_CELLS=$LATENCY_CELLS PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$RUN/h200.yaml" "$LEVEL" "$(cat "$RUN/libraries" 2>/dev/null)" "$STANDIN_SOURCES" <<'PY'
 import os, sys, yaml
 models, python, out, level, libraries, standin_sources = sys.argv[1:]
 config = yaml.safe_load(open("config/gpu.yaml"))
@@ -167,6 +179,8 @@ if os.path.exists(python):
         config["runtimes"]["tensorrt"]["tactic_sources"] = standin_sources.split(",")
     if level:
         config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
+if os.environ.get("LATENCY_CELLS") == "0":
+    config["latency"] = {"batch_sizes": []}
 else:
     print("TensorRT did not travel (WITH_TRT=0): its cells are left out")
     config["runtimes"].pop("tensorrt")
@@ -180,6 +194,31 @@ print("runtimes:", {name: {k: v for k, v in block.items() if k != "precisions"} 
 PY
     setsid nohup bash benchmarks/h200/run.sh job >"$RUN/job.log" 2>&1 </dev/null &
     echo "job started"
+}
+
+# the speed and accuracy result files of RUNTIMES' cells of model $1 (from h200.yaml)
+cell_targets() {
+    PYTHONPATH=$SITE312 python3 - "$RUN/h200.yaml" "$1" "$RUNTIMES" <<'PY'
+import sys, yaml
+config, model, runtimes = yaml.safe_load(open(sys.argv[1])), sys.argv[2], sys.argv[3].split()
+for runtime in runtimes:
+    for precision in config["runtimes"].get(runtime, {}).get("precisions", []):
+        print(f"results/accuracy/{runtime}/{model}/{precision}.json")
+        for bs in config["batch_sizes"]:
+            print(f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json")
+PY
+}
+
+# ORT_STUDY: ONNX Runtime's CUDA options on the workflow's own ONNX files
+ort_study() {
+    local item files=()
+    for item in $ORT_STUDY; do files+=("results/onnx/${item%%:*}/${item##*:}.onnx"); done
+    phase "ONNX files for the ONNX Runtime options study"
+    python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" --scheduler greedy "${files[@]}" \
+        >"$RUN/snakemake-study.log" 2>&1 || echo "study: snakemake failed" | tee -a "$RUN/ort-options.md"
+    phase "ONNX Runtime options study"
+    python3 benchmarks/ort_cuda_options.py --device cuda --onnx "${files[@]}" --batch-size 8 50 --timed 100 \
+        >>"$RUN/ort-options.md" 2>&1 || echo "study failed" >>"$RUN/ort-options.md"
 }
 
 gpu_state() {
@@ -217,13 +256,25 @@ job() {
         python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" --scheduler greedy "${targets[@]}" \
             >"$RUN/snakemake.log" 2>&1 || echo "artifacts: snakemake failed" | tee "$RUN/snakemake.rc"
     else
-        phase "workflow${LEVEL:+, level $LEVEL}"
-        local command="snakemake --cores $CORES --resources gpu=1 --configfile h200.yaml --scheduler greedy"
-        local t0 rc=0 wall
+        [ -n "$ORT_STUDY" ] && ort_study
+        phase "workflow${LEVEL:+, level $LEVEL}${RUNTIMES:+, the cells of $RUNTIMES model by model}"
+        local command="snakemake --cores $CORES --resources gpu=1 --configfile $RUN/h200.yaml --scheduler greedy"
+        local t0 rc=0 wall one m
         t0=$(date +%s)
-        python3 -m $command >"$RUN/snakemake.log" 2>&1 || rc=$?
+        if [ -z "$RUNTIMES" ]; then
+            python3 -m $command >"$RUN/snakemake.log" 2>&1 || rc=$?
+            echo "snakemake exit $rc, wall $(($(date +%s) - t0)) s" | tee "$RUN/snakemake.rc"
+        else
+            for m in $MODELS; do
+                phase "workflow: $m"
+                one=0
+                python3 -m $command $(cell_targets "$m") >>"$RUN/snakemake.log" 2>&1 || one=$?
+                [ "$rc" = 0 ] && rc=$one
+                echo "snakemake $m: exit $one, at $(($(date +%s) - t0)) s" | tee -a "$RUN/snakemake.rc"
+            done
+            command="$command <the speed and accuracy files of $RUNTIMES, one run per model: $MODELS>"
+        fi
         wall=$(($(date +%s) - t0))
-        echo "snakemake exit $rc, wall $wall s" | tee "$RUN/snakemake.rc"
         python3 benchmarks/idle_ratio.py results --wall "$wall" --json "$RUN/idle.json" >"$RUN/idle.md" 2>&1 || true
         python3 benchmarks/h200/summary.py run --run "$RUN" --snakemake-rc "$rc" --wall "$wall" \
             --started "$(cat "$RUN/started")" --finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
@@ -440,8 +491,14 @@ collect() {
     tar -czf "$OUT/results.tar.gz" --exclude='*.npz' --exclude='*.plan' --exclude='*.onnx' --exclude='*.npy' \
         --exclude='results/datasets' --exclude='results/weights' results logs "$RUN" 2>/dev/null || true
     [ -s "$RUN/run.json" ] && cp "$RUN/run.json" "$OUT/run.json"
+    # the cells' prediction files, so that a later session can resume the matrix from these
+    # results without evaluating (and building engines for) these cells again: in parts of
+    # 15 MiB (a file that comes back holds at most 16)
+    if [ -n "$(find results/accuracy -name '*.npz' 2>/dev/null | head -1)" ]; then
+        find results/accuracy -name '*.npz' -print0 | tar -cf - --null -T - | split -b 15M -d -a 1 - "$OUT/predictions.tar."
+    fi
     ls -l "$OUT"
-    cat "$RUN/libcheck.txt" 2>/dev/null || true
+    cat "$RUN/libcheck.txt" "$RUN/nvidia-smi-reading.txt" "$RUN/ort-options.md" 2>/dev/null || true
     cat "$RUN/snakemake.rc" 2>/dev/null || tail -n 5 "$RUN/snakemake.log" 2>/dev/null || true
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("engines (build s):", {k: v["build_seconds"] for k, v in r["engines"].items()}); print("failed:", r["engines_failed"])' "$RUN/run.json" 2>/dev/null || true
     cat results/tables/speed-bs*.md results/tables/energy-bs*.md results/tables/latency-bs*.md \

@@ -17,15 +17,30 @@ class NotMeasured(Exception):
     mistake, and not a failure of the cell; its message is the cell's ``not measured`` reason."""
 
 
-def _terminated(signum, frame):
-    """SIGTERM (a scheduler's time limit, `kill`, Snakemake stopping its jobs) ends the step
-    as an exception would, so that its temporary files are removed on the way out."""
-    raise SystemExit(128 + signum)
+# the signal that interrupted this step, once one came
+INTERRUPTED = []
+
+
+def _interrupted(signum, frame):
+    """SIGTERM (a scheduler's time limit, `kill`, Snakemake stopping its jobs) and SIGINT
+    (Ctrl-C) end the step as an exception would, so that its temporary files are removed on
+    the way out. The signal is also remembered: Python swallows what a handler raises inside
+    an at-fork callback (a worker pool starting), and ``check_interrupted`` raises it again
+    before an output is put in place."""
+    INTERRUPTED.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+
+def check_interrupted():
+    """Raise again a SIGINT or SIGTERM that came to this process, even one swallowed."""
+    if INTERRUPTED:
+        raise KeyboardInterrupt if INTERRUPTED[0] == signal.SIGINT else SystemExit(128 + INTERRUPTED[0])
 
 
 def main_guard(main):
     """Run ``main()``; a UserError ends the process with its sentence, no traceback."""
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         return main()
     except UserError as err:

@@ -59,6 +59,9 @@ def atomic_output(path):
         tmp.unlink()  # a killed earlier attempt's (a symbolic link itself, never its target)
     try:
         yield str(tmp)
+        from infbench.errors import check_interrupted
+
+        check_interrupted()  # an interrupted step publishes nothing, even where its signal was swallowed
         mode = 0o777 if tmp.is_dir() else 0o666
         os.chmod(tmp, mode & ~_umask())
         if tmp.is_dir() and path.is_dir():
