@@ -16,18 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- clock_state: nvidia-smi's answer, parsed ------------------------------------------
 
-# One reading of the H200 this project measures on, as docs/results/h200.md records it: SM
-# 1,980 MHz and memory 3,201 MHz (the "Clocks" lines of the harness-efficiency run and run 1),
-# 56 C and 685 W (run 3's highest). The active throttle reasons are nvidia-smi's hex mask,
-# none active. Written as nvidia-smi writes --format=csv,noheader,nounits: the fields in the
-# order asked, ", " between them.
-H200_READING = {
-    "clocks.sm": "1980",
-    "clocks.mem": "3201",
-    "temperature.gpu": "56",
-    "power.draw": "685.00",
-    "clocks_throttle_reasons.active": "0x0000000000000000",
-}
+# One reading of the H200 this project measures on, as nvidia-smi answered the clock probe's
+# query there (`nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw,
+# clocks_throttle_reasons.active --format=csv,noheader,nounits -i 0`, driver 580.159.04,
+# 2026-12-02, benchmarks/h200/run.sh start): the fields in the order asked, ", " between them.
+H200_ANSWER = "1980, 3201, 31, 125.44, 0x0000000000000000"
+H200_READING = dict(
+    zip(
+        ["clocks.sm", "clocks.mem", "temperature.gpu", "power.draw", "clocks_throttle_reasons.active"],
+        H200_ANSWER.split(", "),
+    )
+)
 
 NVIDIA_SMI = """#!{python}
 import sys
@@ -54,8 +53,8 @@ def test_clock_state_reads_the_sm_and_memory_clocks_of_an_h200(nvidia_smi):
     assert gpu.clock_state() == {
         "sm_mhz": 1980.0,
         "mem_mhz": 3201.0,
-        "temperature_c": 56.0,
-        "power_w": 685.0,
+        "temperature_c": 31.0,
+        "power_w": 125.44,
         "throttle_reasons": "0x0000000000000000",
     }
 
@@ -67,7 +66,7 @@ def test_the_clock_drop_mark_compares_the_sm_clock_of_two_readings(nvidia_smi):
     before = gpu.clock_state()
     assert gpu.clock_drop(before, gpu.clock_state()) is None
     after = {**before, "sm_mhz": 1755.0, "temperature_c": 83.0}
-    assert gpu.clock_drop(before, after) == "SM clock 1980 -> 1755 MHz while timed, 56 -> 83 C"
+    assert gpu.clock_drop(before, after) == "SM clock 1980 -> 1755 MHz while timed, 31 -> 83 C"
 
 
 def test_without_nvidia_smi_every_reading_is_none(tmp_path, monkeypatch):

@@ -439,13 +439,18 @@ def test_onnxruntime_reads_its_per_run_sync_back_from_the_run_options():
 
 def test_onnxruntime_cuda_options_nhwc_and_the_algorithm_search():
     """prefer_nhwc and cudnn_conv_algo_search reach the CUDA provider under its own names and
-    values; by default ONNX Runtime's own defaults (NCHW, exhaustive search); a value the
-    provider does not know is one sentence naming the key."""
+    values; by default the fastest the H200 ran (cuDNN's heuristics; NHWC in fp16 cells, NCHW
+    in fp32 ones); a value the provider does not know is one sentence naming the key."""
     from infbench.runtimes import onnxruntime as ortrt
 
     cuda = SessionSpec("onnxruntime", "m", "resnet50", "fp16", 8, "cuda", "x.onnx", 224, {})
     default = ortrt.provider_options(cuda)[1][0]
-    assert (default["prefer_nhwc"], default["cudnn_conv_algo_search"]) == ("0", "EXHAUSTIVE")
+    assert (default["prefer_nhwc"], default["cudnn_conv_algo_search"]) == ("1", "HEURISTIC")
+    for precision, layout in (("fp32", "0"), ("int8", "0"), ("fp16", "1")):
+        options = ortrt.provider_options(dataclasses.replace(cuda, precision=precision))[1][0]
+        assert options["prefer_nhwc"] == layout, precision
+    always = dataclasses.replace(cuda, precision="fp32", options={"prefer_nhwc": True})
+    assert ortrt.provider_options(always)[1][0]["prefer_nhwc"] == "1"
     for search in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
         chosen = dataclasses.replace(cuda, options={"prefer_nhwc": True, "cudnn_conv_algo_search": search})
         options = ortrt.provider_options(chosen)[1][0]
@@ -471,8 +476,8 @@ def test_onnxruntime_defaults_are_the_schemas():
         assert keys[key]["default"] == ortrt.DEFAULTS[key], key
     assert keys["cudnn_conv_algo_search"]["enum"] == list(ortrt.CONV_ALGO_SEARCH)
     readme = (root / "config/README.md").read_text()
-    assert "| `prefer_nhwc` | onnxruntime on cuda:" in readme and "Default false" in readme
-    assert "| `cudnn_conv_algo_search` | onnxruntime on cuda:" in readme and "default `EXHAUSTIVE`" in readme
+    assert "| `prefer_nhwc` | onnxruntime on cuda:" in readme and "or `fp16` (the default: the fp16 cells only" in readme
+    assert "| `cudnn_conv_algo_search` | onnxruntime on cuda:" in readme and "no timing; the default)" in readme
 
 
 @pytest.mark.skipif(

@@ -26,15 +26,19 @@ instead of capturing anew.
 int8 on CUDA runs the Q/DQ graph in float: the CUDA provider has no int8 convolutions, so
 the cell is emulated int8 and its provenance says so.
 
-Two more CUDA provider options, at ONNX Runtime's own defaults unless the config says:
-``prefer_nhwc`` (default false; the provider's ``prefer_nhwc``, in the default builds since
-1.20: NHWC convolutions, the layout tensor cores work in, with transposes added where
-needed; the change that brought them, microsoft/onnxruntime#19470, says their cuDNN-frontend
-convolutions use TF32 whatever ``use_tf32`` says, so fp32 cells with it are not known strict)
-and ``cudnn_conv_algo_search`` (``EXHAUSTIVE``, the default: cuDNN times every
-algorithm on the first run of each convolution; ``HEURISTIC``: cuDNN's heuristics pick one;
-``DEFAULT``: implicit precomputed GEMM, no search). ``benchmarks/ort_cuda_options.py`` times
-every combination.
+Two more CUDA provider options, at the fastest that was measured unless the config says:
+``prefer_nhwc`` (the provider's ``prefer_nhwc``, in the default builds since 1.20: NHWC
+convolutions, the layout tensor cores work in, with transposes added where needed): true,
+false, or ``fp16`` (the default: the fp16 cells only; the change that brought these kernels,
+microsoft/onnxruntime#19470, says their cuDNN-frontend convolutions use TF32 whatever
+``use_tf32`` says, so an fp32 cell with them is not known strict, and it was slower) and
+``cudnn_conv_algo_search`` (``HEURISTIC``, the default: cuDNN's heuristics pick each
+convolution's algorithm; ``EXHAUSTIVE``, ONNX Runtime's own default: cuDNN times every
+algorithm on the first run; ``DEFAULT``: implicit precomputed GEMM, no search).
+``benchmarks/ort_cuda_options.py`` times every combination; on the H200 (docs/results/h200.md,
+session 6) HEURISTIC with NHWC ran vgg16 fp16 at 8,194 / 9,874 img/s (batch 8 / 50) against
+2,166 / 2,823 with ONNX Runtime's defaults, resnet50 fp16 at 6,108 / 9,832 against 3,199 /
+8,111, and fp32 was as fast with HEURISTIC and slower with NHWC.
 
 What a result records (``info``) is read back from ONNX Runtime, not from the config: the
 threads from the session's own options, TF32, CUDA graphs, NHWC and the algorithm search from
@@ -74,8 +78,8 @@ AUTO_ROUNDS = 3
 DEFAULTS = {
     "allow_tf32": False,
     "cuda_graphs": False,
-    "prefer_nhwc": False,
-    "cudnn_conv_algo_search": "EXHAUSTIVE",
+    "prefer_nhwc": "fp16",
+    "cudnn_conv_algo_search": "HEURISTIC",
 }
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
@@ -95,12 +99,24 @@ def provider_options(spec):
     cuda = {
         "device_id": "0",
         "use_tf32": "1" if options["allow_tf32"] else "0",
-        "prefer_nhwc": "1" if options["prefer_nhwc"] else "0",
+        "prefer_nhwc": "1" if nhwc(options["prefer_nhwc"], spec.precision) else "0",
         "cudnn_conv_algo_search": search,
     }
     if options["cuda_graphs"]:
         cuda["enable_cuda_graph"] = "1"
     return [PROVIDERS["cuda"], PROVIDERS["cpu"]], [cuda, {}]
+
+
+def nhwc(prefer_nhwc, precision):
+    """Whether a cell's convolutions run in NHWC: ``prefer_nhwc`` true or false, or ``fp16``
+    for the fp16 cells only."""
+    if prefer_nhwc == "fp16":
+        return precision == "fp16"
+    if not isinstance(prefer_nhwc, bool):
+        raise UserError(
+            f"config key runtimes.onnxruntime.prefer_nhwc is {prefer_nhwc!r}; it must be true, false or fp16"
+        )
+    return prefer_nhwc
 
 
 def settings_in_force(session, run_options=None):
