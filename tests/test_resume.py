@@ -341,3 +341,32 @@ def test_an_unreadable_image_names_the_index_in_every_cell(base_run, tmp_path):
         assert rows["a1"][LABEL] == rows["a2"][LABEL] == "failed", table
         assert f"a1 {LABEL}: indexing the data set failed: 1 of 4 images cannot be read: " in path.read_text()
         assert "broken.JPEG" in path.read_text()
+
+
+def test_results_imported_from_an_earlier_run_are_kept(base_run, tmp_path):
+    """The matrix run in parts (docs/results/h200/README.md, benchmarks/h200/run.sh IMPORT and
+    FINAL): a1's result files alone come from an earlier run (no engine, ONNX file, cache or
+    prediction file with them); this run makes the other cells first (and a1's weights, as
+    the H200 run's other runtimes do), then touches the imported files and runs the whole
+    config, which measures nothing again and writes complete tables with a1's figures."""
+    work = tmp_path / "run"
+    for kind in ("speed", "latency", "accuracy"):
+        for path in (base_run / "results" / kind / "onnxruntime" / "a1").glob("*.json"):
+            target = work / path.relative_to(base_run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    imported = {str(p.relative_to(work)): p.read_bytes() for p in (work / "results").rglob("*.json")}
+    config = resume_config()
+    snakemake(
+        work, "results/speed/onnxruntime/a2/fp32-bs4.json", "results/accuracy/onnxruntime/a2/fp32.json",
+        "results/latency/onnxruntime/a2/fp32-bs1.json",
+        # (the tables read every model's MACs; on the H200 a1's other cells make them)
+        "results/weights/a1.macs.json", config=config,
+    )  # fmt: skip
+    now = time.time()
+    for path in imported:
+        os.utime(work / path, (now, now))
+    assert planned_jobs(snakemake(work, "-n", config=config)) == {"tables": 1, "plots": 1, "all": 1}
+    snakemake(work, config=config)
+    assert {p: (work / p).read_bytes() for p in imported} == imported
+    assert_complete(work, base_run)
