@@ -367,7 +367,7 @@ job() {
 bisect_int8() {
     local work=results/bench/bisect weights=results/weights/inception_v3.safetensors
     mkdir -p "$work"
-    [ -e "$weights" ] || python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" "$weights" >>"$RUN/bisect.log" 2>&1
+    [ -e "$weights" ] || python3 -m snakemake "$weights" --cores "$CORES" --configfile "$RUN/h200.yaml" >>"$RUN/bisect.log" 2>&1
     python3 - "$weights" "$work" >>"$RUN/bisect.log" 2>&1 <<'PY' || true
 import sys
 sys.path.insert(0, "workflow/scripts")
