@@ -349,6 +349,26 @@ def cell_threads(wildcards):
     )
 
 
+def gpus_at_once():
+    """How many GPU jobs run at once on this machine: --resources gpu=N where Snakemake runs
+    the jobs itself (each on a GPU of its own: infbench/slots.py), 1 where a cluster runs
+    each job on a node it chose (and inside such a job)."""
+    gpu = workflow.global_resources.get("gpu")
+    if workflow.non_local_exec or workflow.remote_exec or gpu is None:
+        return 1
+    return max(1, int(gpu.value or 1))
+
+
+def timed_threads(wildcards):
+    """A timed job's cores: every core for a CPU cell, so that nothing runs beside it; for a
+    cell on cuda, every core divided among the GPU jobs that run at once (gpus_at_once), so
+    that with --resources gpu=N the timed cells of N GPUs run side by side (each pinned to
+    cores of its own by launch.sh). With one GPU, every core, as for a CPU cell."""
+    if config["runtimes"][wildcards.runtime]["device"] == "cpu":
+        return workflow.cores
+    return max(1, workflow.cores // gpus_at_once())
+
+
 def cell_gpus(wildcards):
     """A cell's GPUs: one on cuda, none on the CPU, where a cluster would otherwise hold
     the job for a GPU node. A CPU cell is kept from running beside another by its threads
