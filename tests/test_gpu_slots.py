@@ -140,7 +140,7 @@ def test_a_timed_step_is_pinned_to_its_gpus_share_and_an_accuracy_run_is_not(two
     try:
         assert first[0]["CUDA_VISIBLE_DEVICES"] == UUIDS[0] and first[1] == [0, 1, 4, 5]
         assert second[0]["CUDA_VISIBLE_DEVICES"] == UUIDS[1] and second[1] == [2, 3, 6, 7]
-        assert said[0] == f"gpu slot: GPU 0 ({UUIDS[0]}, {H200}), CPUs 0-1,4-5"
+        assert said[0] == f"gpu slot: GPU 0 ({UUIDS[0]}, {H200}), CPUs 0-1,4-5, pid {os.getpid()}"
         os.close(first[2])  # GPU 0 is free again
         third = slots.hold_for_step("evaluate.py", ["--device", "cuda"], os.environ, said.append, range(8), sysfs)
         assert third[0]["CUDA_VISIBLE_DEVICES"] == UUIDS[0] and third[1] is None
@@ -166,7 +166,7 @@ block = provenance.result_block({{}}, "s", "f", __file__, provenance.Phases(t0))
 print(json.dumps({{
     "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "slot": block.get("gpu_slot"),
     "cpus": sorted(os.sched_getaffinity(0)), "launched": float(os.environ["INFBENCH_LAUNCHED"]),
-    "start": t0, "end": time.time(),
+    "start": t0, "end": time.time(), "pid": os.getpid(),
 }}))
 """
 
@@ -207,6 +207,7 @@ def test_no_two_steps_hold_one_gpu_at_once(two_h200):
     for run in runs:
         assert run["slot"]["uuid"] == run["visible"] and run["slot"]["name"] == H200
         assert run["slot"]["index"] == UUIDS.index(run["visible"]) and run["slot"]["gpus"] == 2
+        assert run["slot"]["pid"] == run["pid"]  # the step itself holds the lock
         by_gpu.setdefault(run["visible"], []).append((run["start"], run["end"]))
     assert sorted(by_gpu) == UUIDS[:2]
     for uuid, spans in by_gpu.items():

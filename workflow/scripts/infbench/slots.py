@@ -221,9 +221,10 @@ def hold_for_step(script, args, environ, say=print, cpus=None, sysfs="/sys/devic
         "gpus": len(slots),  # the GPUs this run's steps share out
         "cpus": share,
         "waited_s": round(waited, 3),
+        "pid": os.getpid(),  # the step's own (gpu_slot.py becomes the step), as nvidia-smi lists it
     }
     pinned = f", CPUs {compact(share)}" if share else ""
-    say(f"gpu slot: GPU {chosen['index']} ({chosen['uuid']}, {chosen['name']}){pinned}")
+    say(f"gpu slot: GPU {chosen['index']} ({chosen['uuid']}, {chosen['name']}){pinned}, pid {os.getpid()}")
     return {"CUDA_VISIBLE_DEVICES": chosen["uuid"], SLOT: json.dumps(record)}, share, fd
 
 
