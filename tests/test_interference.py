@@ -63,7 +63,7 @@ def test_each_ratio_is_the_median_beside_over_the_median_alone():
     rounds = [
         {"kind": "alone", "rates": {"a/bs8": 100.0}},
         {"kind": "timed", "rates": {"a/bs8": 97.0}},
-        {"kind": "alone", "rates": {"a/bs8": 110.0}},
+        {"kind": "alone", "rates": {"a/bs8": 112.0}},  # the mean alone would be 100.67
         {"kind": "timed", "rates": {"a/bs8": 99.0}},
         {"kind": "alone", "rates": {"a/bs8": 90.0}},
         {"kind": "timed", "rates": {"a/bs8": 95.0}},

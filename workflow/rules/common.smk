@@ -23,6 +23,7 @@ from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
 from infbench.results import LATENCY_TIMING_KEYS, cell_config
+from infbench.slots import timed_cores
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(os.path.join(WORKFLOW_DIR, "workflow", "schemas", "config.schema.yaml")) as f:
@@ -349,24 +350,17 @@ def cell_threads(wildcards):
     )
 
 
-def gpus_at_once():
-    """How many GPU jobs run at once on this machine: --resources gpu=N where Snakemake runs
-    the jobs itself (each on a GPU of its own: infbench/slots.py), 1 where a cluster runs
-    each job on a node it chose (and inside such a job)."""
-    gpu = workflow.global_resources.get("gpu")
-    if workflow.non_local_exec or workflow.remote_exec or gpu is None:
-        return 1
-    return max(1, int(gpu.value or 1))
-
-
 def timed_threads(wildcards):
-    """A timed job's cores: every core for a CPU cell, so that nothing runs beside it; for a
-    cell on cuda, every core divided among the GPU jobs that run at once (gpus_at_once), so
-    that with --resources gpu=N the timed cells of N GPUs run side by side (each pinned to
-    cores of its own by launch.sh). With one GPU, every core, as for a CPU cell."""
-    if config["runtimes"][wildcards.runtime]["device"] == "cpu":
-        return workflow.cores
-    return max(1, workflow.cores // gpus_at_once())
+    """A timed job's cores (infbench.slots.timed_cores): every core on the CPU; on cuda with
+    --resources gpu=N, every core divided by N where Snakemake runs the jobs itself (a dry-run
+    plans so too), every core on a cluster (and inside a cluster's job)."""
+    gpu = workflow.global_resources.get("gpu")
+    return timed_cores(
+        workflow.cores,
+        config["runtimes"][wildcards.runtime]["device"],
+        gpu.value if gpu is not None else None,
+        workflow.local_exec and not workflow.remote_exec,
+    )
 
 
 def cell_gpus(wildcards):

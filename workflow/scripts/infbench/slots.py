@@ -39,6 +39,18 @@ GPU_STEPS = {"build_engine.py": False, "measure_speed.py": True, "evaluate.py": 
 TIMED_STEPS = {"measure_speed.py"}  # speed and latency cells: cores of their own too
 
 
+def timed_cores(cores, device, gpus, local):
+    """The cores a timed cell asks Snakemake for: every core for a cell on the CPU, so that
+    nothing runs beside it; for a cell on cuda, every core divided among the ``gpus`` GPU
+    jobs that run at once (``--resources gpu=N``) where Snakemake runs the jobs itself
+    (``local``), so that N timed cells fit side by side, each then pinned to its GPU's share
+    (``core_share``). On a cluster (not ``local``) every core, as before: there each job gets
+    its node's cores and GPU from the cluster."""
+    if device != "cuda" or not local or not gpus or gpus <= 1:
+        return cores
+    return max(1, cores // gpus)
+
+
 def device_of(args):
     """The value of a step's ``--device`` option, or None."""
     for i, arg in enumerate(args):
