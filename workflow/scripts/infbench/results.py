@@ -170,12 +170,9 @@ def _provenance(data, path, device):
     }
 
 
-def read_speed(path):
-    """One speed result file as a row (its window rates as a list)."""
-    data = _load_json(path)
-    g = functools.partial(_get, data, path)
-    row = {
-        "kind": "speed",
+def _timed_cell(g):
+    """The cell of a speed or latency result (``g``: ``_get`` on its file), measured."""
+    return {
         "status": "measured",
         "runtime": g("cell.runtime", str),
         "model": g("cell.model", str),
@@ -183,6 +180,16 @@ def read_speed(path):
         "precision": g("cell.precision", str),
         "batch_size": g("cell.batch_size", int),
         "device": g("cell.device", str),
+    }
+
+
+def read_speed(path):
+    """One speed result file as a row (its window rates as a list)."""
+    data = _load_json(path)
+    g = functools.partial(_get, data, path)
+    row = {
+        "kind": "speed",
+        **_timed_cell(g),
         "images_per_s": g("result.images_per_s", _NUMBER),
         "window_images_per_s": g("result.window_images_per_s", list),
         "spread": g("result.spread", _NUMBER),
@@ -232,13 +239,7 @@ def read_latency(path):
     g = functools.partial(_get, data, path)
     row = {
         "kind": "latency",
-        "status": "measured",
-        "runtime": g("cell.runtime", str),
-        "model": g("cell.model", str),
-        "arch": g("cell.arch", str),
-        "precision": g("cell.precision", str),
-        "batch_size": g("cell.batch_size", int),
-        "device": g("cell.device", str),
+        **_timed_cell(g),
         "p50_ms": g("result.p50_ms", _NUMBER),
         "p90_ms": g("result.p90_ms", _NUMBER),
         "p99_ms": g("result.p99_ms", _NUMBER),
