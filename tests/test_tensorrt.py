@@ -439,7 +439,7 @@ def test_a_matching_sidecar_matches():
     "field, value, words",
     [
         ("tensorrt", "11.4.0.106", "TensorRT version changed (10.13.3.9 -> 11.4.0.106)"),
-        ("gpu_name", "NVIDIA A100-SXM4-80GB", "GPU changed (NVIDIA H200 -> NVIDIA A100-SXM4-80GB)"),
+        ("gpu_name", "NVIDIA A100-SXM4-80GB", "GPU model changed (NVIDIA H200 -> NVIDIA A100-SXM4-80GB)"),
         ("compute_capability", "8.0", "compute capability changed (9.0 -> 8.0)"),
         ("driver", "590.10.01", "NVIDIA driver changed (580.159.04 -> 590.10.01)"),
         ("driver", None, "NVIDIA driver changed (580.159.04 -> None)"),
@@ -536,6 +536,25 @@ def test_an_engine_that_is_not_the_one_its_sidecar_describes_is_rebuilt(built):
 def test_an_engine_from_another_tensorrt_is_rebuilt(built):
     rebuild, reason = engine.needs_rebuild(built, dict(ENV, tensorrt="11.4.0.106"), ONNX_SHA, OPTIONS)
     assert rebuild and reason.startswith("TensorRT version changed")
+
+
+def test_a_cell_refuses_an_engine_built_for_another_gpu_model_in_one_sentence(built, monkeypatch):
+    """An engine built on an H200 (its sidecar says so) runs on any H200 of the machine, and a
+    cell on another model of GPU refuses it: one sentence, the engine left as it is."""
+    from infbench.runtimes.tensorrt import session
+
+    spec = spec_for(built, precision="fp16", batch_size=8)
+    monkeypatch.setattr(engine, "current_environment", lambda version: dict(ENV))  # another H200
+    assert session.ensure_engine(spec, ENV["tensorrt"])[0]["environment"]["gpu_name"] == "NVIDIA H200"
+    monkeypatch.setattr(engine, "current_environment", lambda version: dict(ENV, gpu_name="NVIDIA H100 80GB HBM3"))
+    before = engine.sha256_file(built)
+    with pytest.raises(UserError) as err:
+        session.ensure_engine(spec, ENV["tensorrt"])
+    assert str(err.value) == (
+        f"TensorRT engine {built} does not fit this cell (GPU model changed (NVIDIA H200 -> NVIDIA H100 80GB"
+        " HBM3)); delete it and run the workflow again, which rebuilds it (or: snakemake --forcerun build_engine)"
+    )
+    assert engine.sha256_file(built) == before
 
 
 # --- atomic writes and the shared timing cache -----------------------------------------
@@ -840,6 +859,21 @@ def test_a_built_engine_has_its_build_seconds_and_timing_cache_use_in_its_sideca
     assert f"in {sidecar['build_seconds']:.1f} s with TensorRT 8.6.0" in stdout
     assert sidecar["timing_cache_use"] == {"file": sidecar["timing_cache"], "bytes": 0, "loaded": False, "saved": "written"}
     assert sidecar["flags"]["tactic_sources"] == sorted(TRT86_TACTIC_SOURCES)
+
+
+def test_the_sidecar_names_the_gpu_slot_the_engine_was_built_on(fake_build, capsys, monkeypatch):
+    """On a machine of several GPUs the build step holds one (infbench.slots): its sidecar
+    says which, beside the GPU model it compares; outside a slot it says none."""
+    slot = {"index": 1, "uuid": "GPU-5e3c0b8a-7f1d-4c2e-9a6b-000000000001", "name": "NVIDIA H200", "gpus": 2,
+            "cpus": None, "waited_s": 0.0}
+    monkeypatch.setenv("INFBENCH_GPU_SLOT", json.dumps(slot))
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt())
+    assert status == 0, stderr
+    sidecar = engine.read_sidecar(engine.sidecar_path(plan))
+    assert sidecar["gpu_slot"] == slot and sidecar["environment"]["gpu_name"] == "NVIDIA H200"
+    monkeypatch.delenv("INFBENCH_GPU_SLOT")
+    status, _, stderr, plan = fake_build(capsys, fake_tensorrt())
+    assert status == 0 and engine.read_sidecar(engine.sidecar_path(plan))["gpu_slot"] is None
 
 
 def test_a_timing_cache_tensorrt_cannot_read_is_recorded_with_its_words_and_replaced(fake_build, capsys, tmp_path):

@@ -38,6 +38,20 @@
 # MODELS: the harness's p50 at batch 1 against a hand loop and the energy plausibility
 # checks at batch 8 and 50, for PyTorch, ONNX Runtime and (when it travelled) TensorRT,
 # fp32/fp16/int8 (into $RUN/latency-energy.md and latency-energy-*.json).
+# GPUS=N (default 1) spreads the matrix over N GPUs of the machine (`--resources gpu=N`: each
+# GPU step on a GPU of its own, each timed cell on its GPU's share of the cores; docs/multigpu.md).
+# Above 1, nvidia-smi is sampled every second during the workflow (each GPU's use into
+# gpus-busy.csv, each process's GPU into compute-apps.csv) and benchmarks/h200/slots_check.py
+# then checks the run (slots-check.txt/.json: the timed cells per GPU, none two at once on
+# one GPU or on one core, each step process on the GPU its log names). COMPARE_WITH=DIR:
+# benchmarks/compare_cells.py on DIR (an earlier run's results, e.g. one GPU's) against this
+# run's (compare.md/.json: each cell's ratio, flagged past 2 %). INTERFERENCE=1, after the
+# workflow: benchmarks/interference.py, the speed jobs of INTERFERENCE_CELLS (default
+# resnet50's fp16 batch-8 results: one job per runtime, each timing batch 8 and 50) timed on
+# GPU 0 alone and beside each kind of load of INTERFERENCE_LOAD (default: timed cells,
+# accuracy runs, engine builds on GPUs 1..N-1, calibrations on the CPU) in
+# INTERFERENCE_ROUNDS alternating rounds (default 2), with the timing INTERFERENCE_TIMING
+# (default 3 windows of 200 batches) (interference.md/.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACK=${PACK:-/tmp/pack} PARTS=${PARTS:-/tmp/parts} RUN=${RUN:-/tmp/run} TRTPY=${TRTPY:-/tmp/trtpy}
@@ -73,6 +87,13 @@ ORT_STUDY=${ORT_STUDY:-}
 IMPORT=${IMPORT:-}
 FINAL=${FINAL:-0}
 STANDIN_SOURCES=EDGE_MASK_CONVOLUTIONS,JIT_CONVOLUTIONS
+GPUS=${GPUS:-1}
+COMPARE_WITH=${COMPARE_WITH:-}
+INTERFERENCE=${INTERFERENCE:-0}
+INTERFERENCE_CELLS=${INTERFERENCE_CELLS:-results/speed/*/resnet50/fp16-bs8.json}
+INTERFERENCE_LOAD=${INTERFERENCE_LOAD:-timed accuracy build cpu}
+INTERFERENCE_ROUNDS=${INTERFERENCE_ROUNDS:-2}
+INTERFERENCE_TIMING=${INTERFERENCE_TIMING:-'{"max_spread": 0.1, "staged_batches": 4, "timed_batches": 200, "warmup_batches": 5, "windows": 3}'}
 
 # how many parts are here, of how many
 parts_here() {
@@ -172,9 +193,11 @@ start() {
     PYTHONPATH=$SITE312 python3 benchmarks/h200/summary.py versions snakemake pandas tabulate onnxconverter-common \
         onnxruntime onnxruntime-gpu onnx numpy torch torchvision >"$RUN/versions-main.json"
     cat "$RUN/versions-main.json"; echo
-    # one nvidia-smi answer as the clock probe asks for it, recorded (tests/test_gpu.py)
+    # one nvidia-smi answer as the clock probe asks for it, recorded (tests/test_gpu.py), and
+    # the machine's GPUs as the GPU slots ask for them (tests/test_gpu_slots.py fakes it)
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw,clocks_throttle_reasons.active \
         --format=csv,noheader,nounits -i 0 >"$RUN/nvidia-smi-reading.txt" 2>&1 || true
+    nvidia-smi --query-gpu=index,uuid,name --format=csv,noheader,nounits >"$RUN/nvidia-smi-gpus.txt" 2>&1 || true
     LATENCY_CELLS=$LATENCY_CELLS PYTHONPATH=$SITE312 python3 - "$MODELS" "$TRTPY" "$RUN/h200.yaml" "$LEVEL" "$(cat "$RUN/libraries" 2>/dev/null)" "$STANDIN_SOURCES" <<'PY'
 import os, sys, yaml
 models, python, out, level, libraries, standin_sources = sys.argv[1:]
@@ -277,8 +300,9 @@ job() {
             bisect_int8
         fi
         phase "workflow${LEVEL:+, level $LEVEL}${RUNTIMES:+, the cells of $RUNTIMES model by model}"
-        local base="snakemake --cores $CORES --resources gpu=1 --configfile $RUN/h200.yaml --scheduler greedy"
+        local base="snakemake --cores $CORES --resources gpu=$GPUS --configfile $RUN/h200.yaml --scheduler greedy"
         local command=$base t0 rc=0 wall one m targets
+        if [ "$GPUS" -gt 1 ]; then sample_gpus; fi
         t0=$(date +%s)
         if [ -z "$RUNTIMES" ]; then
             python3 -m $base >"$RUN/snakemake.log" 2>&1 || rc=$?
@@ -309,6 +333,14 @@ job() {
             fi
         fi
         wall=$(($(date +%s) - t0))
+        if [ "$GPUS" -gt 1 ]; then
+            stop_sampling
+            python3 benchmarks/h200/slots_check.py --results results --logs logs --apps "$RUN/compute-apps.csv" \
+                --json "$RUN/slots-check.json" >"$RUN/slots-check.txt" 2>&1 || true
+        fi
+        if [ -n "$COMPARE_WITH" ]; then
+            python3 benchmarks/compare_cells.py "$COMPARE_WITH" results --json "$RUN/compare.json" >"$RUN/compare.md" 2>&1 || true
+        fi
         python3 benchmarks/idle_ratio.py results --wall "$wall" --json "$RUN/idle.json" >"$RUN/idle.md" 2>&1 || true
         python3 benchmarks/h200/summary.py run --run "$RUN" --snakemake-rc "$rc" --wall "$wall" \
             --started "$(cat "$RUN/started")" --finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
@@ -317,6 +349,10 @@ job() {
             >"$RUN/run.json" 2>"$RUN/summary.log" || cat "$RUN/summary.log"
     fi
     gpu_state
+    if [ "$INTERFERENCE" = 1 ]; then
+        phase "interference: $INTERFERENCE_CELLS on GPU 0, beside $INTERFERENCE_LOAD"
+        interference
+    fi
     if [ "$LATENCY" = 1 ]; then
         phase "latency and energy checks"
         latency_energy
@@ -358,6 +394,32 @@ job() {
     gpu_state
     phase "done"
     touch "$RUN/done"
+}
+
+# GPUS>1: each GPU's use and each process's GPU, every second, until stop_sampling
+SAMPLERS=()
+sample_gpus() {
+    nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,power.draw --format=csv,noheader -l 1 \
+        >"$RUN/gpus-busy.csv" 2>&1 &
+    SAMPLERS+=($!)
+    nvidia-smi --query-compute-apps=timestamp,pid,gpu_uuid,used_memory --format=csv,noheader -l 1 \
+        >"$RUN/compute-apps.csv" 2>&1 &
+    SAMPLERS+=($!)
+}
+
+stop_sampling() {
+    kill "${SAMPLERS[@]}" 2>/dev/null || true
+}
+
+# INTERFERENCE=1: the cells of INTERFERENCE_CELLS on GPU 0 alone and beside each load on the others
+interference() {
+    local gpus pythons=()
+    gpus=$(seq 0 $((GPUS - 1)))
+    if have_trt; then pythons=(--python "tensorrt=$TRTPY"); fi
+    # shellcheck disable=SC2086  # the cells are a glob, the GPUs and loads lists of words
+    python3 benchmarks/interference.py $INTERFERENCE_CELLS --gpus $gpus --load $INTERFERENCE_LOAD \
+        --rounds "$INTERFERENCE_ROUNDS" --timing "$INTERFERENCE_TIMING" "${pythons[@]}" \
+        --json "$RUN/interference.json" >"$RUN/interference.md" 2>&1 || echo "interference: failed" >>"$RUN/interference.md"
 }
 
 # BISECT=1 (first, before the workflow): inception_v3 exported as the workflow exports it (its
@@ -534,6 +596,8 @@ collect() {
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("engines (build s):", {k: v["build_seconds"] for k, v in r["engines"].items()}); print("failed:", r["engines_failed"])' "$RUN/run.json" 2>/dev/null || true
     cat results/tables/speed-bs*.md results/tables/energy-bs*.md results/tables/latency-bs*.md \
         results/tables/precision.md "$RUN/idle.md" 2>/dev/null || true
+    cat "$RUN/nvidia-smi-gpus.txt" "$RUN/slots-check.txt" "$RUN/compare.md" 2>/dev/null || true
+    grep -vE '^round ' "$RUN/interference.md" 2>/dev/null || true
     grep -E '^(#|\||GPU|counter|energy not|skipped)' "$RUN/latency-energy.md" 2>/dev/null | cut -c1-200 | head -60 || true
     grep -E 'img/s|failed|rror' "$RUN/side.log" 2>/dev/null | head -20 || true
     grep -E '^## |^\| median|^[a-z]+: |rror' "$RUN/efficiency-torch-ort.md" "$RUN/efficiency.md" "$RUN/ort-diag.md" "$RUN/sync-rounds.md" 2>/dev/null | cut -c1-160 | head -80 || true

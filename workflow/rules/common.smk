@@ -23,6 +23,7 @@ from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
 from infbench.results import LATENCY_TIMING_KEYS, cell_config
+from infbench.slots import timed_cores
 from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
 
 with open(os.path.join(WORKFLOW_DIR, "workflow", "schemas", "config.schema.yaml")) as f:
@@ -346,6 +347,19 @@ def cell_threads(wildcards):
         workflow.cores
         if config["runtimes"][wildcards.runtime]["device"] == "cpu"
         else 1
+    )
+
+
+def timed_threads(wildcards):
+    """A timed job's cores (infbench.slots.timed_cores): every core on the CPU; on cuda with
+    --resources gpu=N, every core divided by N where Snakemake runs the jobs itself (a dry-run
+    plans so too), every core on a cluster (and inside a cluster's job)."""
+    gpu = workflow.global_resources.get("gpu")
+    return timed_cores(
+        workflow.cores,
+        config["runtimes"][wildcards.runtime]["device"],
+        gpu.value if gpu is not None else None,
+        workflow.local_exec and not workflow.remote_exec,
     )
 
 

@@ -1,8 +1,10 @@
 # The matrix cells: TensorRT engines, timed runs and accuracy runs. Each runs under its
 # runtime's interpreter. Rules that hold a GPU carry resources gpu=1 (cells on cuda,
-# engine builds), so that `--resources gpu=1` keeps them from overlapping and a cluster
-# executor asks for one GPU; cells on the CPU ask for none (gpu=0) and are kept apart by
-# their threads instead: timed runs and CPU accuracy runs take every core.
+# engine builds), so that `--resources gpu=N` runs N of them at once, each on a GPU of its
+# own (launch.sh takes it: infbench/slots.py), and a cluster executor asks for one GPU;
+# cells on the CPU ask for none (gpu=0) and are kept apart by their threads instead: timed
+# runs on the CPU and CPU accuracy runs take every core, timed runs on cuda every core
+# divided by N (timed_threads).
 
 
 rule build_engine:
@@ -41,7 +43,9 @@ rule build_engine:
 
 # One job times a (runtime, model, precision) at every batch size, a session per batch
 # size: the process's start-up and the runtime's imports are paid once, not per cell.
-# It holds every core, so that with --cores N no other job runs beside a timed one.
+# It holds every core, so that no other job runs beside it; on cuda with --resources
+# gpu=N, its GPU's share of them, so that the timed cells of N GPUs run side by side (what
+# runs on the cores they leave: docs/multigpu.md).
 rule speed:
     input:
         artifacts=lambda wc: [artifact(wc, bs) for bs in BATCH_SIZES],
@@ -61,7 +65,7 @@ rule speed:
         "logs/speed/{runtime}/{model}/{precision}.log",
     conda:
         stack_env
-    threads: workflow.cores
+    threads: timed_threads
     resources:
         gpu=cell_gpus,
     params:
@@ -101,7 +105,7 @@ rule latency:
         "logs/latency/{runtime}/{model}/{precision}.log",
     conda:
         stack_env
-    threads: workflow.cores
+    threads: timed_threads
     resources:
         gpu=cell_gpus,
     params:

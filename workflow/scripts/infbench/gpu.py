@@ -1,7 +1,8 @@
 """The NVIDIA GPU as the machine reports it, outside any runtime: the one home of these facts.
 
 ``driver_version`` (the kernel module's), ``name_and_driver`` (nvidia-smi, for runtimes
-that report neither), and the clocks: a speed cell reads ``clock_state`` just before its
+that report neither), ``list_gpus`` (every GPU of the machine: index, UUID, model, for the
+GPU slots of ``infbench.slots``), and the clocks: a speed cell reads ``clock_state`` just before its
 first timed window and just after its last, so that its result says whether the GPU kept
 its clocks while it was timed (``clock_drop``). Where there is no NVIDIA driver (a CPU
 machine) every reading is None. ``energy_counter``: the board's energy counter through NVML
@@ -46,6 +47,28 @@ def visible_gpu():
     ``CUDA_VISIBLE_DEVICES`` (an index, or a ``GPU-``/``MIG-`` UUID), else "0"."""
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     return first or "0"
+
+
+def list_gpus():
+    """Every NVIDIA GPU of this machine in nvidia-smi's order, whatever CUDA_VISIBLE_DEVICES
+    says: ``[{"index": "0", "uuid": "GPU-...", "name": "NVIDIA H200"}, ...]``; [] where
+    nvidia-smi cannot be read (a CPU machine)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,uuid,name", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        values = [v.strip() for v in line.split(",", 2)]  # the name last: it may hold a comma
+        if len(values) == 3 and values[0].isdigit():
+            gpus.append(dict(zip(("index", "uuid", "name"), values)))
+    return gpus
 
 
 def name_and_driver(index=None):

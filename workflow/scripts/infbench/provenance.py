@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from infbench import __version__, files
+from infbench import __version__, files, slots
 
 
 def now():
@@ -61,9 +61,11 @@ def result_block(info, started, finished, artifact, phases, **extra):
     """The provenance of one cell's result, the same for every step that writes one: the
     workflow's release, the session's own ``info`` (runtime, versions, device, modes), the
     host, when, the artifact and its sha256, the command line, where the process's time
-    went (``phases``, a ``Phases``), the SLURM job it ran as (``slurm``, only under SLURM)
-    and what the step adds (``extra``: config, GPU clocks, ...)."""
+    went (``phases``, a ``Phases``), the SLURM job it ran as (``slurm``, only under SLURM),
+    the GPU slot it held (``gpu_slot``, only where it took one: ``infbench.slots``) and what
+    the step adds (``extra``: config, GPU clocks, ...)."""
     job = slurm_job()
+    slot = slots.held_slot()
     return {
         "workflow": {"name": "infbench", "version": __version__},
         "runtime": info,
@@ -75,11 +77,12 @@ def result_block(info, started, finished, artifact, phases, **extra):
         "command": sys.argv,
         "phases": phases.record(),
         **({"slurm": job} if job else {}),
+        **({"gpu_slot": slot} if slot else {}),
         **extra,
     }
 
 
-LAUNCHED = "INFBENCH_LAUNCHED"  # set by launch.sh: when the step's process was started
+LAUNCHED = "INFBENCH_LAUNCHED"  # set by gpu_slot.py (launch.sh): when the step's process was started
 
 
 class Phases:

@@ -1,10 +1,11 @@
 """TensorRT engines: build one from a precision's ONNX, and decide when one must be rebuilt.
 
-An engine is tied to the TensorRT version and the GPU that built it. Each engine
-``E.plan`` has a sidecar ``E.json`` recording what produced it (TensorRT, GPU, compute
-capability, driver, ONNX hash, build options); an engine whose sidecar does not match the
-current environment is rebuilt by the build_engine rule, never silently used
-(``needs_rebuild``; the session refuses it).
+An engine is tied to the TensorRT version and the model of GPU that built it. Each engine
+``E.plan`` has a sidecar ``E.json`` recording what produced it (TensorRT, GPU model, compute
+capability, driver, ONNX hash, build options, and the GPU slot it was built on where it
+took one: ``infbench.slots``); an engine whose sidecar does not match the current
+environment is rebuilt by the build_engine rule, never silently used (``needs_rebuild``;
+the session refuses it: on a machine of several GPUs, one built for another GPU model).
 
 The functions above ``build_engine`` need neither TensorRT nor a GPU; they are tested on
 any machine. ``build_engine`` speaks three generations of TensorRT's Python API, chosen by
@@ -27,7 +28,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from infbench import files, gpu
+from infbench import files, gpu, slots
 from infbench.errors import UserError
 from infbench.progress import Heartbeat, Progress
 
@@ -55,7 +56,7 @@ def onnx_for_generation(onnx_path, precision, generation):
 # environment fields that make an engine unusable when they change, with their words
 ENVIRONMENT_FIELDS = {
     "tensorrt": "TensorRT version",
-    "gpu_name": "GPU",
+    "gpu_name": "GPU model",
     "compute_capability": "compute capability",
     "driver": "NVIDIA driver",
     "cuda_driver": "CUDA driver version",
@@ -874,6 +875,7 @@ def build_engine(
         "onnx_sha256": onnx_sha256,
         "onnx_rewrite": rewritten,
         "environment": environment,
+        "gpu_slot": slots.held_slot(),  # which GPU of the machine built it (None: not a slot's)
         "build": options,
         "flags": built["flags"],
         "profile": {name: [list(s) for s in triple] for name, triple in shapes.items()},
