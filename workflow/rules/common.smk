@@ -18,7 +18,12 @@ SCRIPTS = os.path.join(WORKFLOW_DIR, "workflow", "scripts")
 sys.path.insert(0, SCRIPTS)
 
 from infbench.configcheck import check
-from infbench.data import PREPROCESS_VERSION
+from infbench.data import (
+    DEFAULT_INTERPOLATION,
+    INTERPOLATIONS,
+    PREPROCESS_VERSION,
+    cache_name,
+)
 from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
@@ -138,6 +143,9 @@ def made_from(*parts):
             value["weights"] = {k: m[k] for k in ("arch", "crop", "checkpoint")}
         if "data" in parts:
             value["data"] = {"dataset": config["dataset"], "resize": m["resize"]}
+            # absent: bilinear (a seed model's param stays as it was)
+            if "interpolation" in m:
+                value["data"]["interpolation"] = m["interpolation"]
         if "calibration" in parts:
             value["calibration"] = config["calibration"]
         return canonical(value)
@@ -165,9 +173,16 @@ def random_weights(model):
     return "random" in config["models"][model]["checkpoint"]
 
 
+def interpolation(model):
+    """A model's resize filter (absent from its block: bilinear)."""
+    return config["models"][model].get("interpolation", DEFAULT_INTERPOLATION)
+
+
 def cache_file(model):
+    """The model's tensor cache: by resize, crop and interpolation (infbench.data.cache_name)."""
     m = config["models"][model]
-    return f"results/cache/{DATASET}/{m['resize']}-{m['crop']}.npy"
+    name = cache_name(m["resize"], m["crop"], interpolation(model))
+    return f"results/cache/{DATASET}/{name}.npy"
 
 
 def checkpoint_file(wildcards):
@@ -404,14 +419,19 @@ def steps_of_cell(runtime, model, precision, bs):
     the first of them that failed (aggregate.py --what-ran)."""
     m = config["models"][model]
     size = dict(resize=m["resize"], crop=m["crop"])
+    resize_filter = interpolation(model)
+    preprocess = rules.preprocess
+    if resize_filter != DEFAULT_INTERPOLATION:
+        preprocess = rules.preprocess_interpolated
+        size["interpolation"] = resize_filter
     steps = []
     if DATASET == "synthetic":
         steps.append(step(rules.synthetic_images, "generating the synthetic images"))
     steps += [
         step(rules.index_dataset, "indexing the data set"),
         step(
-            rules.preprocess,
-            f"preprocessing the images at {m['resize']}/{m['crop']} px",
+            preprocess,
+            f"preprocessing the images at {m['resize']}/{m['crop']} px ({resize_filter})",
             **size,
         ),
     ]

@@ -2,18 +2,21 @@
 
 ``check`` turns the first schema error into one sentence naming the key, then checks the
 combinations a schema cannot express (a precision a runtime lacks on its device, a
-reference cell that is not configured, ...). It also fills the defaults that depend on
-other keys. Everything raises UserError.
+reference cell that is not configured, an arch torchvision does not have, ...). It also
+fills the defaults that depend on other keys: a model's resize, crop and interpolation
+from its arch's published transform (``model_defaults``). Everything raises UserError.
 """
 
 import copy
 
 import jsonschema
 
+from infbench.data import DEFAULT_INTERPOLATION
 from infbench.errors import UserError
 from infbench.runtimes import CAPABILITIES
 
-# the smallest input each architecture accepts (its feature maps must not vanish)
+# the smallest input each seed architecture accepts (its feature maps must not vanish); the
+# others are asked (models.crop_problem)
 MIN_CROP = {"alexnet": 63, "vgg16": 32, "resnet50": 32, "inception_v3": 75}
 
 
@@ -102,16 +105,13 @@ def check(config, schema):
                 )
 
     for name, model in config["models"].items():
+        model_defaults(name, model)
         if model["crop"] > model["resize"]:
             raise UserError(
                 f"config key models.{name}.crop ({model['crop']}) is larger than"
                 f" models.{name}.resize ({model['resize']}); the crop is cut from the resized image"
             )
-        if model["crop"] < MIN_CROP[model["arch"]]:
-            raise UserError(
-                f"config key models.{name}.crop: {model['arch']} needs at least"
-                f" {MIN_CROP[model['arch']]} px, got {model['crop']}"
-            )
+        _check_crop(name, model)
 
     dataset = config["dataset"]
     if dataset["kind"] == "imagenet" and "root" not in dataset:
@@ -145,3 +145,41 @@ def check(config, schema):
                 f"config key reference_results[{i}].model: {ref['model']} is not in models; name a configured model"
             )
     return config
+
+
+def model_defaults(name, model):
+    """Fill what a model's block leaves out from its arch's published transform
+    (``models.published_transform``: of the weights at its checkpoint's url, else the
+    arch's DEFAULT weights): ``resize``, ``crop``, and ``interpolation`` where that is not
+    bilinear (absent means bilinear, so a seed model's block is recorded as written). A
+    seed arch whose block sets resize and crop imports no torchvision."""
+    from infbench.models import ARCHS
+
+    arch = model["arch"]
+    if arch in ARCHS and "resize" in model and "crop" in model:
+        return
+    from infbench.models import check_arch, published_transform
+
+    check_arch(arch, key=f"models.{name}.arch")
+    published = published_transform(arch, model["checkpoint"].get("url"))
+    model.setdefault("resize", published["resize"])
+    model.setdefault("crop", published["crop"])
+    if "interpolation" not in model and published["interpolation"] != DEFAULT_INTERPOLATION:
+        model["interpolation"] = published["interpolation"]
+
+
+def _check_crop(name, model):
+    """The crop an arch can take: a seed arch's MIN_CROP, else what the model says of it."""
+    arch, crop = model["arch"], model["crop"]
+    if arch in MIN_CROP:
+        if crop < MIN_CROP[arch]:
+            raise UserError(f"config key models.{name}.crop: {arch} needs at least {MIN_CROP[arch]} px, got {crop}")
+        return
+    from infbench.models import crop_problem
+
+    problem = crop_problem(arch, crop)
+    if problem:
+        raise UserError(
+            f"config key models.{name}.crop: {arch} cannot take {crop} px inputs (torchvision's"
+            f" model says: {problem}); change the crop or leave it out for the arch's published one"
+        )

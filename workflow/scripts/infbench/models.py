@@ -1,6 +1,9 @@
-"""The four seed architectures on the PyTorch side: build, load, check a checkpoint.
+"""Architectures on the PyTorch side: build, load, check a checkpoint.
 
-inception_v3 is built as torchvision builds it for its ImageNet weights:
+An arch is any classification model torchvision builds by name (``torchvision_archs``:
+``resnet18``, ``efficientnet_b0``, ``vit_b_16``, ...), built by
+``torchvision.models.get_model``. The four seed architectures (``ARCHS``) are built with
+the flags their published weights need. inception_v3 is built as torchvision builds it for its ImageNet weights:
 ``transform_input=True`` (it re-normalises inside the model) and ``aux_logits=True``
 (the aux head exists in the checkpoint and is unused in eval). Every runtime must use the
 same flags or the logits differ.
@@ -8,6 +11,7 @@ same flags or the logits differ.
 
 from infbench.errors import UserError
 
+# the seed architectures and the builder flags each needs (the others: torchvision's defaults)
 ARCHS = {
     "alexnet": {},
     "vgg16": {},
@@ -16,23 +20,100 @@ ARCHS = {
 }
 
 
+# the command that lists every name an arch may take (said by the sentence of an unknown one)
+LIST_ARCHS = "python -c 'import torchvision; print(torchvision.models.list_models(module=torchvision.models))'"
+
+
+def torchvision_archs():
+    """Every classification architecture torchvision builds by name (not its detection,
+    segmentation, video or quantized models)."""
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def check_arch(arch, key="the model's arch"):
+    """Raise the one sentence for an ``arch`` torchvision has no classification model of;
+    ``key`` is the config key that names it."""
+    if arch in ARCHS or arch in torchvision_archs():
+        return
+    raise UserError(
+        f"config key {key} is {arch!r}, which is not a torchvision classification architecture;"
+        f" use one of the names `{LIST_ARCHS}` prints (resnet18, efficientnet_b0, vit_b_16, ...)"
+    )
+
+
 def build_torch(arch, seed=None):
     """A torchvision model with freshly initialised weights (seeded when ``seed`` is given)."""
     import torch
     import torchvision
 
-    if arch not in ARCHS:
-        raise UserError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    check_arch(arch)
     if seed is not None:
         torch.manual_seed(seed)
-    kwargs = dict(ARCHS[arch])
+    kwargs = dict(ARCHS.get(arch, {}))
     if arch == "inception_v3" and seed is not None:
         kwargs["init_weights"] = True
-    return getattr(torchvision.models, arch)(weights=None, **kwargs)
+    return torchvision.models.get_model(arch, weights=None, **kwargs)
 
 
-# the input size each architecture is built for (inception_v3: 299; the others: 224)
+def skeleton(arch):
+    """``arch`` with parameters on PyTorch's meta device: names and shapes, no arithmetic.
+
+    Built there directly (no weights to initialise: vgg16's took seconds), except where the
+    builder computes with tensors (regnet's widths), which the meta device cannot give back:
+    those are built on the CPU and moved."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return build_torch(arch)
+    except NotImplementedError:
+        return build_torch(arch).to("meta")
+
+
+# the input size each seed architecture is built for (inception_v3: 299; the others: 224)
 INPUT_SIZE = {"alexnet": 224, "vgg16": 224, "resnet50": 224, "inception_v3": 299}
+
+
+def published_transform(arch, url=None):
+    """``{resize, crop, interpolation}`` of torchvision's preset for ``arch``'s published
+    weights: those at ``url`` where it is one of them (resnet50's V1 and V2 weights differ),
+    else the arch's DEFAULT weights'. An arch without published weights: 256, 224, bilinear
+    (the preset's defaults)."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(arch)
+    except ValueError:
+        return {"resize": 256, "crop": 224, "interpolation": "bilinear"}
+    chosen = next((w for w in weights if w.url == url), weights.DEFAULT)
+    preset = chosen.transforms()
+    return {
+        "resize": int(preset.resize_size[0]),
+        "crop": int(preset.crop_size[0]),
+        "interpolation": preset.interpolation.value,
+    }
+
+
+def input_size(arch):
+    """The side of the square input ``arch`` is built for: the seed archs' INPUT_SIZE, else
+    the crop of its published weights."""
+    return INPUT_SIZE.get(arch) or published_transform(arch)["crop"]
+
+
+def crop_problem(arch, crop):
+    """Why ``arch`` cannot take a ``crop`` x ``crop`` input (what torchvision's model says
+    when run on it, shapes only), or None when it can."""
+    import torch
+
+    model = skeleton(arch).eval()
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, crop, crop, device="meta"))
+    except Exception as err:  # the model's own check (vit: "Wrong image height!") or a vanished feature map
+        return str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    return None
 
 
 class _Enough(Exception):
@@ -47,45 +128,75 @@ def calibrate_random(model, arch, seed, images=4):
     fp16 cells are NaN); networks without BatchNorm shrink instead (alexnet's logits about
     0.01). So: with BatchNorm, its statistics are re-estimated on ``images`` seeded
     standard-normal inputs (what normalised images look like to the first layer); without
-    it, each Conv2d and Linear layer in turn is scaled so that its output has unit standard
-    deviation on those inputs (a data-driven unit-variance initialisation). The inputs are
-    noise rather than the data set so that a model's weights depend on its seed only.
+    it (alexnet, vgg16, and the LayerNorm families: vit, convnext, swin), each Conv2d and
+    Linear layer in turn is scaled so that its output has unit standard deviation on those
+    inputs (a data-driven unit-variance initialisation). The inputs are noise rather than
+    the data set so that a model's weights depend on its seed only.
     Returns the model in eval mode.
     """
     import torch
 
-    size = INPUT_SIZE[arch]
+    size = input_size(arch)
     x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(int(seed)))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         if norms:
-            for bn in norms:
-                bn.reset_running_stats()
-                bn.momentum = None  # a cumulative average: the statistics of these inputs
-            model.train()
-            model(x)
-            for bn in norms:
-                bn.momentum = 0.1  # torch's default, as torchvision builds them
+            _estimate_batchnorm(model, norms, x)
         else:
-            model.eval()
-            for layer in [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:
-                seen = {}
-
-                def measure(module, inputs, output, seen=seen):
-                    seen["std"] = float(output.std())
-                    raise _Enough
-
-                handle = layer.register_forward_hook(measure)
-                try:
-                    model(x)
-                except _Enough:
-                    pass
-                finally:
-                    handle.remove()
-                layer.weight.div_(seen["std"])
-                if layer.bias is not None:
-                    layer.bias.div_(seen["std"])
+            _unit_variance(model, x, seed)
     return model.eval()
+
+
+def _estimate_batchnorm(model, norms, x):
+    """BatchNorm's running statistics: those of one training-mode pass over ``x``, with
+    dropout and stochastic depth (efficientnet's, convnext's) off, so that every residual
+    branch is seen as eval mode runs it."""
+    import torch
+
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: the statistics of these inputs
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) or type(module).__name__ == "StochasticDepth":
+            module.eval()
+    model(x)
+    for bn in norms:
+        bn.momentum = 0.1  # torch's default, as torchvision builds them
+
+
+def _unit_variance(model, x, seed):
+    """Scale each Conv2d and Linear layer, in forward order, to unit output deviation on ``x``.
+
+    A layer torchvision initialises to zero (vit's classifier head) is first given seeded
+    normal weights of deviation 1/sqrt(fan-in): scaled, zero stays zero. A layer whose
+    module the forward pass never calls (nn.MultiheadAttention's projections, which it
+    reads as tensors) keeps torchvision's initialisation, already of unit scale."""
+    import torch
+
+    model.eval()
+    generator = torch.Generator().manual_seed(int(seed))
+    for layer in [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]:
+        if not layer.weight.any():
+            fan_in = layer.weight[0].numel()
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / fan_in**0.5)
+        seen = {}
+
+        def measure(module, inputs, output, seen=seen):
+            seen["std"] = float(output.std())
+            raise _Enough
+
+        handle = layer.register_forward_hook(measure)
+        try:
+            model(x)
+        except _Enough:
+            pass
+        finally:
+            handle.remove()
+        if "std" in seen:
+            layer.weight.div_(seen["std"])
+            if layer.bias is not None:
+                layer.bias.div_(seen["std"])
 
 
 def fold_input_transform(model):
@@ -123,12 +234,13 @@ def fold_input_transform(model):
 
 def load_torch(arch, weights_path):
     """The model in eval mode with the framework-neutral weights loaded, strictly."""
-    import torch
     from safetensors.torch import load_file
 
-    with torch.device("meta"):  # no initialisation of weights about to be replaced (vgg16: 2 s)
-        model = build_torch(arch)
+    model = skeleton(arch)  # no initialisation of weights about to be replaced (vgg16: 2 s)
     model.load_state_dict(load_file(weights_path), strict=True, assign=True)
+    if any(t.is_meta for t in model.buffers()):  # a buffer outside the state dict: built anew
+        model = build_torch(arch)
+        model.load_state_dict(load_file(weights_path), strict=True)
     return model.eval()
 
 
@@ -149,9 +261,7 @@ def checkpoint_state_dict(arch, checkpoint_path):
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    with torch.device("meta"):  # names and shapes only
-        model = build_torch(arch)
-    expected = model.state_dict()
+    expected = skeleton(arch).state_dict()  # names and shapes only
     missing = sorted(set(expected) - set(obj))
     unexpected = sorted(set(obj) - set(expected))
     if missing or unexpected:
