@@ -98,3 +98,42 @@ def test_macs_of_the_new_families_match_torchvisions_published_figures(arch, cro
 
     published = torchvision.models.get_model_weights(arch).DEFAULT.meta["_ops"]
     assert macs_per_image(arch, crop) / 1e9 == pytest.approx(published, abs=0.0015)
+
+
+def test_cells_a_runtime_cannot_run_show_why_in_every_table(tmp_path):
+    """OneFlow cells of an arch flowvision lacks, and PyTorch/OneFlow cells of an ONNX-file
+    model, show the marker (not `not run`), explained once under each table."""
+    from infbench.runtimes import FLOWVISION_ARCHS, unavailable
+    from infbench.tables import write_tables
+
+    assert {"resnet18", "mobilenet_v3_small", "efficientnet_b0"} <= FLOWVISION_ARCHS
+    assert not {"vit_b_32", "convnext_tiny", "regnet_y_400mf"} & FLOWVISION_ARCHS
+    config = {
+        "dataset": {"kind": "synthetic", "images": 4},
+        "models": {
+            "r18": {"arch": "resnet18", "resize": 72, "crop": 64, "checkpoint": {"random": 0}},
+            "vit": {"arch": "vit_b_32", "resize": 256, "crop": 224, "checkpoint": {"random": 0}},
+            "mine": {"resize": 72, "crop": 64, "checkpoint": {"onnx": "mine.onnx", "sha256": "0" * 64}},
+        },
+        "runtimes": {
+            "oneflow": {"device": "cpu", "precisions": ["fp32"]},
+            "onnxruntime": {"device": "cpu", "precisions": ["fp32"]},
+        },
+        "batch_sizes": [2],
+        "latency": {"batch_sizes": [1]},
+        "accuracy": {"reference": "onnxruntime/fp32"},
+    }
+    assert unavailable("oneflow", config["models"]["vit"]) == "not available for this arch"
+    assert unavailable("oneflow", config["models"]["mine"]) == "needs a framework model"
+    assert unavailable("torch", config["models"]["mine"]) == "needs a framework model"
+    assert unavailable("onnxruntime", config["models"]["mine"]) is None
+    assert unavailable("oneflow", config["models"]["r18"]) is None
+    write_tables(config, [], [], tmp_path)
+    for name in ("speed-bs2.md", "energy-bs2.md", "latency-bs1.md", "precision.md"):
+        text = (tmp_path / name).read_text()
+        rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+        assert "| not available for this arch " in rows["vit"], name
+        assert "| needs a framework model " in rows["mine"], name
+        assert "not available for this arch" not in rows["r18"] and "| not run " in rows["r18"], name
+        notes = [line for line in text.splitlines() if line.startswith("- `not available") or line.startswith("- `needs")]
+        assert len(notes) == 2 and notes[0].endswith(": vit.") and notes[1].endswith(": mine."), name

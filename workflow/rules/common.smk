@@ -28,7 +28,7 @@ from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
 from infbench.results import LATENCY_TIMING_KEYS, cell_config
-from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
+from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form, unavailable
 
 with open(os.path.join(WORKFLOW_DIR, "workflow", "schemas", "config.schema.yaml")) as f:
     SCHEMA = yaml.safe_load(f)
@@ -232,11 +232,18 @@ ACCURACY_BS = config["accuracy"]["batch_size"]
 LATENCY_BATCH_SIZES = config["latency"]["batch_sizes"]
 
 
+def runs(runtime, model):
+    """Whether the runtime can run the model (else its cells are not planned: the tables
+    show why, infbench.runtimes.unavailable)."""
+    return unavailable(runtime, config["models"][model]) is None
+
+
 def speed_files():
     return [
         f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
         for bs in BATCH_SIZES
     ]
@@ -247,6 +254,7 @@ def latency_files():
         f"results/latency/{runtime}/{model}/{precision}-bs{bs}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
         for bs in LATENCY_BATCH_SIZES
     ]
@@ -262,8 +270,17 @@ def accuracy_files():
         f"results/accuracy/{runtime}/{model}/{precision}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
     ]
+
+
+def reference_predictions(wildcards):
+    """The reference cell's predictions for a model's score, none where the reference
+    runtime cannot run the model (mismatches are then n/a)."""
+    if not runs(REF_RUNTIME, wildcards.model):
+        return []
+    return f"results/accuracy/{REF_RUNTIME}/{wildcards.model}/{REF_PRECISION}.npz"
 
 
 # every table cell, tidy (the figures are drawn from it)
@@ -474,7 +491,7 @@ def what_ran_plan():
     """Every configured cell's result file and the jobs it needs, by the rules' own paths."""
     speed, accuracy, latency = [], [], []
     for runtime, rt in config["runtimes"].items():
-        for model in MODELS:
+        for model in [m for m in MODELS if runs(runtime, m)]:
             for precision in rt["precisions"]:
                 cell = dict(runtime=runtime, model=model, precision=precision)
                 for bs, result in zip(BATCH_SIZES, rules.speed.output):
