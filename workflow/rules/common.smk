@@ -44,6 +44,17 @@ INDEX = f"results/datasets/{DATASET}/index.tsv"
 BAD_IMAGES = f"results/datasets/{DATASET}/bad_images.tsv"
 LABELS = f"results/datasets/{DATASET}/labels.npy"
 MODELS = list(config["models"])
+# the models given as the user's own ONNX file (checkpoint: {onnx: ...}); no weights, no arch
+ONNX_MODELS = [
+    name for name, m in config["models"].items() if "onnx" in m["checkpoint"]
+]
+
+
+def names_pattern(names):
+    """A wildcard constraint matching exactly these names (none: nothing)."""
+    return "|".join(names) if names else "(?!)"
+
+
 RUNTIMES = list(config["runtimes"])
 REF_RUNTIME, REF_PRECISION = config["accuracy"]["reference"].split("/")
 
@@ -139,8 +150,10 @@ def made_from(*parts):
     def param(wildcards):
         m = config["models"][wildcards.model]
         value = {}
-        if "weights" in parts:
-            value["weights"] = {k: m[k] for k in ("arch", "crop", "checkpoint")}
+        if "weights" in parts:  # (an ONNX-file model has no arch)
+            value["weights"] = {
+                k: m[k] for k in ("arch", "crop", "checkpoint") if k in m
+            }
         if "data" in parts:
             value["data"] = {"dataset": config["dataset"], "resize": m["resize"]}
             # absent: bilinear (a seed model's param stays as it was)
@@ -210,6 +223,11 @@ def artifact(wildcards, bs):
     return f"results/engines/{wildcards.model}/{wildcards.precision}-bs{bs}.plan"
 
 
+def arch(model):
+    """A model's arch as the cells record it: ``onnx`` for an ONNX-file model."""
+    return config["models"][model].get("arch", "onnx")
+
+
 def cell_args(wildcards, batch_sizes):
     """The command-line options that name a cell, or the cells of several batch sizes
     (see infbench/cli.py): an artifact per batch size where it depends on it (engines).
@@ -220,7 +238,7 @@ def cell_args(wildcards, batch_sizes):
         dict.fromkeys(prefixed(artifact(wildcards, bs)) for bs in batch_sizes)
     )
     return (
-        f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {m['arch']}"
+        f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {arch(wildcards.model)}"
         f" --precision {wildcards.precision} --device {rt['device']} --crop {m['crop']}"
         f" --batch-size {' '.join(map(str, batch_sizes))} --artifact {' '.join(artifacts)}"
     )
@@ -261,8 +279,13 @@ def latency_files():
 
 
 def macs_files():
-    """Each model's MACs per image (counted by convert_weights), for the tables."""
-    return [rules.convert_weights.output.macs.format(model=model) for model in MODELS]
+    """Each model's MACs per image (counted by convert_weights), for the tables; none for
+    an ONNX-file model (its share of peak is left out)."""
+    return [
+        rules.convert_weights.output.macs.format(model=model)
+        for model in MODELS
+        if model not in ONNX_MODELS
+    ]
 
 
 def accuracy_files():
@@ -452,16 +475,25 @@ def steps_of_cell(runtime, model, precision, bs):
             **size,
         ),
     ]
-    if "path" not in m["checkpoint"]:
+    if model in ONNX_MODELS:
         steps.append(
-            step(rules.fetch_checkpoint, f"fetching {model}'s checkpoint", model=model)
+            step(rules.import_onnx, f"importing {model}'s ONNX file", model=model)
         )
-    steps.append(
-        step(rules.convert_weights, f"converting {model}'s weights", model=model)
-    )
-    if ARTIFACT[runtime] == "weights":
-        return steps
-    steps.append(step(rules.export_onnx, f"exporting {model} to ONNX", model=model))
+    else:
+        if "path" not in m["checkpoint"]:
+            steps.append(
+                step(
+                    rules.fetch_checkpoint,
+                    f"fetching {model}'s checkpoint",
+                    model=model,
+                )
+            )
+        steps.append(
+            step(rules.convert_weights, f"converting {model}'s weights", model=model)
+        )
+        if ARTIFACT[runtime] == "weights":
+            return steps
+        steps.append(step(rules.export_onnx, f"exporting {model} to ONNX", model=model))
     if precision == "fp16":
         steps.append(
             step(rules.convert_fp16, f"converting {model} to fp16", model=model)
