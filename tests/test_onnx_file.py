@@ -145,3 +145,23 @@ def test_a_fixed_batch_other_batch_sizes_and_an_arch_are_refused_in_one_sentence
     with pytest.raises(UserError) as err:
         check(config, SCHEMA)
     assert str(err.value).startswith(sentence) and "\n" not in str(err.value)
+
+
+def test_a_fixed_batch_file_is_calibrated_in_slices_of_its_batch(tmp_path):
+    """int8 of a file that takes batches of 2 only: calibration feeds it 2 images at a time
+    (the existing step feeds 8 to a dynamic batch), and the int8 file runs batches of 2."""
+    import onnxruntime as ort
+
+    from infbench.precision import calibrate_int8
+
+    path, digest = tiny_onnx(tmp_path / "m.onnx", layout="NHWC", batch=2)
+    fp32 = tmp_path / "fp32.onnx"
+    import_onnx(path, digest, fp32)
+    cache = tmp_path / "cache.npy"
+    np.save(cache, np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    rows = [(f"/images/{i}.JPEG", i) for i in range(6)]
+    outs = [tmp_path / name for name in ("s8s8.onnx", "u8s8.onnx", "list.tsv")]
+    calibrate_int8(fp32, cache, rows, 4, "minmax", *outs)
+    session = ort.InferenceSession(str(outs[1]), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.zeros((2, 3, 64, 64), np.float32)})
+    assert logits.shape == (2, 1000) and np.isfinite(logits).all()
