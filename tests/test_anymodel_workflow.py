@@ -65,6 +65,7 @@ def test_every_new_arch_and_the_onnx_file_reach_the_tables(anymodel_run):
                     assert shown.split(" (")[0].count(" / ") == 1, (name, model, column)
     notes = (tables / "speed-bs2.md").read_text()
     assert "`needs a framework model`: the model is an ONNX file" in notes and notes.count(": mine.") == 1
+    assert "- Resize filter: r18, mnv3, vit, mine bilinear; eff bicubic." in notes
 
 
 @pytest.mark.workflow

@@ -407,6 +407,11 @@ def speed_section(config, batch_size, cells, figures):
     if any(crops):
         sizes = "; ".join(f"{', '.join(ms)} {crop} px" for crop, ms in crops.items() if crop)
         notes.append(f"Input size: {sizes}.")
+    filters = {}
+    for model, spec in models.items():
+        filters.setdefault((spec or {}).get("interpolation", "bilinear"), []).append(model)
+    if set(filters) - {"bilinear"}:  # said only where a model's weights were trained on another filter
+        notes.append("Resize filter: " + "; ".join(f"{', '.join(ms)} {name}" for name, ms in filters.items()) + ".")
     if int8_note(config):
         notes.append(int8_note(config))
     for lab in _distinct(lab for lab, _ in ref_cols):
