@@ -29,9 +29,9 @@
 # Runtime's resnet50 cells at per_run_sync auto); the harness-efficiency check of the PyTorch
 # and ONNX Runtime cells of the models in EFFICIENCY (default none) and, with TRT_EFFICIENCY=1,
 # of every TensorRT cell; the builder-level study (batch 8, levels LEVELS, default 0-4, of the
-# precisions in STUDY, default none); with BISECT=1, benchmarks/tensorrt_bisect.py on
-# inception_v3's int8 ONNX exported with its input transform unfolded (the graph TensorRT 8.6
-# failed on); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
+# precisions in STUDY, default none); with BISECT=1 (before the workflow),
+# benchmarks/tensorrt_bisect.py on inception_v3's int8 ONNX as the workflow exports it (the
+# graph TensorRT 8.6 fails on); with ORT_DIAG=1 the ONNX Runtime harness diagnosis (ort_diag below).
 # WORKFLOW=0 runs no workflow, only the Snakemake steps that make the weights and fp32/fp16
 # ONNX files of MODELS, for an efficiency-only session (EFF_RUNTIMES: default torch onnxruntime).
 # LATENCY=1 adds, after the workflow, benchmarks/latency_energy_check.py on each model of
@@ -186,11 +186,11 @@ if os.path.exists(python):
         config["runtimes"]["tensorrt"]["tactic_sources"] = standin_sources.split(",")
     if level:
         config["runtimes"]["tensorrt"]["builder_optimization_level"] = int(level)
-if os.environ.get("LATENCY_CELLS") == "0":
-    config["latency"] = {"batch_sizes": []}
 else:
     print("TensorRT did not travel (WITH_TRT=0): its cells are left out")
     config["runtimes"].pop("tensorrt")
+if os.environ.get("LATENCY_CELLS") == "0":
+    config["latency"] = {"batch_sizes": []}
 import onnxruntime
 if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
     print(f"onnxruntime {onnxruntime.__version__} here has no CUDA provider: its cells are left out"
@@ -209,16 +209,18 @@ PY
     echo "job started"
 }
 
-# the speed and accuracy result files of RUNTIMES' cells of model $1 (from h200.yaml)
+# the speed and accuracy result files of RUNTIMES' cells of model $1 (from h200.yaml), less
+# those IMPORT brought (an earlier part measured them; FINAL's whole-config run keeps them)
 cell_targets() {
-    PYTHONPATH=$SITE312 python3 - "$RUN/h200.yaml" "$1" "$RUNTIMES" <<'PY'
-import sys, yaml
+    PYTHONPATH=$SITE312 python3 - "$RUN/h200.yaml" "$1" "$RUNTIMES" "$RUN/imported.txt" <<'PY'
+import os, sys, yaml
 config, model, runtimes = yaml.safe_load(open(sys.argv[1])), sys.argv[2], sys.argv[3].split()
+imported = set(open(sys.argv[4]).read().split()) if os.path.exists(sys.argv[4]) else set()
 for runtime in runtimes:
     for precision in config["runtimes"].get(runtime, {}).get("precisions", []):
-        print(f"results/accuracy/{runtime}/{model}/{precision}.json")
-        for bs in config["batch_sizes"]:
-            print(f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json")
+        files = [f"results/accuracy/{runtime}/{model}/{precision}.json"]
+        files += [f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json" for bs in config["batch_sizes"]]
+        print("\n".join(f for f in files if f not in imported))
 PY
 }
 
@@ -270,9 +272,13 @@ job() {
             >"$RUN/snakemake.log" 2>&1 || echo "artifacts: snakemake failed" | tee "$RUN/snakemake.rc"
     else
         [ -n "$ORT_STUDY" ] && ort_study
+        if have_trt && [ "$BISECT" = 1 ]; then
+            phase "bisect: inception_v3 int8, as the workflow exports it"
+            bisect_int8
+        fi
         phase "workflow${LEVEL:+, level $LEVEL}${RUNTIMES:+, the cells of $RUNTIMES model by model}"
         local base="snakemake --cores $CORES --resources gpu=1 --configfile $RUN/h200.yaml --scheduler greedy"
-        local command=$base t0 rc=0 wall one m
+        local command=$base t0 rc=0 wall one m targets
         t0=$(date +%s)
         if [ -z "$RUNTIMES" ]; then
             python3 -m $base >"$RUN/snakemake.log" 2>&1 || rc=$?
@@ -281,7 +287,13 @@ job() {
             for m in $MODELS; do
                 phase "workflow: $m"
                 one=0
-                python3 -m $base $(cell_targets "$m") >>"$RUN/snakemake.log" 2>&1 || one=$?
+                targets=$(cell_targets "$m")
+                if [ -z "${targets//[[:space:]]/}" ]; then
+                    echo "snakemake $m: nothing to do (IMPORT brought every cell of $RUNTIMES)" | tee -a "$RUN/snakemake.rc"
+                    continue
+                fi
+                # shellcheck disable=SC2086  # one target per word
+                python3 -m $base $targets >>"$RUN/snakemake.log" 2>&1 || one=$?
                 [ "$rc" = 0 ] && rc=$one
                 echo "snakemake $m: exit $one, at $(($(date +%s) - t0)) s" | tee -a "$RUN/snakemake.rc"
             done
@@ -343,29 +355,26 @@ job() {
                 --json "$RUN/levels-$precision.json" >>"$RUN/levels.md" 2>&1 || true
         done
     fi
-    if have_trt && [ "$BISECT" = 1 ]; then
-        phase "bisect: inception_v3 int8, input transform unfolded"
-        bisect_unfolded
-    fi
     gpu_state
     phase "done"
     touch "$RUN/done"
 }
 
-# BISECT=1: inception_v3 exported as before the fold (its input transform as Gather, Unsqueeze,
-# Mul, Add, Concat), calibrated (minmax, 8 images: the same Q/DQ graph), and the first node
-# whose inclusion fails TensorRT's int8 build, by bisection within 300 s
-bisect_unfolded() {
+# BISECT=1 (first, before the workflow): inception_v3 exported as the workflow exports it (its
+# input transform folded into the first convolution), calibrated (minmax, 8 random images: the
+# workflow's Q/DQ graph, other ranges), and the first node whose inclusion fails TensorRT's
+# int8 build, by bisection within BISECT_S seconds (default 150)
+bisect_int8() {
     local work=results/bench/bisect weights=results/weights/inception_v3.safetensors
     mkdir -p "$work"
-    [ -e "$weights" ] || python3 -m snakemake --cores "$CORES" --configfile "$RUN/h200.yaml" "$weights" >>"$RUN/bisect.log" 2>&1
+    [ -e "$weights" ] || python3 -m snakemake "$weights" --cores "$CORES" --configfile "$RUN/h200.yaml" >>"$RUN/bisect.log" 2>&1
     python3 - "$weights" "$work" >>"$RUN/bisect.log" 2>&1 <<'PY' || true
 import sys
 sys.path.insert(0, "workflow/scripts")
 import numpy as np
 from infbench.precision import calibrate_int8, export_fp32
 weights, work = sys.argv[1:]
-export_fp32("inception_v3", weights, 299, f"{work}/fp32.onnx", fold_transform=False)
+export_fp32("inception_v3", weights, 299, f"{work}/fp32.onnx")
 cache = np.random.default_rng(0).integers(0, 256, (16, 299, 299, 3), dtype=np.uint8)
 np.save(f"{work}/cache.npy", cache)
 rows = [(f"random{i}", 0) for i in range(16)]
@@ -374,7 +383,7 @@ print(calibrate_int8(f"{work}/fp32.onnx", f"{work}/cache.npy", rows, 8, "minmax"
 PY
     # shellcheck disable=SC2046
     "$TRTPY" benchmarks/tensorrt_bisect.py --onnx "$work/int8-s8s8.onnx" --precision int8 --batch-size 8 \
-        $(level_sources) --budget-s 300 --json "$RUN/bisect.json" 2>>"$RUN/bisect.log" | tee -a "$RUN/bisect.md" || true
+        $(level_sources) --budget-s "${BISECT_S:-150}" --json "$RUN/bisect.json" 2>>"$RUN/bisect.log" | tee -a "$RUN/bisect.md" || true
 }
 
 # the step script by hand on resnet50 at batch 8 and 50, with an option the workflow's run did not use
