@@ -137,3 +137,29 @@ def test_cells_a_runtime_cannot_run_show_why_in_every_table(tmp_path):
         assert "not available for this arch" not in rows["r18"] and "| not run " in rows["r18"], name
         notes = [line for line in text.splitlines() if line.startswith("- `not available") or line.startswith("- `needs")]
         assert len(notes) == 2 and notes[0].endswith(": vit.") and notes[1].endswith(": mine."), name
+
+
+@pytest.mark.parametrize(
+    "arch, size",
+    [("googlenet", 224), ("inception_v3", 299), ("resnet18", 64), ("efficientnet_b0", 64), ("mnasnet0_5", 64),
+     ("mobilenet_v3_small", 64), ("convnext_tiny", 64), ("swin_t", 64), ("vit_b_32", 224)],
+)  # fmt: skip
+def test_an_arch_is_built_as_torchvision_builds_it_for_its_published_weights(arch, size, monkeypatch):
+    """torchvision's own builder given the arch's DEFAULT weights (their file replaced by our
+    seeded, calibrated state dict: nothing is downloaded) gives the logits our model gives:
+    the same flags (googlenet's and inception_v3's transform_input) and the same layers."""
+    import torch
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    from infbench.models import build_torch, calibrate_random
+
+    ours = calibrate_random(build_torch(arch, seed=0), arch, 0)
+    state = ours.state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *args, **kwargs: state)
+    theirs = torchvision.models.get_model(arch, weights="DEFAULT").eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert float(expected.std()) > 1e-3  # logits that depend on the image
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))

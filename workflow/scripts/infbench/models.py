@@ -2,21 +2,25 @@
 
 An arch is any classification model torchvision builds by name (``torchvision_archs``:
 ``resnet18``, ``efficientnet_b0``, ``vit_b_16``, ...), built by
-``torchvision.models.get_model``. The four seed architectures (``ARCHS``) are built with
-the flags their published weights need. inception_v3 is built as torchvision builds it for its ImageNet weights:
-``transform_input=True`` (it re-normalises inside the model) and ``aux_logits=True``
-(the aux head exists in the checkpoint and is unused in eval). Every runtime must use the
-same flags or the logits differ.
+``torchvision.models.get_model`` as torchvision builds it for its published weights: with
+its defaults, except where its builder changes flags when it loads them (``ARCHS``).
+inception_v3 and googlenet are built with ``transform_input=True`` (they re-normalise
+inside the model) and ``aux_logits=True`` (the aux heads exist in the checkpoint and are
+unused in eval). Every runtime must use the same flags or the logits differ
+(tests/test_archs.py compares each with torchvision's builder given weights).
 """
 
 from infbench.errors import UserError
 
-# the seed architectures and the builder flags each needs (the others: torchvision's defaults)
+# the seed architectures, and the builder flags an arch's published weights need (the
+# others: torchvision's defaults)
 ARCHS = {
     "alexnet": {},
     "vgg16": {},
     "resnet50": {},
     "inception_v3": {"aux_logits": True, "transform_input": True, "init_weights": False},
+    # as inception_v3: its published weights re-normalise inside and hold the aux heads
+    "googlenet": {"aux_logits": True, "transform_input": True, "init_weights": False},
 }
 
 
@@ -52,7 +56,7 @@ def build_torch(arch, seed=None):
     if seed is not None:
         torch.manual_seed(seed)
     kwargs = dict(ARCHS.get(arch, {}))
-    if arch == "inception_v3" and seed is not None:
+    if arch in ("inception_v3", "googlenet") and seed is not None:
         kwargs["init_weights"] = True
     return torchvision.models.get_model(arch, weights=None, **kwargs)
 
@@ -213,8 +217,8 @@ def fold_input_transform(model):
     """
     import torch
 
-    if not getattr(model, "transform_input", False):
-        return model
+    if not getattr(model, "transform_input", False) or not hasattr(model, "Conv2d_1a_3x3"):
+        return model  # (googlenet's first convolution is padded: its transform stays as it is)
     conv = model.Conv2d_1a_3x3.conv
     if any(conv.padding) or conv.groups != 1:
         raise ValueError(f"{conv}: only an unpadded, ungrouped convolution takes the input transform exactly")
