@@ -163,3 +163,58 @@ def test_an_arch_is_built_as_torchvision_builds_it_for_its_published_weights(arc
         expected, got = theirs(x), ours(x)
     assert float(expected.std()) > 1e-3  # logits that depend on the image
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("arch", ["mnasnet0_5", "regnet_y_400mf", "swin_t", "vit_b_32"])
+def test_random_weights_go_through_the_neutral_file_into_the_same_model(arch, tmp_path):
+    """The chain of the workflow's steps for PyTorch: seeded checkpoint, safetensors, the
+    model loaded back (mnasnet reads a version from the state dict's metadata, which a
+    safetensors file does not keep; regnet is built off the meta device)."""
+    import torch
+
+    from infbench.checkpoints import random_checkpoint
+    from infbench.models import build_torch, calibrate_random, load_torch
+    from infbench.weights import convert_checkpoint
+
+    checkpoint = random_checkpoint(arch, 3, tmp_path / f"{arch}.pth")
+    convert_checkpoint(arch, checkpoint, tmp_path / f"{arch}.safetensors")
+    loaded = load_torch(arch, tmp_path / f"{arch}.safetensors")
+    expected = calibrate_random(build_torch(arch, seed=3), arch, 3)
+    size = 224 if arch == "vit_b_32" else 64
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))
+
+
+@pytest.mark.parametrize(
+    "arch, legacy, current",
+    [
+        ("densenet121", "features.denseblock1.denselayer1.norm.1.weight", "features.denseblock1.denselayer1.norm1.weight"),
+        ("densenet121", "features.denseblock4.denselayer16.conv.2.weight", "features.denseblock4.denselayer16.conv2.weight"),
+        ("vit_b_32", "encoder.layers.encoder_layer_0.mlp.linear_1.bias", "encoder.layers.encoder_layer_0.mlp.0.bias"),
+        ("vit_b_32", "encoder.layers.encoder_layer_11.mlp.linear_2.weight", "encoder.layers.encoder_layer_11.mlp.3.weight"),
+    ],
+)  # fmt: skip
+def test_a_published_file_with_older_parameter_names_is_read_as_torchvision_reads_it(arch, legacy, current, tmp_path):
+    """torchvision's densenet and vit files name some parameters as its older versions did;
+    it renames them as it loads them, and so does the conversion step."""
+    import torch
+
+    from infbench.models import build_torch, checkpoint_state_dict
+
+    state = build_torch(arch, seed=0).state_dict()
+    renamed = {}
+    for name, tensor in state.items():  # every parameter of the kind named as the old version did
+        for new, old in [
+            (".norm1.", ".norm.1."), (".norm2.", ".norm.2."), (".conv1.", ".conv.1."), (".conv2.", ".conv.2."),
+            (".mlp.0.", ".mlp.linear_1."), (".mlp.3.", ".mlp.linear_2."),
+        ]:  # fmt: skip
+            if "denselayer" in name or ".mlp." in name:
+                name = name.replace(new, old)
+        if not name.endswith("num_batches_tracked"):  # files older than the counter lack it
+            renamed[name] = tensor
+    assert legacy in renamed and current not in renamed
+    torch.save(renamed, tmp_path / "old.pth")
+    read = checkpoint_state_dict(arch, tmp_path / "old.pth")
+    assert sorted(read) == sorted(state) and torch.equal(read[current], state[current])
+    assert all(int(read[k]) == 0 for k in read if k.endswith("num_batches_tracked"))

@@ -241,11 +241,46 @@ def load_torch(arch, weights_path):
     from safetensors.torch import load_file
 
     model = skeleton(arch)  # no initialisation of weights about to be replaced (vgg16: 2 s)
-    model.load_state_dict(load_file(weights_path), strict=True, assign=True)
+    model.load_state_dict(_versioned(load_file(weights_path), model), strict=True, assign=True)
     if any(t.is_meta for t in model.buffers()):  # a buffer outside the state dict: built anew
         model = build_torch(arch)
-        model.load_state_dict(load_file(weights_path), strict=True)
+        model.load_state_dict(_versioned(load_file(weights_path), model), strict=True)
     return model.eval()
+
+
+def _versioned(tensors, model):
+    """``tensors`` with ``model``'s own state-dict metadata: the module versions that some
+    of torchvision's models read when loading (mnasnet refuses weights without one), which
+    a safetensors file does not keep. The names and shapes were checked against this
+    version of the model (``checkpoint_state_dict``)."""
+    from collections import OrderedDict
+
+    state = OrderedDict(tensors)
+    state._metadata = model.state_dict()._metadata
+    return state
+
+
+# Parameter names of older torchvision versions that its published files still hold, and
+# the names its models load them under (torchvision renames them as it loads: densenet's
+# builder, vit's MLPBlock._load_from_state_dict): _DenseLayer's "norm.1" is now "norm1"
+# (likewise relu, conv and 2), vit's MLP "linear_1"/"linear_2" are now "0"/"3".
+LEGACY_NAMES = [
+    (r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$", r"\1\2"),
+    (r"^(.*\.mlp\.)linear_1\.(weight|bias)$", r"\g<1>0.\2"),
+    (r"^(.*\.mlp\.)linear_2\.(weight|bias)$", r"\g<1>3.\2"),
+]
+
+
+def current_names(state):
+    """``state`` with the parameter names of LEGACY_NAMES renamed as torchvision does."""
+    import re
+
+    renamed = {}
+    for name, tensor in state.items():
+        for pattern, replacement in LEGACY_NAMES:
+            name = re.sub(pattern, replacement, name)
+        renamed[name] = tensor
+    return renamed
 
 
 def checkpoint_state_dict(arch, checkpoint_path):
@@ -265,7 +300,11 @@ def checkpoint_state_dict(arch, checkpoint_path):
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
+    obj = current_names(obj)
     expected = skeleton(arch).state_dict()  # names and shapes only
+    for name in set(expected) - set(obj):  # a file older than the counter: BatchNorm loads 0
+        if name.endswith(".num_batches_tracked") and name.replace("num_batches_tracked", "running_mean") in obj:
+            obj[name] = torch.tensor(0, dtype=torch.long)
     missing = sorted(set(expected) - set(obj))
     unexpected = sorted(set(obj) - set(expected))
     if missing or unexpected:
