@@ -28,6 +28,7 @@ LONG_FILES = (
     "test_slurm.py",
     "test_resume.py",
     "test_module.py",
+    "test_anymodel_workflow.py",
     "test_configcheck.py",  # many quick tests: what the SLURM worker has queued while it waits
     "test_oneflow.py",
     "test_environment.py",

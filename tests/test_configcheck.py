@@ -69,7 +69,11 @@ SCHEMA_CASES = [
     (("models",), {}, "config key models"),
     (("models", "res-net"), {"arch": "resnet50", "resize": 256, "crop": 224, "checkpoint": {"random": 0}}, "config key models"),
     (("models", "r50", "colour"), "red", "config key models.r50.colour is not a known key"),
-    (("models", "r50", "arch"), "resnet18", "config key models.r50.arch"),
+    (("models", "r50", "arch"), "resnet51",
+     "config key models.r50.arch is 'resnet51', which is not a torchvision classification architecture; use one of"
+     " the names `python -c 'import torchvision; print(torchvision.models.list_models(module=torchvision.models))'`"),
+    (("models", "r50", "arch"), "ResNet-50", "config key models.r50.arch"),
+    (("models", "r50", "interpolation"), "nearest", "config key models.r50.interpolation"),
     (("models", "r50", "arch"), None, "config key models.r50 is incomplete: 'arch' is a required property"),
     (("models", "r50", "resize"), 0, "config key models.r50.resize"),
     (("models", "r50", "crop"), 22.5, "config key models.r50.crop"),
@@ -139,6 +143,8 @@ COMBINATION_CASES = [
      "config key models.r50.crop (300) is larger than models.r50.resize (256)"),
     (lambda c: c["models"]["r50"].update(resize=31, crop=31),
      "config key models.r50.crop: resnet50 needs at least 32 px, got 31"),
+    (lambda c: c["models"].update(vit={"arch": "vit_b_32", "crop": 192, "checkpoint": {"random": 0}}),
+     "config key models.vit.crop: vit_b_32 cannot take 192 px inputs (torchvision's model says: Wrong image height!"),
     (lambda c: c.update(dataset={"kind": "imagenet"}),
      "config key dataset.root is missing: an imagenet data set needs its folder"),
     (lambda c: c.update(dataset={"kind": "synthetic"}),
@@ -187,6 +193,24 @@ def test_a_valid_config_passes_unchanged_but_for_defaults():
     # the schema's defaults are filled before the combination checks read them
     assert (config["timing"]["max_spread"], config["dataset"]["bad_images"], config["accuracy"]["keep_logits"]) == (
         0.1, "fail", 1000)
+
+
+def test_a_models_resize_crop_and_interpolation_default_to_its_archs_published_transform():
+    """efficientnet_b0's weights: 256 / 224 bicubic; a resnet50 with the V1 file at its url:
+    256 / 224 (its DEFAULT V2 weights: 232), bilinear left unwritten; what a block sets stays."""
+    config = base()
+    config["models"] = {
+        "eff": {"arch": "efficientnet_b0", "checkpoint": {"random": 0}},
+        "v1": {"arch": "resnet50", "checkpoint": {"url": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                                                  "sha256": "0676ba61", "trust_first_download": True}},
+        "v2": {"arch": "resnet50", "checkpoint": {"random": 0}},
+        "mine": {"arch": "efficientnet_b0", "resize": 160, "crop": 128, "interpolation": "bilinear",
+                 "checkpoint": {"random": 0}},
+    }
+    models = check(config, SCHEMA)["models"]
+    assert {k: (m["resize"], m["crop"], m.get("interpolation")) for k, m in models.items()} == {
+        "eff": (256, 224, "bicubic"), "v1": (256, 224, None), "v2": (232, 224, None), "mine": (160, 128, "bilinear"),
+    }
 
 
 def test_the_calibration_default_is_the_schemas():

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from infbench.data import (
+    cache_name,
     index_imagenet,
     load_image,
     make_synthetic,
@@ -58,20 +59,31 @@ def varied_sample(count=40):
 # --- (i) pixels identical to torchvision ---
 
 
-@needs_sample
-@pytest.mark.parametrize("resize,crop", [(256, 224), (342, 299)])
-def test_pixels_match_torchvision_preset(resize, crop):
-    import torch
-    from torchvision.transforms import functional as F
+# the sizes and resize filters of torchvision's published presets: the seed models' (bilinear),
+# efficientnet_b0's and swin_t's (bicubic)
+PRESETS = [(256, 224, "bilinear"), (342, 299, "bilinear"), (256, 224, "bicubic"), (232, 224, "bicubic")]
+
+
+def torchvision_preset(resize, crop, interpolation):
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms._presets import ImageClassification
 
-    preset = ImageClassification(crop_size=crop, resize_size=resize)
+    return ImageClassification(crop_size=crop, resize_size=resize, interpolation=InterpolationMode(interpolation))
+
+
+@needs_sample
+@pytest.mark.parametrize("resize,crop,interpolation", PRESETS)
+def test_pixels_match_torchvision_preset(resize, crop, interpolation):
+    import torch
+    from torchvision.transforms import functional as F
+
+    preset = torchvision_preset(resize, crop, interpolation)
     files, grey = varied_sample()
     assert grey and set(grey) <= set(files)
     for file in files:
         with Image.open(file) as im:
             expected = preset(im.convert("RGB"))  # ImageFolder's loader converts to RGB
-        ours = load_image(file, resize, crop)
+        ours = load_image(file, resize, crop, interpolation)
         assert ours.shape == (crop, crop, 3) and ours.dtype == np.uint8
         # Apply the preset's own last two steps to our pixels: equal floats means equal pixels.
         tensor = F.convert_image_dtype(
@@ -80,7 +92,7 @@ def test_pixels_match_torchvision_preset(resize, crop):
         got = F.normalize(tensor, mean=preset.mean, std=preset.std)
         assert torch.equal(
             got, expected
-        ), f"{file.name} differs from torchvision at {resize}/{crop}"
+        ), f"{file.name} differs from torchvision at {resize}/{crop} {interpolation}"
 
 
 def generated_images(folder):
@@ -112,21 +124,20 @@ def generated_images(folder):
     return made
 
 
-@pytest.mark.parametrize("resize,crop", [(256, 224), (342, 299)])
-def test_pixels_match_torchvision_preset_on_generated_images(tmp_path, resize, crop):
+@pytest.mark.parametrize("resize,crop,interpolation", PRESETS)
+def test_pixels_match_torchvision_preset_on_generated_images(tmp_path, resize, crop, interpolation):
     import torch
     from torchvision.transforms import functional as F
-    from torchvision.transforms._presets import ImageClassification
 
-    preset = ImageClassification(crop_size=crop, resize_size=resize)
+    preset = torchvision_preset(resize, crop, interpolation)
     for file in generated_images(tmp_path / "images"):
         with Image.open(file) as im:
             expected = preset(im.convert("RGB"))
-        ours = load_image(file, resize, crop)
+        ours = load_image(file, resize, crop, interpolation)
         assert ours.shape == (crop, crop, 3) and ours.dtype == np.uint8
         tensor = F.convert_image_dtype(torch.from_numpy(ours.copy()).permute(2, 0, 1).contiguous(), torch.float)
         got = F.normalize(tensor, mean=preset.mean, std=preset.std)
-        assert torch.equal(got, expected), f"{file.name} differs from torchvision at {resize}/{crop}"
+        assert torch.equal(got, expected), f"{file.name} differs from torchvision at {resize}/{crop} {interpolation}"
 
 
 # --- (ii) indexing the ImageNet sample ---
@@ -504,6 +515,29 @@ def test_synthetic_is_deterministic_and_varied(tmp_path):
     assert len({label for _, label in rows}) > 15 and all(
         0 <= label < 1000 for _, label in rows
     )
+
+
+def test_a_bicubic_cache_has_its_own_name_and_the_bicubic_pixels(tmp_path):
+    """preprocess.py --interpolation bicubic, as the workflow runs it (a process pool), writes
+    what load_image gives with that filter; the bilinear name is the one caches always had."""
+    assert (cache_name(256, 224), cache_name(256, 224, "bilinear"), cache_name(256, 224, "bicubic")) == (
+        "256-224",
+        "256-224",
+        "256-224-bicubic",
+    )
+    rows = make_synthetic(tmp_path / "img", 6, seed=0)
+    index = tmp_path / "index.tsv"
+    write_index(index, rows)
+    out = tmp_path / f"{cache_name(72, 64, 'bicubic')}.npy"
+    command = [sys.executable, str(SCRIPTS / "preprocess.py"), "--index", str(index), "--resize", "72"]
+    command += ["--crop", "64", "--interpolation", "bicubic", "--out", str(out), "--workers", "2"]
+    subprocess.run(command, check=True, capture_output=True)
+    cache = np.load(out)
+    expected = np.stack([load_image(file, 72, 64, "bicubic") for file, _ in rows])
+    assert np.array_equal(cache, expected)
+    assert not np.array_equal(cache, np.stack([load_image(file, 72, 64) for file, _ in rows]))
+    with pytest.raises(UserError, match="interpolation 'nearest' is not one of bilinear, bicubic"):
+        load_image(rows[0][0], 72, 64, "nearest")
 
 
 def test_preprocess_writes_the_cache(tmp_path):

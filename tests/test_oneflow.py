@@ -119,6 +119,10 @@ LOGIT_CASES = [
     # vgg16 at 224 px was the slowest test of the suite (40 s); at 64 px its 2x2 maps go
     # through the adaptive pool to 7x7, which 224 px (7x7 already) never exercises
     ("vgg16", 73, 64, 2),
+    # three of the other torchvision archs flowvision builds (runtimes.FLOWVISION_ARCHS)
+    ("resnet18", 73, 64, 2),
+    ("mobilenet_v3_small", 73, 64, 2),
+    ("efficientnet_b0", 73, 64, 2),
 ]
 
 
@@ -270,3 +274,21 @@ def test_bad_options_name_their_config_key():
     assert set(messages) == {"mode", "threads", "device", "precisions"}
     for key, message in messages.items():
         assert f"runtimes.oneflow.{key}" in message, message
+
+
+NO_SUCH_ARCH = r"""
+from infbench.errors import main_guard
+from infbench.runtimes import load
+from infbench.runtimes.base import SessionSpec
+
+spec = SessionSpec("oneflow", "vit", "vit_b_32", "fp32", 2, "cpu", "unused.safetensors", 224)
+main_guard(lambda: load("oneflow").open_session(spec))
+"""
+
+
+def test_an_arch_flowvision_lacks_is_one_sentence():
+    """The workflow plans no such cell; a step run by hand says so without a traceback."""
+    proc = run_oneflow(NO_SUCH_ARCH)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "infbench: OneFlow: not available for this arch (vit_b_32:" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -18,13 +18,18 @@ SCRIPTS = os.path.join(WORKFLOW_DIR, "workflow", "scripts")
 sys.path.insert(0, SCRIPTS)
 
 from infbench.configcheck import check
-from infbench.data import PREPROCESS_VERSION
+from infbench.data import (
+    DEFAULT_INTERPOLATION,
+    INTERPOLATIONS,
+    PREPROCESS_VERSION,
+    cache_name,
+)
 from infbench.runtimes.tensorrt.build import engine_settings
 from infbench.errors import UserError
 from infbench.precision import FP16_VERSION
 from infbench.results import LATENCY_TIMING_KEYS, cell_config
 from infbench.slots import timed_cores
-from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form
+from infbench.runtimes import ARTIFACT, MAKE_ENV, STACK, VENV, int8_form, unavailable
 
 with open(os.path.join(WORKFLOW_DIR, "workflow", "schemas", "config.schema.yaml")) as f:
     SCHEMA = yaml.safe_load(f)
@@ -40,6 +45,17 @@ INDEX = f"results/datasets/{DATASET}/index.tsv"
 BAD_IMAGES = f"results/datasets/{DATASET}/bad_images.tsv"
 LABELS = f"results/datasets/{DATASET}/labels.npy"
 MODELS = list(config["models"])
+# the models given as the user's own ONNX file (checkpoint: {onnx: ...}); no weights, no arch
+ONNX_MODELS = [
+    name for name, m in config["models"].items() if "onnx" in m["checkpoint"]
+]
+
+
+def names_pattern(names):
+    """A wildcard constraint matching exactly these names (none: nothing)."""
+    return "|".join(names) if names else "(?!)"
+
+
 RUNTIMES = list(config["runtimes"])
 REF_RUNTIME, REF_PRECISION = config["accuracy"]["reference"].split("/")
 
@@ -135,10 +151,15 @@ def made_from(*parts):
     def param(wildcards):
         m = config["models"][wildcards.model]
         value = {}
-        if "weights" in parts:
-            value["weights"] = {k: m[k] for k in ("arch", "crop", "checkpoint")}
+        if "weights" in parts:  # (an ONNX-file model has no arch)
+            value["weights"] = {
+                k: m[k] for k in ("arch", "crop", "checkpoint") if k in m
+            }
         if "data" in parts:
             value["data"] = {"dataset": config["dataset"], "resize": m["resize"]}
+            # absent: bilinear (a seed model's param stays as it was)
+            if "interpolation" in m:
+                value["data"]["interpolation"] = m["interpolation"]
         if "calibration" in parts:
             value["calibration"] = config["calibration"]
         return canonical(value)
@@ -166,9 +187,16 @@ def random_weights(model):
     return "random" in config["models"][model]["checkpoint"]
 
 
+def interpolation(model):
+    """A model's resize filter (absent from its block: bilinear)."""
+    return config["models"][model].get("interpolation", DEFAULT_INTERPOLATION)
+
+
 def cache_file(model):
+    """The model's tensor cache: by resize, crop and interpolation (infbench.data.cache_name)."""
     m = config["models"][model]
-    return f"results/cache/{DATASET}/{m['resize']}-{m['crop']}.npy"
+    name = cache_name(m["resize"], m["crop"], interpolation(model))
+    return f"results/cache/{DATASET}/{name}.npy"
 
 
 def checkpoint_file(wildcards):
@@ -196,6 +224,11 @@ def artifact(wildcards, bs):
     return f"results/engines/{wildcards.model}/{wildcards.precision}-bs{bs}.plan"
 
 
+def arch(model):
+    """A model's arch as the cells record it: ``onnx`` for an ONNX-file model."""
+    return config["models"][model].get("arch", "onnx")
+
+
 def cell_args(wildcards, batch_sizes):
     """The command-line options that name a cell, or the cells of several batch sizes
     (see infbench/cli.py): an artifact per batch size where it depends on it (engines).
@@ -206,7 +239,7 @@ def cell_args(wildcards, batch_sizes):
         dict.fromkeys(prefixed(artifact(wildcards, bs)) for bs in batch_sizes)
     )
     return (
-        f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {m['arch']}"
+        f"--runtime {wildcards.runtime} --model {wildcards.model} --arch {arch(wildcards.model)}"
         f" --precision {wildcards.precision} --device {rt['device']} --crop {m['crop']}"
         f" --batch-size {' '.join(map(str, batch_sizes))} --artifact {' '.join(artifacts)}"
     )
@@ -218,11 +251,18 @@ ACCURACY_BS = config["accuracy"]["batch_size"]
 LATENCY_BATCH_SIZES = config["latency"]["batch_sizes"]
 
 
+def runs(runtime, model):
+    """Whether the runtime can run the model (else its cells are not planned: the tables
+    show why, infbench.runtimes.unavailable)."""
+    return unavailable(runtime, config["models"][model]) is None
+
+
 def speed_files():
     return [
         f"results/speed/{runtime}/{model}/{precision}-bs{bs}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
         for bs in BATCH_SIZES
     ]
@@ -233,14 +273,20 @@ def latency_files():
         f"results/latency/{runtime}/{model}/{precision}-bs{bs}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
         for bs in LATENCY_BATCH_SIZES
     ]
 
 
 def macs_files():
-    """Each model's MACs per image (counted by convert_weights), for the tables."""
-    return [rules.convert_weights.output.macs.format(model=model) for model in MODELS]
+    """Each model's MACs per image (counted by convert_weights), for the tables; none for
+    an ONNX-file model (its share of peak is left out)."""
+    return [
+        rules.convert_weights.output.macs.format(model=model)
+        for model in MODELS
+        if model not in ONNX_MODELS
+    ]
 
 
 def accuracy_files():
@@ -248,8 +294,17 @@ def accuracy_files():
         f"results/accuracy/{runtime}/{model}/{precision}.json"
         for runtime, rt in config["runtimes"].items()
         for model in MODELS
+        if runs(runtime, model)
         for precision in rt["precisions"]
     ]
+
+
+def reference_predictions(wildcards):
+    """The reference cell's predictions for a model's score, none where the reference
+    runtime cannot run the model (mismatches are then n/a)."""
+    if not runs(REF_RUNTIME, wildcards.model):
+        return []
+    return f"results/accuracy/{REF_RUNTIME}/{wildcards.model}/{REF_PRECISION}.npz"
 
 
 # every table cell, tidy (the figures are drawn from it)
@@ -418,27 +473,41 @@ def steps_of_cell(runtime, model, precision, bs):
     the first of them that failed (aggregate.py --what-ran)."""
     m = config["models"][model]
     size = dict(resize=m["resize"], crop=m["crop"])
+    resize_filter = interpolation(model)
+    preprocess = rules.preprocess
+    if resize_filter != DEFAULT_INTERPOLATION:
+        preprocess = rules.preprocess_interpolated
+        size["interpolation"] = resize_filter
     steps = []
     if DATASET == "synthetic":
         steps.append(step(rules.synthetic_images, "generating the synthetic images"))
     steps += [
         step(rules.index_dataset, "indexing the data set"),
         step(
-            rules.preprocess,
-            f"preprocessing the images at {m['resize']}/{m['crop']} px",
+            preprocess,
+            f"preprocessing the images at {m['resize']}/{m['crop']} px ({resize_filter})",
             **size,
         ),
     ]
-    if "path" not in m["checkpoint"]:
+    if model in ONNX_MODELS:
         steps.append(
-            step(rules.fetch_checkpoint, f"fetching {model}'s checkpoint", model=model)
+            step(rules.import_onnx, f"importing {model}'s ONNX file", model=model)
         )
-    steps.append(
-        step(rules.convert_weights, f"converting {model}'s weights", model=model)
-    )
-    if ARTIFACT[runtime] == "weights":
-        return steps
-    steps.append(step(rules.export_onnx, f"exporting {model} to ONNX", model=model))
+    else:
+        if "path" not in m["checkpoint"]:
+            steps.append(
+                step(
+                    rules.fetch_checkpoint,
+                    f"fetching {model}'s checkpoint",
+                    model=model,
+                )
+            )
+        steps.append(
+            step(rules.convert_weights, f"converting {model}'s weights", model=model)
+        )
+        if ARTIFACT[runtime] == "weights":
+            return steps
+        steps.append(step(rules.export_onnx, f"exporting {model} to ONNX", model=model))
     if precision == "fp16":
         steps.append(
             step(rules.convert_fp16, f"converting {model} to fp16", model=model)
@@ -468,7 +537,7 @@ def what_ran_plan():
     """Every configured cell's result file and the jobs it needs, by the rules' own paths."""
     speed, accuracy, latency = [], [], []
     for runtime, rt in config["runtimes"].items():
-        for model in MODELS:
+        for model in [m for m in MODELS if runs(runtime, m)]:
             for precision in rt["precisions"]:
                 cell = dict(runtime=runtime, model=model, precision=precision)
                 for bs, result in zip(BATCH_SIZES, rules.speed.output):

@@ -53,6 +53,9 @@ rule preprocess:
         f"results/cache/{DATASET}/{{resize}}-{{crop}}.npy",
     log:
         f"logs/cache/{DATASET}/{{resize}}-{{crop}}.log",
+    wildcard_constraints:
+        resize=r"\d+",
+        crop=r"\d+",
     # ahead of timed jobs when both are ready: the cells of every model at this size wait for it
     priority: 1
     conda:
@@ -68,3 +71,31 @@ rule preprocess:
         "{params.run} {log:q}"
         " --index {input:q} --resize {wildcards.resize:q} --crop {wildcards.crop:q}"
         " --out {output:q} --workers {threads}"
+
+
+# The caches of the other resize filters (a model's interpolation: bicubic), named
+# {resize}-{crop}-{interpolation} (infbench.data.cache_name). A rule of its own so that the
+# bilinear caches' rule above, and with it every cache already made, stays as it was.
+rule preprocess_interpolated:
+    input:
+        INDEX,
+    output:
+        f"results/cache/{DATASET}/{{resize}}-{{crop}}-{{interpolation}}.npy",
+    log:
+        f"logs/cache/{DATASET}/{{resize}}-{{crop}}-{{interpolation}}.log",
+    wildcard_constraints:
+        resize=r"\d+",
+        crop=r"\d+",
+        interpolation="|".join(i for i in INTERPOLATIONS if i != DEFAULT_INTERPOLATION),
+    priority: 1
+    conda:
+        "../../envs/main.yaml"
+    threads: workflow.cores
+    params:
+        run=runner("main", "preprocess.py"),
+        version=PREPROCESS_VERSION,
+        dataset=canonical(config["dataset"]),
+    shell:
+        "{params.run} {log:q}"
+        " --index {input:q} --resize {wildcards.resize:q} --crop {wildcards.crop:q}"
+        " --interpolation {wildcards.interpolation:q} --out {output:q} --workers {threads}"

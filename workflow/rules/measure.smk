@@ -154,7 +154,7 @@ rule evaluate:
 rule score:
     input:
         predictions=rules.evaluate.output[0],
-        reference=f"results/accuracy/{REF_RUNTIME}/{{model}}/{REF_PRECISION}.npz",
+        reference=reference_predictions,
         labels=LABELS,
         bad=BAD_IMAGES,
     output:
@@ -173,10 +173,14 @@ rule score:
     params:
         run=runner("main", "score.py"),
         reference=config["accuracy"]["reference"],
+        # none where the reference runtime cannot run the model
+        reference_option=lambda wc, input: (
+            f"--reference {shlex.quote(input.reference)}" if input.reference else ""
+        ),
         random=lambda wc: int(random_weights(wc.model)),
         made_from=score_made_from,
     shell:
         "{params.run} {log}"
         " --predictions {input.predictions} --labels {input.labels}"
-        " --reference {input.reference} --reference-name {params.reference}"
+        " {params.reference_option} --reference-name {params.reference}"
         " --random-weights {params.random} --bad-images {input.bad} --out {output}"

@@ -69,3 +69,30 @@ rule export_onnx:
     shell:
         "{params.run} {log:q}"
         " --arch {params.arch:q} --weights {input:q} --crop {params.crop:q} --out {output:q}"
+
+
+# A model given as the user's own ONNX file: its sha256 checked and its input put in the
+# form export_onnx writes (named input, NCHW), as the same fp32 ONNX; fp16 and int8 follow
+# as for any model. Only ONNX-file models match it, and it takes them from export_onnx.
+rule import_onnx:
+    input:
+        # the user's file: never moved under a module's prefix
+        lambda wc: local(model_cfg(wc)["checkpoint"]["onnx"]),
+    output:
+        "results/onnx/{model}/fp32.onnx",
+    log:
+        "logs/onnx/{model}/fp32.log",
+    wildcard_constraints:
+        model=names_pattern(ONNX_MODELS),
+    conda:
+        "../../envs/main.yaml"
+    params:
+        run=runner("main", "import_onnx.py"),
+        sha256=lambda wc: model_cfg(wc)["checkpoint"]["sha256"],
+        made_from=made_from("weights"),
+    shell:
+        "{params.run} {log:q}"
+        " --model {wildcards.model:q} --onnx {input:q} --sha256 {params.sha256:q} --out {output:q}"
+
+
+ruleorder: import_onnx > export_onnx

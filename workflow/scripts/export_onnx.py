@@ -16,7 +16,7 @@ from infbench.precision import export_fp32  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--arch", required=True, help="alexnet | vgg16 | resnet50 | inception_v3")
+    parser.add_argument("--arch", required=True, help="a torchvision classification arch (resnet50, ...)")
     parser.add_argument("--weights", required=True, help="framework-neutral .safetensors")
     parser.add_argument("--crop", required=True, type=int, help="input height and width")
     parser.add_argument("--out", required=True, help="the fp32 .onnx to write")

@@ -27,7 +27,7 @@ def _boolean(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, help="alexnet | vgg16 | resnet50 | inception_v3")
+    parser.add_argument("--arch", required=True, help="a torchvision classification arch (resnet50, ...)")
     parser.add_argument("--out", required=True, help="where the .pth file goes")
     parser.add_argument("--url", help="checkpoint url (with --sha256)")
     parser.add_argument("--sha256", help="expected sha256 of the file at --url")

@@ -3,6 +3,7 @@
 
     preprocess.py --index results/datasets/imagenet/index.tsv --resize 256 --crop 224 \\
         --out results/cache/imagenet/256-224.npy --workers 8
+    preprocess.py ... --interpolation bicubic --out results/cache/imagenet/256-224-bicubic.npy
 """
 
 import argparse
@@ -12,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from infbench.data import preprocess, read_index  # noqa: E402
+from infbench.data import DEFAULT_INTERPOLATION, INTERPOLATIONS, preprocess, read_index  # noqa: E402
 from infbench.errors import main_guard  # noqa: E402
 
 
@@ -21,6 +22,12 @@ def parse_args(argv=None):
     parser.add_argument("--index", required=True, help="index.tsv from index_dataset.py")
     parser.add_argument("--resize", required=True, type=int, help="shorter side after resizing")
     parser.add_argument("--crop", required=True, type=int, help="side of the centre crop")
+    parser.add_argument(
+        "--interpolation",
+        default=DEFAULT_INTERPOLATION,
+        choices=sorted(INTERPOLATIONS),
+        help="the resize's filter (the model's interpolation)",
+    )
     parser.add_argument("--out", required=True, help=".npy file to write (uint8, N x crop x crop x 3)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     return parser.parse_args(argv)
@@ -30,7 +37,7 @@ def main(argv=None):
     args = parse_args(argv)
     rows = read_index(args.index)
     started = time.perf_counter()
-    preprocess(rows, args.resize, args.crop, args.out, workers=args.workers)
+    preprocess(rows, args.resize, args.crop, args.out, workers=args.workers, interpolation=args.interpolation)
     seconds = time.perf_counter() - started
     print(
         f"preprocessed {len(rows)} images to {args.out} in {seconds:.1f} s",

@@ -3,8 +3,9 @@
 An index is a list of rows ``(file, label)`` with absolute file paths, in a fixed order that
 every later step keeps (the cache, labels.npy and the per-image predictions line up by
 position). Preprocessing reproduces torchvision's ``ImageClassification`` preset up to (not
-including) the float conversion: decode, convert("RGB"), resize the shorter side (bilinear,
-PIL antialiases), centre crop. Runtimes normalise in their ``stage`` step.
+including) the float conversion: decode, convert("RGB"), resize the shorter side (bilinear
+or bicubic, as the model's weights were trained: PIL antialiases both), centre crop.
+Runtimes normalise in their ``stage`` step.
 
 Images and label files come from wherever the user got them (docs/security.md): images are
 opened only as IMAGE_FORMATS and refused before decoding past MAX_IMAGE_BYTES, MAX_PIXELS
@@ -56,6 +57,19 @@ NUM_SYNSETS = 1000
 # the preprocessing's version: raise it with any change to what load_image or preprocess
 # write, so that the workflow redoes every cache (it is a param of rule preprocess)
 PREPROCESS_VERSION = 1
+# the resampling filters a model's ``interpolation`` may name (torchvision's published
+# weights use these two) and the PIL filter each is: torchvision resizes a PIL image with
+# PIL's own filter of the same name, which antialiases when it shrinks
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+DEFAULT_INTERPOLATION = "bilinear"
+
+
+def cache_name(resize, crop, interpolation=DEFAULT_INTERPOLATION):
+    """The tensor cache's file name, without ``.npy``: ``{resize}-{crop}`` for bilinear
+    (the name every cache had before other filters), ``{resize}-{crop}-{interpolation}``
+    for the others, so that caches made with different filters never share a file."""
+    suffix = "" if interpolation == DEFAULT_INTERPOLATION else f"-{interpolation}"
+    return f"{resize}-{crop}{suffix}"
 
 
 # --- synthetic data ---
@@ -670,17 +684,22 @@ def read_index(path):
 # --- preprocessing ---
 
 
-def load_image(path, resize, crop):
+def load_image(path, resize, crop, interpolation=DEFAULT_INTERPOLATION):
     """uint8 HWC RGB pixels of ``path`` as torchvision's ImageClassification preset sees them.
 
     Same steps and rounding as torchvision.transforms.functional on a PIL image: the shorter
-    side becomes ``resize`` and the longer ``int(resize * long / short)`` (BILINEAR, which
-    PIL antialiases), then a ``crop`` square at top = round((h - crop) / 2), likewise left.
+    side becomes ``resize`` and the longer ``int(resize * long / short)`` (with the
+    ``interpolation`` of INTERPOLATIONS, which PIL antialiases), then a ``crop`` square at
+    top = round((h - crop) / 2), likewise left.
     An image the scan would call unreadable (``_decode``), or one that runs out of memory,
     raises the unreadable image's UserError; a resize past MAX_PIXELS is refused before it.
     """
     if crop > resize:
         raise UserError(f"crop {crop} is larger than resize {resize}; set the model's resize to at least its crop")
+    if interpolation not in INTERPOLATIONS:
+        raise UserError(
+            f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}; fix the model's interpolation"
+        )
     image, reason = _decode(path)
     if image is None:
         raise UserError(
@@ -695,7 +714,7 @@ def load_image(path, resize, crop):
         )
     try:
         if size != image.size:
-            image = image.resize(size, Image.BILINEAR)
+            image = image.resize(size, INTERPOLATIONS[interpolation])
         width, height = image.size
         top = int(round((height - crop) / 2.0))
         left = int(round((width - crop) / 2.0))
@@ -780,8 +799,9 @@ def bad_images_error(bad, total, shown=20):
     )
 
 
-def preprocess(rows, resize, crop, out_npy, workers=1):
-    """Write every row's pixels, in index order, to ``out_npy`` (uint8, N x crop x crop x 3).
+def preprocess(rows, resize, crop, out_npy, workers=1, interpolation=DEFAULT_INTERPOLATION):
+    """Write every row's pixels, in index order, to ``out_npy`` (uint8, N x crop x crop x 3),
+    resized with ``interpolation`` (``load_image``).
 
     The array is a .npy memmap filled in chunks by ``workers`` processes, under a temporary
     name that replaces ``out_npy`` only when complete. Read it with np.load(mmap_mode="r").
@@ -795,7 +815,10 @@ def preprocess(rows, resize, crop, out_npy, workers=1):
     with atomic_output(out_npy) as tmp:
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), crop, crop, 3))
         del cache  # header and size are on disk; workers open it themselves
-        chunks = [(tmp, start, files[start : start + CHUNK], resize, crop) for start in range(0, len(files), CHUNK)]
+        chunks = [
+            (tmp, start, files[start : start + CHUNK], resize, crop, interpolation)
+            for start in range(0, len(files), CHUNK)
+        ]
         if workers <= 1:
             progress = Progress("preprocess", len(files))
             for chunk in chunks:
@@ -829,10 +852,10 @@ def _fill_in_pool(chunks, workers, total):
             raise
 
 
-def _fill_chunk(npy, start, files, resize, crop):
+def _fill_chunk(npy, start, files, resize, crop, interpolation):
     """Decode ``files`` into rows ``start...`` of the memmap ``npy`` (in a worker process)."""
     cache = np.load(npy, mmap_mode="r+")
     for offset, file in enumerate(files):
-        cache[start + offset] = load_image(file, resize, crop)
+        cache[start + offset] = load_image(file, resize, crop, interpolation)
     cache.flush()
     release_rows(cache, start, start + len(files))  # written: let the pages go from this worker

@@ -253,8 +253,11 @@ def _calibrate(model_path, cache, picks, method, workdir):
         extra_options=options,
     )
     batches, progress = 0, Progress(f"calibrate ({method})", len(picks))
-    for start in range(0, len(picks), CALIBRATION_BATCH):
-        rows = picks[start : start + CALIBRATION_BATCH]
+    # an ONNX file with a fixed batch takes slices of that size only (the config's
+    # calibration.images is a multiple of it: configcheck)
+    step = _input_batch(model_path) or CALIBRATION_BATCH
+    for start in range(0, len(picks), step):
+        rows = picks[start : start + step]
         with contextlib.redirect_stdout(io.StringIO()):  # its progress prints, once per slice
             calibrator.collect_data(_Slice(normalise_nchw(cache[rows])))
         batches += 1
@@ -277,6 +280,14 @@ def _drop_unused_domains(model_path):
     del model.opset_import[:]
     model.opset_import.extend(keep)
     onnx.save(model, str(model_path))
+
+
+def _input_batch(model_path):
+    """The ONNX model's fixed batch, or None where its batch axis is dynamic."""
+    import onnx
+
+    first = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
 
 
 def _input_crop(model_path):

@@ -23,7 +23,7 @@ import pandas as pd
 from infbench import files
 from infbench.errors import UserError
 from infbench.results import NO_CONFIG, cell_config, config_changes, read_accuracy, read_latency, read_speed
-from infbench.runtimes import LABELS, ORDER, int8_form
+from infbench.runtimes import LABELS, NEEDS_FRAMEWORK_MODEL, NOT_FOR_ARCH, ORDER, int8_form, unavailable
 
 # the seed report's column order: runtimes, then precisions inside a runtime
 PRECISION_ORDER = ("fp32", "fp16", "int8")
@@ -41,8 +41,9 @@ NOT_MEASURED = "not measured"  # energy: the cell's device has no counter this s
 
 # the cell frame's columns and their dtypes, in cells.csv's order; kind: speed, reference
 # (a figure from the config's reference_results), latency or accuracy; status: measured, reference,
-# not run, failed (with the reason its log gives) or stale (with what changed; its figures
-# are left out)
+# not run, failed (with the reason its log gives), stale (with what changed; its figures
+# are left out), or why the runtime cannot run the model (not available for this arch,
+# needs a framework model)
 COLUMNS = {
     "kind": "str", "status": "str", "runtime": "str", "runtime_label": "str", "model": "str",
     "arch": "str", "precision": "str", "batch_size": "Int64", "device": "str", "device_name": "str",
@@ -254,6 +255,15 @@ def status_notes(records, what):
     """The footnotes of the cells that show no figure (``not run``, ``failed``, ``stale``),
     each failed or stale cell with its reason; ``what`` names the missing result file."""
     notes = []
+    for status, meaning in (
+        (NOT_FOR_ARCH, "OneFlow builds only the architectures flowvision 0.2.1 has under torchvision's"
+         " name and parameter names (`infbench.runtimes.FLOWVISION_ARCHS`), so these cells are not run"),
+        (NEEDS_FRAMEWORK_MODEL, "the model is an ONNX file (`checkpoint: {onnx: ...}`), and this runtime runs"
+         " a torchvision model from its weights, so these cells are not run"),
+    ):  # fmt: skip
+        listed = sorted({r["model"] for r in records if r["status"] == status})
+        if listed:
+            notes.append(f"`{status}`: {meaning}: {', '.join(listed)}.")
     if any(r["status"] == NOT_RUN for r in records):
         notes.append(
             f"`{NOT_RUN}`: configured, but no {what} for this cell was given to the aggregate step"
@@ -397,6 +407,11 @@ def speed_section(config, batch_size, cells, figures):
     if any(crops):
         sizes = "; ".join(f"{', '.join(ms)} {crop} px" for crop, ms in crops.items() if crop)
         notes.append(f"Input size: {sizes}.")
+    filters = {}
+    for model, spec in models.items():
+        filters.setdefault((spec or {}).get("interpolation", "bilinear"), []).append(model)
+    if set(filters) - {"bilinear"}:  # said only where a model's weights were trained on another filter
+        notes.append("Resize filter: " + "; ".join(f"{', '.join(ms)} {name}" for name, ms in filters.items()) + ".")
     if int8_note(config):
         notes.append(int8_note(config))
     for lab in _distinct(lab for lab, _ in ref_cols):
@@ -782,16 +797,19 @@ def load_cells(config, speed_files, accuracy_files, failures=None, macs=None, la
     )
 
     def cell(kind, found, key):
-        """The row of one configured cell. Its result, if the config it records is the
-        current one; else ``failed`` with the reason ``failures`` gives (its job or a step
-        it needs failed), ``stale`` with what changed, or ``not run``."""
-        row = found.get(key[1:])
+        """The row of one configured cell. Why its runtime cannot run its model where it
+        cannot (``runtimes.unavailable``: such cells are not planned); else its result, if
+        the config it records is the current one; else ``failed`` with the reason
+        ``failures`` gives (its job or a step it needs failed), ``stale`` with what changed,
+        or ``not run``."""
+        _, runtime, model, precision, batch_size = key
+        cannot = unavailable(runtime, models[model] or {})
+        row = None if cannot else found.get(key[1:])
         changes = _freshness(config, kind, row) if row is not None else None
         if row is not None and not changes:
             return {**row, "runtime_label": LABELS.get(row["runtime"], row["runtime"])}
         reason = (failures or {}).get(key)
-        status = FAILED if reason is not None else STALE if changes else NOT_RUN
-        _, runtime, model, precision, batch_size = key
+        status = cannot or (FAILED if reason is not None else STALE if changes else NOT_RUN)
         return {
             "kind": kind, "status": status, "reason": reason or (stale_reason(changes) if changes else None),
             "runtime": runtime, "runtime_label": LABELS.get(runtime, runtime), "model": model,

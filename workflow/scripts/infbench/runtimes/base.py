@@ -26,7 +26,7 @@ class SessionSpec:
 
     runtime: str
     model: str  # the config's model name
-    arch: str  # alexnet | vgg16 | resnet50 | inception_v3
+    arch: str  # a torchvision classification architecture (infbench.models)
     precision: str  # fp32 | fp16 | int8
     batch_size: int
     device: str  # cpu | cuda

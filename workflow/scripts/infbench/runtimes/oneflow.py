@@ -25,7 +25,7 @@ import numpy as np
 from infbench.errors import UserError
 from infbench.provenance import cpu_name
 from infbench.weights import read_weights
-from infbench.runtimes import CAPABILITIES
+from infbench.runtimes import CAPABILITIES, FLOWVISION_ARCHS, NOT_FOR_ARCH
 from infbench.runtimes.base import Session, normalise_nchw
 
 try:
@@ -157,17 +157,18 @@ class _InceptionLogits(flow.nn.Module):
 
 
 def build_model(arch):
-    """The flowvision model for ``arch``, built with torchvision's flags (infbench.models)."""
+    """The flowvision model for ``arch``, built with torchvision's flags (infbench.models);
+    only the archs of FLOWVISION_ARCHS (the workflow plans no OneFlow cell of another)."""
     import flowvision.models
 
+    if arch not in FLOWVISION_ARCHS:
+        raise UserError(
+            f"OneFlow: {NOT_FOR_ARCH} ({arch}: flowvision 0.2.1 has no model of that name with"
+            " torchvision's parameters); remove oneflow from runtimes or choose another arch"
+        )
     if arch == "inception_v3":
         return flowvision.models.inception_v3(aux_logits=True, transform_input=True, init_weights=False)
-    if arch in ("alexnet", "vgg16", "resnet50"):
-        return getattr(flowvision.models, arch)()
-    raise UserError(
-        f"unknown arch {arch!r} for the oneflow runtime; use alexnet, vgg16, resnet50"
-        " or inception_v3 in the model's arch key"
-    )
+    return getattr(flowvision.models, arch)()
 
 
 def load_weights(model, weights, path, arch):
