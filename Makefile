@@ -40,7 +40,7 @@ $(OFVENV)/.installed: envs/requirements-oneflow.txt
 
 # Snakemake's SLURM executor (profiles/slurm), never part of .venv: importable, it asks SLURM
 # for its settings at every Snakemake start (seconds where no controller answers). Its
-# dependencies are .venv's; a cluster run puts the folder on PYTHONPATH (README: "On a cluster").
+# dependencies are .venv's; a cluster run puts the folder on PYTHONPATH (docs/cluster.md).
 env-cluster: $(CLUSTERLIB)/.installed
 
 $(CLUSTERLIB)/.installed: envs/requirements-cluster.txt $(VENV)/.installed

@@ -17,7 +17,7 @@ def workflow_folder(rules_dir):
         print(
             f"infbench: the module's files ({rules_dir}) are neither on disk nor on a git host:"
             " name its snakefile by the path of a clone, or by github(...) or gitlab(...)"
-            " (README: As a module of your own workflow)",
+            " (docs/module.md)",
             file=sys.stderr,
         )
         sys.exit(1)

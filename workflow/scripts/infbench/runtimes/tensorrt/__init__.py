@@ -1,9 +1,10 @@
-"""TensorRT: everything infbench does with it, in three modules.
+"""TensorRT: everything infbench does with it.
 
 - ``build``: engines from a precision's ONNX, each with a sidecar recording what built it,
   the engine options and their defaults, and the check that an engine still matches this
   machine (TensorRT, GPU, driver, ONNX, options). Importable without TensorRT: the
-  workflow's rules read its defaults.
+  workflow's rules read its defaults. Its parts (``generations``, ``onnx_forms``,
+  ``builder``, ``timing_cache``, ``sidecar``) are re-exported by it: import ``build``.
 - ``session``: the runtime session that runs an engine (``open_session``); it refuses a
   stale engine in one sentence, since only the build_engine rule writes engines.
 - ``cudart``: device buffers, streams and CUDA graphs over cuda-python.
