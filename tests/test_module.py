@@ -170,7 +170,14 @@ def test_a_module_s_files_all_lie_under_its_prefix(module_run):
 def test_the_interpreter_the_consumer_names_runs_the_runtime_s_steps(module_run):
     consumer, prefix, _ = module_run
     ran = (consumer / "env" / "bin" / "ran").read_text().split()
-    assert sorted(os.path.basename(script) for script in ran) == ["evaluate.py", "measure_speed.py"]
+    # each step starts in gpu_slot.py (its GPU slot), which hands on to the step's own script
+    # under the same interpreter: the consumer's, twice per step
+    assert sorted(os.path.basename(script) for script in ran) == [
+        "evaluate.py",
+        "gpu_slot.py",
+        "gpu_slot.py",
+        "measure_speed.py",
+    ]
     # the steps run the workflow's own scripts, in its clone
     assert all(script.startswith(str(REPO / "workflow" / "scripts")) for script in ran)
 
