@@ -2,7 +2,9 @@
 `use rule * from infbench as infbench_*`, with and without a prefix), and deployed into an
 empty folder by snakedeploy from a git host. Each runs one tiny config and must give the
 tables a run of the clone gives (the precision table as it is, the speed table's shape:
-timings differ from run to run)."""
+timings differ from run to run). A deployed folder also runs the embedded demo config as
+snakedeploy copied it, OneFlow's interpreter named as docs/module.md says, to tables of the
+config's rows and columns with every cell measured (a few minutes on two cores)."""
 
 import csv
 import json
@@ -15,7 +17,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import ONEFLOW_PYTHON, REPO
 from test_workflow import planned_jobs, read_markdown_table
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1"]
@@ -44,8 +46,8 @@ def tiny_config():
     }
 
 
-def run(cwd, *args, env=None, check=True):
-    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+def run(cwd, *args, env=None, check=True, timeout=900):
+    proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -285,16 +287,21 @@ def hosted(tmp_path_factory):
     return env, tag, root / "infbench.git"
 
 
-@pytest.fixture(scope="module")
-def deployed(hosted, tmp_path_factory):
-    """`snakedeploy deploy-workflow` of the release into an empty folder."""
+def deploy(hosted, dest):
+    """`snakedeploy deploy-workflow` of the release into the empty folder ``dest``."""
     env, tag, _ = hosted
-    dest = tmp_path_factory.mktemp("deployed")
     subprocess.run(
         [sys.executable, "-m", "snakedeploy.client", "deploy-workflow", HOSTED, str(dest), "--tag", tag],
         env=env, check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     return dest
+
+
+@pytest.fixture(scope="module")
+def deployed(hosted, tmp_path_factory):
+    """A deployed folder for the tests below; the tiny config's run replaces its config, so
+    the demo config's run deploys a folder of its own."""
+    return deploy(hosted, tmp_path_factory.mktemp("deployed"))
 
 
 def test_snakedeploy_writes_a_module_of_the_release(deployed, hosted):
@@ -330,6 +337,82 @@ def test_the_deployed_workflow_gives_the_tables_of_a_clone_run(deployed, hosted,
     assert extracted.name == commit
     result = json.loads((deployed / "results/speed/onnxruntime/alexnet/fp32-bs2.json").read_text())
     assert result["provenance"]["command"][0] == str(extracted / "workflow/scripts/measure_speed.py")
+
+
+# how the tables name the runtimes (the seed report's spelling)
+RUNTIME_LABELS = {"oneflow": "OneFlow", "onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
+# a measured cell of each table: images/s (with `*` where the spread was flagged); p50 / p90 /
+# p99 ms; top-1 / mismatches (cos, rel against the reference's logits: random weights)
+MEASURED = {
+    "speed": r"\d+(\.\d)?\*?",
+    "latency": r"(\d+(\.\d+)?) / (\d+(\.\d+)?) / (\d+(\.\d+)?)",
+    "precision": r"(?P<top1>[01]\.\d{3}) / (?P<mismatches>\d+) \(cos (?P<cos>[01]\.\d{5}), rel (?P<rel>\d\.\de[-+]\d\d)\)",
+}
+
+
+@pytest.mark.workflow
+@pytest.mark.skipif(
+    not ONEFLOW_PYTHON.exists(),
+    reason=f"the demo config's reference is OneFlow: no {ONEFLOW_PYTHON} (make env-oneflow)",
+)
+def test_a_deployed_folder_runs_the_demo_config_to_full_tables(hosted, tmp_path):
+    """The embedded demo config as snakedeploy copied it, run in the deployed folder with its
+    profile; OneFlow's interpreter named as docs/module.md says, in a config file of that one
+    key merged by --configfile. Every cell of the speed, latency and precision tables is
+    measured, in the rows and columns the config asks for (those of `make demo` in a clone)."""
+    env, _, _ = hosted
+    folder = deploy(hosted, tmp_path / "demo")
+    (folder / "config" / "interpreters.yaml").write_text(
+        yaml.safe_dump({"runtimes": {"oneflow": {"python": str(ONEFLOW_PYTHON)}}})
+    )
+    run(folder, "--configfile", "config/interpreters.yaml", env=env, timeout=2400)
+    assert (folder / "config" / "config.yaml").read_text() == (REPO / "config/config.yaml").read_text()
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    models = list(config["models"])
+    columns = [f"{RUNTIME_LABELS[rt]}({p})" for rt, spec in config["runtimes"].items() for p in spec["precisions"]]
+    tables = folder / "results/tables"
+    shown = {
+        **{f"speed-bs{bs}.md": "speed" for bs in config["batch_sizes"]},
+        **{f"latency-bs{bs}.md": "latency" for bs in config["latency"]["batch_sizes"]},
+        "precision.md": "precision",
+    }
+    precision = {}
+    for name, kind in shown.items():
+        header, rows = read_markdown_table(tables / name)
+        assert header == ["model", *columns], name
+        assert list(rows) == models, name
+        for model in models:
+            for column in columns:
+                cell = re.fullmatch(MEASURED[kind], rows[model][column])
+                assert cell, (name, model, column, rows[model][column])
+                if kind == "precision":
+                    precision[model, column] = cell
+    with open(tables / "cells.csv") as f:
+        cells = [c for c in csv.DictReader(f) if c["kind"] in ("speed", "latency", "accuracy")]
+    per_cell = len(config["batch_sizes"]) + len(config["latency"]["batch_sizes"]) + 1
+    assert len(cells) == len(models) * len(columns) * per_cell
+    assert {c["status"] for c in cells} == {"measured"}
+
+    # the accuracy cells, scored against the reference over the config's images: the
+    # reference agrees with itself exactly, fp32 elsewhere to the logit, int8 clearly
+    ref_runtime, ref_precision = config["accuracy"]["reference"].split("/")
+    reference = f"{RUNTIME_LABELS[ref_runtime]}({ref_precision})"
+    images = config["dataset"]["images"]
+    assert f"top-1 accuracy over {images} images" in (tables / "precision.md").read_text()
+    for (model, column), cell in precision.items():
+        correct = float(cell["top1"]) * images  # a whole number of images, shown to 3 decimals
+        assert abs(correct - round(correct)) < 0.03, (model, column, cell[0])
+        cos = float(cell["cos"])
+        if column == reference:
+            assert (cell["mismatches"], cell["cos"], cell["rel"]) == ("0", "1.00000", "0.0e+00")
+        elif column.endswith("(fp32)"):
+            assert cos > 0.9999 and float(cell["rel"]) < 1e-3, (model, column, cell[0])
+            assert cell["top1"] == precision[model, reference]["top1"] or cell["mismatches"] != "0"
+        else:
+            assert 0.9 < cos < 1, (model, column, cell[0])
+    accuracy = [c for c in cells if c["kind"] == "accuracy"]
+    assert {(c["images"], c["reference"]) for c in accuracy} == {(str(images), config["accuracy"]["reference"])}
 
 
 def test_the_release_is_named_alike_everywhere():
