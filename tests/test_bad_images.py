@@ -78,26 +78,10 @@ def index(root, out, *policy):
     import sys
 
     return subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "index_dataset.py"),
-            "--root",
-            str(root),
-            "--labels",
-            str(root / "val_map.txt"),
-            "--out",
-            str(out / "index.tsv"),
-            "--labels-out",
-            str(out / "labels.npy"),
-            "--bad-out",
-            str(out / "bad_images.tsv"),
-            "--workers",
-            "2",
-            *policy,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, str(SCRIPTS / "index_dataset.py"), "--root", str(root), "--labels",
+         str(root / "val_map.txt"), "--out", str(out / "index.tsv"), "--labels-out", str(out / "labels.npy"),
+         "--bad-out", str(out / "bad_images.tsv"), "--workers", "2", *policy],
+        capture_output=True, text=True, timeout=120,
     )
 
 
@@ -190,9 +174,8 @@ class ProgressRecorder:
     "chunks,workers,pools",
     [(1.5, 2, [2]), (1.5, 1, []), (1.5, 0, []), (1, 2, []), (0, 2, [])],  # in chunks of CHUNK files
 )
-def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(
-    tmp_path, monkeypatch, chunks, workers, pools
-):
+def test_the_scan_uses_a_pool_of_workers_processes_only_for_more_than_one_chunk(tmp_path, monkeypatch,
+                                                                                chunks, workers, pools):
     import infbench.data
 
     sizes, counts = [], []
@@ -258,9 +241,8 @@ def test_preprocessing_counts_and_releases_whole_chunks_past_the_first(tmp_path,
     monkeypatch.setattr(infbench.data, "release_rows", lambda cache, start, end: released.append((start, end)))
     Image.new("RGB", (12, 8), (200, 90, 10)).save(tmp_path / "a.JPEG")
     np.lib.format.open_memmap(tmp_path / "cache.npy", mode="w+", dtype=np.uint8, shape=(2 * chunk, 8, 8, 3))
-    infbench.data._fill_chunk(
-        tmp_path / "cache.npy", chunk, [tmp_path / "a.JPEG"] * chunk, 8, 8, infbench.data.DEFAULT_INTERPOLATION
-    )
+    infbench.data._fill_chunk(tmp_path / "cache.npy", chunk, [tmp_path / "a.JPEG"] * chunk, 8, 8,
+                              infbench.data.DEFAULT_INTERPOLATION)
     assert released == [(chunk, 2 * chunk)]
 
 
@@ -311,9 +293,8 @@ def scan_and_load_with_little_memory(files):
     import subprocess
     import sys
 
-    proc = subprocess.run(
-        [sys.executable, "-c", LIMITED, str(SCRIPTS), *map(str, files)], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", LIMITED, str(SCRIPTS), *map(str, files)],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -413,26 +394,10 @@ def test_an_image_in_another_format_is_never_handed_to_an_outside_program(tmp_pa
     (root / "val_map.txt").write_text("".join(f"{Path(f).name} {label}\n" for f, label in rows))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "index_dataset.py"),
-            "--root",
-            str(root),
-            "--labels",
-            str(root / "val_map.txt"),
-            "--out",
-            str(out / "index.tsv"),
-            "--labels-out",
-            str(out / "labels.npy"),
-            "--bad-out",
-            str(out / "bad_images.tsv"),
-            "--bad-images",
-            "skip",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        [sys.executable, str(SCRIPTS / "index_dataset.py"), "--root", str(root), "--labels",
+         str(root / "val_map.txt"), "--out", str(out / "index.tsv"), "--labels-out", str(out / "labels.npy"),
+         "--bad-out", str(out / "bad_images.tsv"), "--bad-images", "skip"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )
     assert proc.returncode == 0, proc.stderr
     assert not ran.exists(), ran.read_text()
@@ -447,10 +412,7 @@ def test_bad_images_tsv_keeps_one_line_per_image_whatever_the_reason_says(tmp_pa
     path = tmp_path / "bad_images.tsv"
     write_bad_images(path, [("/d/a.JPEG", "OSError: line one\nline\ttwo\r"), ("/d/b.JPEG", "ValueError: x")])
     assert path.read_text().split("\n") == [
-        "file\treason",
-        "/d/a.JPEG\tOSError: line one\\nline\\ttwo\\r",
-        "/d/b.JPEG\tValueError: x",
-        "",
+        "file\treason", "/d/a.JPEG\tOSError: line one\\nline\\ttwo\\r", "/d/b.JPEG\tValueError: x", ""
     ]
 
 
